@@ -1,0 +1,783 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @file uffd.h
+ * @brief libuffd: a C library for Linux userfaultfd monitors.
+ *
+ * One header for the whole library. It is organised in sections: contexts, ranges, resolving
+ * faults, events, callbacks and dispatch, many contexts (the monitor), introspection.
+ *
+ * Conventions that hold for every function below:
+ * - A function that can fail returns 0 (or a count) on success and a **negative errno** on
+ *   failure; errno is never the channel. uffd_strerror() turns a code into a sentence.
+ * - Bad arguments (NULL handle, unaligned address, zero or overflowing length, unknown flag or
+ *   mode bits) return -EINVAL and change nothing. A required feature the kernel does not offer
+ *   is -EOPNOTSUPP.
+ * - Nothing in the library aborts, exits or prints.
+ * - Addresses are `void *`. For a monitor serving another process they are addresses in that
+ *   process and must never be dereferenced locally.
+ * - Mode and flag arguments take the kernel's own bits (`UFFDIO_REGISTER_MODE_*`,
+ *   `UFFDIO_COPY_MODE_*`, `UFFD_FEATURE_*`, `UFFD_PAGEFAULT_FLAG_*`); this header makes every one
+ *   of them up to Linux 6.18 visible even on older kernel headers.
+ *
+ * Threads: a context may be dispatched (uffd_dispatch(), uffd_read_events()) by one thread at a
+ * time. The resolving calls (uffd_copy() and its siblings), uffd_register(), uffd_unregister(),
+ * uffd_range_find() and uffd_monitor_stop() are safe from any thread.
+ */
+#ifndef UFFD_H
+#define UFFD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "uffd_kernel.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** @cond INTERNAL */
+#if defined(__GNUC__) && !defined(UFFD_NO_VISIBILITY)
+#define UFFD_API_EXPORT __attribute__((visibility("default")))
+#else
+#define UFFD_API_EXPORT
+#endif
+/** @endcond */
+
+/**
+ * @defgroup contexts Contexts
+ * @brief Opening a userfaultfd with feature negotiation, adopting one, closing it.
+ * @{
+ */
+
+/** One userfaultfd context: the fd, what it was granted, its range map and callbacks. Opaque. */
+struct uffd;
+
+/** Options for uffd_open() and uffd_adopt(). Zero-initialise; every field is optional. */
+struct uffd_config {
+	/** `UFFD_FEATURE_*` bits that must be granted, else the open fails with -EOPNOTSUPP. */
+	uint64_t required;
+	/** `UFFD_FEATURE_*` bits granted where the kernel offers them and this caller may have
+	 *  them (EVENT_FORK needs CAP_SYS_PTRACE: as an optional bit it is dropped, not fatal). */
+	uint64_t optional;
+	/** `UFFD_OPEN_*` flags. */
+	unsigned flags;
+	/** Messages read per read() when dispatching; 0 means the default (64). At most 4096. */
+	unsigned batch;
+	/** Latency mode: before sleeping in poll(), uffd_dispatch() re-reads the fd without blocking
+	 *  for up to this many microseconds. It trades CPU time for the ~20-50 us cost of waking a
+	 *  sleeping handler on another CPU. 0 (the default) turns it off. At most 1000000. */
+	unsigned spin_us;
+};
+
+/** Also trap faults raised in kernel mode (a read(2) into a registered page). Needs privilege:
+ *  CAP_SYS_PTRACE, `vm.unprivileged_userfaultfd=1`, or access to `/dev/userfaultfd`. Without it
+ *  the context is opened with `UFFD_USER_MODE_ONLY`, which every user may do. */
+#define UFFD_OPEN_KERNEL_FAULTS 0x1u
+/** Open through the userfaultfd(2) syscall only, never `/dev/userfaultfd`. */
+#define UFFD_OPEN_SYSCALL_ONLY 0x2u
+/** Open through `/dev/userfaultfd` only, never the syscall. */
+#define UFFD_OPEN_DEVICE_ONLY 0x4u
+
+/**
+ * uffd_open - create a userfaultfd and negotiate its features.
+ *
+ * The fd is created non-blocking and close-on-exec (a blocking userfaultfd always polls
+ * EPOLLERR). Without `UFFD_OPEN_KERNEL_FAULTS` it is user-mode-only. The library tries the doors
+ * the caller may use, in this order: the userfaultfd(2) syscall, then `/dev/userfaultfd`. It then
+ * grants `required | (optional & offered)` in a single UFFDIO_API handshake, where "offered" is
+ * what the running kernel supports (probed once per process and cached, see uffd_probe()).
+ *
+ * \param out receives the new context; untouched on failure.
+ * \param cfg options; NULL means all defaults.
+ * \return 0 on success, or a negative errno; no fd or memory is left behind on failure:
+ * - -EINVAL: @p out is NULL, unknown bits in `flags` or `optional`, both `_SYSCALL_ONLY` and
+ *   `_DEVICE_ONLY`, or `batch`/`spin_us` out of range.
+ * - -EOPNOTSUPP: a `required` feature bit is not offered by this kernel (known bit or not).
+ * - -EPERM: no door may be used by this caller (uffd_strerror() names the fixes), or a required
+ *   feature needs a privilege the caller lacks (EVENT_FORK needs CAP_SYS_PTRACE).
+ * - -ENOSYS: the kernel has no userfaultfd at all.
+ * - -EMFILE, -ENFILE, -ENOMEM: out of fds or memory.
+ */
+UFFD_API_EXPORT int uffd_open(struct uffd **out, const struct uffd_config *cfg);
+
+/**
+ * uffd_adopt - take ownership of a userfaultfd made elsewhere.
+ *
+ * For an fd received over a unix socket (SCM_RIGHTS) or a fork child's fd. If the fd's UFFDIO_API
+ * handshake is not done yet, it is negotiated as uffd_open() does, from @p cfg. If it is done,
+ * the granted features are read from `/proc/self/fdinfo/<fd>` and @p cfg's `required` bits must
+ * be among them. The fd is switched to non-blocking and close-on-exec. On success the context
+ * owns the fd (uffd_close() closes it); on failure the fd is left open and unchanged in its
+ * handshake, for the caller to close.
+ *
+ * \param out receives the new context.
+ * \param fd a userfaultfd.
+ * \param cfg options as for uffd_open(); `flags` are ignored for an fd whose handshake is done.
+ * \return 0 on success, or a negative errno:
+ * - -EINVAL: @p out is NULL, @p fd is negative or not a userfaultfd, or bad @p cfg.
+ * - -EBADF: @p fd is not an open file descriptor.
+ * - -EOPNOTSUPP: a required feature was not granted on this fd or is not offered.
+ * - -EPERM: a required feature needs a privilege the caller lacks.
+ * - -ENOMEM: out of memory.
+ */
+UFFD_API_EXPORT int uffd_adopt(struct uffd **out, int fd, const struct uffd_config *cfg);
+
+/**
+ * uffd_close - close a context and its fd.
+ *
+ * Closing the fd clears every registration of it: threads blocked on a fault wake and retry as
+ * plain memory (they get zero pages), and event senders return. Contexts a monitor owns are
+ * closed by uffd_monitor_free(); do not close them yourself. NULL is a no-op.
+ *
+ * \param u the context, or NULL.
+ */
+UFFD_API_EXPORT void uffd_close(struct uffd *u);
+
+/**
+ * uffd_fd - the context's file descriptor, for poll/epoll.
+ *
+ * The fd stays owned by the context: do not close it, read from it or change its flags.
+ *
+ * \param u the context.
+ * \return the fd (>= 0), or -EINVAL if @p u is NULL.
+ */
+UFFD_API_EXPORT int uffd_fd(const struct uffd *u);
+
+/**
+ * uffd_features - the `UFFD_FEATURE_*` bits this context was granted.
+ *
+ * \param u the context.
+ * \return the granted bits (0 for NULL). Note: requesting WP_ASYNC makes the kernel add
+ *         WP_UNPOPULATED, and this reports both.
+ */
+UFFD_API_EXPORT uint64_t uffd_features(const struct uffd *u);
+
+/**
+ * uffd_probe - what the running kernel offers.
+ *
+ * Probes once per process on a throwaway fd (features 0), then answers from a cache; safe from
+ * any thread. No side effect beyond that short-lived fd.
+ *
+ * \param features receives every `UFFD_FEATURE_*` bit the kernel supports; may be NULL.
+ * \param ioctls receives the `1 << _UFFDIO_*` bits of the ioctls the kernel supports on a
+ *        registered range (REGISTER, UNREGISTER, API, WAKE, COPY, ZEROPAGE, and WRITEPROTECT,
+ *        CONTINUE, POISON, MOVE where the features say so); may be NULL.
+ * \return 0 on success, or a negative errno: -EPERM (no door may be used by this caller),
+ *         -ENOSYS (no userfaultfd in this kernel), -EMFILE, -ENFILE, -ENOMEM.
+ */
+UFFD_API_EXPORT int uffd_probe(uint64_t *features, uint64_t *ioctls);
+
+/**
+ * uffd_feature_name - the name of one feature bit.
+ *
+ * \param bit exactly one `UFFD_FEATURE_*` bit.
+ * \return its name without prefix ("EVENT_UNMAP"), or NULL for an unknown bit or not exactly one.
+ */
+UFFD_API_EXPORT const char *uffd_feature_name(uint64_t bit);
+
+/**
+ * uffd_feature_since - the Linux release that added one feature bit.
+ *
+ * \param bit exactly one `UFFD_FEATURE_*` bit.
+ * \return a string such as "4.11", or NULL for an unknown bit.
+ */
+UFFD_API_EXPORT const char *uffd_feature_since(uint64_t bit);
+
+/**
+ * uffd_ioctl_name - the name of one ioctl by its number.
+ *
+ * \param nr the ioctl's `_UFFDIO_*` number (0x00 REGISTER ... 0x08 POISON, 0x3F API).
+ * \return its name without prefix ("COPY"), or NULL for an unknown number.
+ */
+UFFD_API_EXPORT const char *uffd_ioctl_name(unsigned nr);
+
+/**
+ * uffd_strerror - a sentence for an error code the library returned.
+ *
+ * In the library's terms: for -EPERM it names what to change (run as root or with
+ * CAP_SYS_PTRACE, set `vm.unprivileged_userfaultfd=1`, give access to `/dev/userfaultfd`, or drop
+ * `UFFD_OPEN_KERNEL_FAULTS`).
+ *
+ * \param err a code as returned (negative) or its positive value.
+ * \return a static string; never NULL.
+ */
+UFFD_API_EXPORT const char *uffd_strerror(int err);
+
+/** @} */
+
+/**
+ * @defgroup ranges Ranges
+ * @brief The map of registered ranges, kept true as the address space changes.
+ *
+ * The context keeps a map of what it registered. UNMAP events and uffd_unregister() cut pieces
+ * out (splitting where needed), REMAP moves them, FORK copies them into the child. `data` and
+ * `offset` survive splits and moves, so a fault anywhere maps back to "byte N of what I
+ * registered". Lookups are O(log n).
+ *
+ * Limits of what the kernel says: REMAP carries the old length, so after an mremap that grows
+ * and moves a range the kernel has registered the grown tail but the event does not say how far
+ * it reaches; faults in that tail arrive with `range` zeroed. Holes inside a registered span (no
+ * VMA at register time) are skipped by the kernel but kept in the map.
+ * @{
+ */
+
+/** One registered piece, as the map holds it. */
+struct uffd_range {
+	void *start;   /**< first byte */
+	void *end;     /**< one past the last byte: the piece is [start, end) */
+	void *data;    /**< what uffd_register() was given */
+	size_t offset; /**< offset of start from the start of its registration */
+};
+
+/**
+ * uffd_register - register a range with the kernel and record it in the map.
+ *
+ * Registering a range that overlaps earlier registrations of this context replaces them there
+ * (the kernel replaces the mode; the map records the new @p data, offset 0 at @p addr).
+ * Returned ioctl bits the library does not know are accepted.
+ *
+ * \param u the context.
+ * \param addr page-aligned start.
+ * \param len non-zero multiple of the page size.
+ * \param modes `UFFDIO_REGISTER_MODE_MISSING | _WP | _MINOR`, at least one.
+ * \param data any pointer, returned with every fault and lookup in this range.
+ * \return 0 on success, or a negative errno; on failure the map is unchanged:
+ * - -EINVAL: NULL @p u, unaligned @p addr, bad @p len, no or unknown mode bits, no VMA in the
+ *   range, or a mode the memory type does not support (MINOR on anonymous memory).
+ * - -EPERM: a VMA in the range cannot be written (no VM_MAYWRITE).
+ * - -EBUSY: another userfaultfd has registered part of the range.
+ * - -ENOMEM: out of memory, or the process that owns the fd has exited.
+ * - -ESRCH: the context has exited.
+ */
+UFFD_API_EXPORT int uffd_register(struct uffd *u, void *addr, size_t len, uint64_t modes,
+				  void *data);
+
+/**
+ * uffd_unregister - unregister a range and cut it out of the map.
+ *
+ * Unregistering wakes threads blocked on missing faults in the range (they retry as plain
+ * memory) and clears write-protection. Unregistering an unregistered range is 0.
+ *
+ * \param u the context.
+ * \param addr page-aligned start.
+ * \param len non-zero multiple of the page size.
+ * \return 0 on success, or a negative errno; on failure the map is unchanged:
+ * - -EINVAL: NULL @p u, bad @p addr or @p len, or no VMA in the range.
+ * - -ENOMEM: out of memory, or the process that owns the fd has exited.
+ */
+UFFD_API_EXPORT int uffd_unregister(struct uffd *u, void *addr, size_t len);
+
+/**
+ * uffd_range_find - the registered piece that holds an address.
+ *
+ * \param u the context.
+ * \param addr any address.
+ * \param out receives the piece.
+ * \return 0 if found, -ENOENT if @p addr is not in a registered piece, -EINVAL for NULL
+ *         arguments.
+ */
+UFFD_API_EXPORT int uffd_range_find(const struct uffd *u, const void *addr,
+				    struct uffd_range *out);
+
+/**
+ * uffd_range_next - walk the map in address order.
+ *
+ * \param u the context.
+ * \param addr where to start: the first piece that ends after @p addr is returned. Pass NULL
+ *        for the first piece, then the previous piece's `end`.
+ * \param out receives the piece.
+ * \return 0 if a piece was found, -ENOENT at the end of the map, -EINVAL for NULL @p u or @p out.
+ */
+UFFD_API_EXPORT int uffd_range_next(const struct uffd *u, const void *addr,
+				    struct uffd_range *out);
+
+/**
+ * uffd_range_count - how many pieces the map holds.
+ *
+ * \param u the context.
+ * \return the count (>= 0), or -EINVAL for NULL.
+ */
+UFFD_API_EXPORT long uffd_range_count(const struct uffd *u);
+
+/** @} */
+
+/**
+ * @defgroup resolving Resolving faults
+ * @brief copy, zeropage, continue, poison, move, writeprotect, wake.
+ *
+ * Each returns 0 when all of `len` is done. Where the kernel did only part of the range (it
+ * answers EAGAIN with the bytes done), the library carries on from where it stopped; what it
+ * cannot finish it reports as a negative errno with the kernel's meaning. How much was done
+ * before a failure is returned by uffd_last_done(), per calling thread. All are safe from any
+ * thread.
+ *
+ * The errno set, for all of them:
+ * - -EINVAL: NULL @p u, unaligned address, zero or overflowing length, unknown mode bits, or a
+ *   mode the range was not registered with (ZEROPAGE on hugetlbfs, CONTINUE on anonymous
+ *   memory, write-protect on a range not registered WP).
+ * - -EEXIST: a page is already present.
+ * - -ENOENT: no VMA there, or not registered with this context.
+ * - -EAGAIN: a layout change is pending (an event is waiting to be read), even after retries.
+ * - -ESRCH: the process that owns the fd has exited.
+ * - -EFAULT: the source cannot be read.
+ * - -EBUSY: (move) a source page is pinned.
+ * - -ENOMEM, -EINTR: as the kernel says.
+ * - -EOPNOTSUPP: the context was not granted the feature the call needs (POISON, MOVE).
+ * @{
+ */
+
+/**
+ * uffd_copy - fill missing pages atomically from a buffer (UFFDIO_COPY).
+ *
+ * \param u the context.
+ * \param dst page-aligned destination in the monitored address space.
+ * \param src source in this process (may be unaligned).
+ * \param len non-zero multiple of the page size.
+ * \param mode `UFFDIO_COPY_MODE_DONTWAKE | UFFDIO_COPY_MODE_WP`.
+ * \return 0 when all of @p len is copied, or a negative errno (see the group).
+ */
+UFFD_API_EXPORT int uffd_copy(struct uffd *u, void *dst, const void *src, size_t len,
+			      uint64_t mode);
+
+/**
+ * uffd_zeropage - fill missing pages with zeros (UFFDIO_ZEROPAGE).
+ *
+ * \param u the context.
+ * \param dst page-aligned destination.
+ * \param len non-zero multiple of the page size.
+ * \param mode `UFFDIO_ZEROPAGE_MODE_DONTWAKE`.
+ * \return 0 when all of @p len is done, or a negative errno (see the group).
+ */
+UFFD_API_EXPORT int uffd_zeropage(struct uffd *u, void *dst, size_t len, uint64_t mode);
+
+/**
+ * uffd_continue - map pages already in the page cache for minor faults (UFFDIO_CONTINUE).
+ *
+ * \param u the context.
+ * \param dst page-aligned destination.
+ * \param len non-zero multiple of the page size.
+ * \param mode `UFFDIO_CONTINUE_MODE_DONTWAKE | UFFDIO_CONTINUE_MODE_WP`.
+ * \return 0 when all of @p len is done, or a negative errno (see the group).
+ */
+UFFD_API_EXPORT int uffd_continue(struct uffd *u, void *dst, size_t len, uint64_t mode);
+
+/**
+ * uffd_poison - mark pages poisoned: touching them raises SIGBUS (UFFDIO_POISON, Linux 6.6).
+ *
+ * \param u the context (granted UFFD_FEATURE_POISON).
+ * \param dst page-aligned destination.
+ * \param len non-zero multiple of the page size.
+ * \param mode `UFFDIO_POISON_MODE_DONTWAKE`.
+ * \return 0 when all of @p len is done, or a negative errno (see the group).
+ */
+UFFD_API_EXPORT int uffd_poison(struct uffd *u, void *dst, size_t len, uint64_t mode);
+
+/**
+ * uffd_move - move pages from @p src to missing pages at @p dst (UFFDIO_MOVE, Linux 6.8).
+ *
+ * Only for a context whose fd belongs to this process (the kernel refuses a foreign mm).
+ *
+ * \param u the context (granted UFFD_FEATURE_MOVE).
+ * \param dst page-aligned destination.
+ * \param src page-aligned source in the same address space.
+ * \param len non-zero multiple of the page size.
+ * \param mode `UFFDIO_MOVE_MODE_DONTWAKE | UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES`.
+ * \return 0 when all of @p len is moved, or a negative errno (see the group).
+ */
+UFFD_API_EXPORT int uffd_move(struct uffd *u, void *dst, void *src, size_t len, uint64_t mode);
+
+/**
+ * uffd_writeprotect - write-protect or un-protect a range (UFFDIO_WRITEPROTECT).
+ *
+ * Un-protecting wakes threads blocked on write-protect faults in the range (unless DONTWAKE).
+ * Without UFFD_FEATURE_WP_UNPOPULATED the kernel silently skips pages never populated.
+ *
+ * \param u the context.
+ * \param addr page-aligned start, in a range registered with UFFDIO_REGISTER_MODE_WP.
+ * \param len non-zero multiple of the page size.
+ * \param protect true to protect, false to un-protect.
+ * \param mode `UFFDIO_WRITEPROTECT_MODE_DONTWAKE` (only when un-protecting; with @p protect it is
+ *        -EINVAL, as the kernel says). The WP bit itself comes from @p protect.
+ * \return 0 on success, or a negative errno (see the group).
+ */
+UFFD_API_EXPORT int uffd_writeprotect(struct uffd *u, void *addr, size_t len, bool protect,
+				      uint64_t mode);
+
+/**
+ * uffd_wake - wake threads blocked on faults in a range without resolving them (UFFDIO_WAKE).
+ *
+ * A woken thread faults again: where the range is gone it gets SIGSEGV, as without a monitor;
+ * where it is still registered the fault comes back. Works on unmapped ranges.
+ *
+ * \param u the context.
+ * \param addr page-aligned start.
+ * \param len non-zero multiple of the page size.
+ * \return 0 on success, -EINVAL for bad arguments.
+ */
+UFFD_API_EXPORT int uffd_wake(struct uffd *u, void *addr, size_t len);
+
+/**
+ * uffd_last_done - bytes done by the calling thread's last resolving call.
+ *
+ * Set by every uffd_copy(), uffd_zeropage(), uffd_continue(), uffd_poison(), uffd_move(),
+ * uffd_writeprotect() and uffd_wake() on the calling thread, success or failure: on success it is
+ * the whole length; on failure the bytes the kernel completed (from the start of the range)
+ * before the error. It is thread-local, so it is exact however many threads resolve at once.
+ *
+ * \return the byte count.
+ */
+UFFD_API_EXPORT size_t uffd_last_done(void);
+
+/** @} */
+
+/**
+ * @defgroup events Events
+ * @brief Typed events decoded from the kernel's 32-byte messages.
+ * @{
+ */
+
+/** The kind of an event. The values equal the kernel's UFFD_EVENT_* codes. */
+enum uffd_event_kind {
+	UFFD_EVT_PAGEFAULT = 0x12, /**< a thread faulted in a registered range */
+	UFFD_EVT_FORK = 0x13,	   /**< the process forked; the child has its own context */
+	UFFD_EVT_REMAP = 0x14,	   /**< mremap moved a registered range */
+	UFFD_EVT_REMOVE = 0x15,	   /**< madvise(DONTNEED/REMOVE/FREE) dropped pages */
+	UFFD_EVT_UNMAP = 0x16,	   /**< munmap (or MAP_FIXED, mremap shrink/move) unmapped */
+	UFFD_EVT_UNKNOWN = 0xff,   /**< a code this library does not know; see `raw` */
+};
+
+/** A page fault. */
+struct uffd_pagefault {
+	/** Faulting address: page-aligned unless UFFD_FEATURE_EXACT_ADDRESS was granted. */
+	void *address;
+	/** `UFFD_PAGEFAULT_FLAG_WRITE | _WP | _MINOR`; neither WP nor MINOR means missing. */
+	uint64_t flags;
+	/** Faulting thread (in the reader's pid namespace); 0 without UFFD_FEATURE_THREAD_ID. */
+	pid_t tid;
+	/** The registered piece it hit, or all zero if none (see the ranges group). */
+	struct uffd_range range;
+};
+
+/** An mremap: [from, from + len) moved to [to, to + len). `len` is the old length. */
+struct uffd_remap {
+	void *from; /**< old start */
+	void *to;   /**< new start */
+	size_t len; /**< old length */
+};
+
+/** A span of addresses, [start, end): REMOVE and UNMAP. */
+struct uffd_span {
+	void *start; /**< first byte */
+	void *end;   /**< one past the last byte */
+};
+
+/** A fork: the child process's context. */
+struct uffd_fork {
+	/** The child's context; NULL from uffd_event_decode(). */
+	struct uffd *child;
+	/** The child's userfaultfd, installed in this (the reader's) process. */
+	int fd;
+};
+
+/** One decoded event. */
+struct uffd_event {
+	enum uffd_event_kind kind; /**< which member of the union is valid */
+	struct uffd *ctx;	   /**< the context it came from; NULL from uffd_event_decode() */
+	union {
+		struct uffd_pagefault pagefault; /**< UFFD_EVT_PAGEFAULT */
+		struct uffd_fork fork;		 /**< UFFD_EVT_FORK */
+		struct uffd_remap remap;	 /**< UFFD_EVT_REMAP */
+		struct uffd_span remove;	 /**< UFFD_EVT_REMOVE */
+		struct uffd_span unmap;		 /**< UFFD_EVT_UNMAP */
+	};
+	uint8_t raw[32]; /**< the message as read, for UNKNOWN and for logging */
+};
+
+/**
+ * uffd_event_decode - decode one 32-byte `struct uffd_msg`.
+ *
+ * A pure function of the bytes: no syscalls, no context, no allocation. `ctx` and
+ * `fork.child` are NULL; `pagefault.range` is zeroed. An unknown event code decodes to
+ * UFFD_EVT_UNKNOWN with `raw` kept, so newer kernels don't break old monitors.
+ *
+ * \param msg the message bytes.
+ * \param len their length: at least 32 (only the first 32 are read).
+ * \param ev receives the event; on error its content is unspecified.
+ * \return 0 on success, or a negative errno:
+ * - -EINVAL: NULL @p msg or @p ev, or @p len < 32.
+ * - -EPROTO: a malformed known event: a span with start > end, an unaligned span, a zero-length
+ *   remap, a remap whose ranges wrap around the address space, a negative fork fd.
+ */
+UFFD_API_EXPORT int uffd_event_decode(const void *msg, size_t len, struct uffd_event *ev);
+
+/**
+ * uffd_event_name - the name of an event kind.
+ *
+ * \param kind an event kind.
+ * \return "pagefault", "fork", "remap", "remove", "unmap" or "unknown"; never NULL.
+ */
+UFFD_API_EXPORT const char *uffd_event_name(enum uffd_event_kind kind);
+
+/**
+ * uffd_read_events - the pull interface: read one batch and run prep on it.
+ *
+ * Waits up to @p timeout_ms for the fd, reads one batch (up to min(@p max, the context's batch)
+ * messages in one read()), and runs prep: the range map is brought up to date (UNMAP cuts, REMAP
+ * moves, FORK makes the child context), exact duplicate spans are dropped, and faults inside
+ * spans this batch unmapped or moved away are woken (UFFDIO_WAKE), not returned. No callback is
+ * called. Fork children returned belong to the caller: uffd_close() them (their threads then run
+ * unmonitored) or serve them.
+ *
+ * \param u the context.
+ * \param evs where to put the events.
+ * \param max room in @p evs (> 0).
+ * \param timeout_ms -1 to wait for ever, 0 not to wait.
+ * \return the number of events placed (0 on timeout, or when every message of the batch was
+ *         a fault woken in prep), or a negative errno:
+ * - -EINVAL: NULL @p u or @p evs, @p max 0, @p timeout_ms < -1.
+ * - -ESRCH: the context has exited.
+ * - -EMFILE, -ENFILE: a fork child's fd could not be installed; the event stays with the kernel
+ *   and comes back once fds are free.
+ * - -ENOMEM: a fork child's context could not be made; the event is kept and returned by the
+ *   next call.
+ * - -EINTR: interrupted by a signal before anything was read.
+ */
+UFFD_API_EXPORT int uffd_read_events(struct uffd *u, struct uffd_event *evs, size_t max,
+				     int timeout_ms);
+
+/** @} */
+
+/**
+ * @defgroup dispatch Callbacks and dispatch
+ * @brief Two-phase dispatch to user callbacks: prep (no user code) then complete (no lock).
+ *
+ * uffd_dispatch() reads one batch and handles it in two phases that mirror the kernel's
+ * `userfaultfd_unmap_prep()` / `userfaultfd_unmap_complete()`:
+ *
+ * **prep**, with the context's state locked and no user code running: decode every message;
+ * apply UNMAP, REMAP and FORK to the range map in order; build one notification per (context,
+ * start, end), dropping exact duplicates; wake faults that fall in a span this batch unmapped or
+ * moved away. Reading the batch has already released every thread blocked in munmap, mremap,
+ * madvise or fork on these events, so a slow callback never stalls the monitored process. No
+ * memory is allocated with malloc before or during prep (glibc's fork() holds the malloc locks
+ * until the FORK event is read): batch storage is made when a context is created, and a fork
+ * child's context comes from mmap.
+ *
+ * **complete**, with no internal lock held: the notifications are delivered, in the order the
+ * kernel sent them, to the `uffd_on_*` callbacks. Callbacks may call any libuffd function on any
+ * context, including uffd_dispatch() on another context. **A callback must not unmap, remap,
+ * madvise away or fork memory registered on the context it is called for**: that blocks it on an
+ * event only it could read.
+ *
+ * Fault callbacks return 0 when resolved, or the negative errno of the resolving call:
+ * - -EAGAIN: the pending events are read and applied, then the fault is delivered again if its
+ *   address is still registered, else woken; a bounded number of times with a yield, after which
+ *   it is woken (the thread faults again and the fault comes back).
+ * - -EEXIST, -ENOENT: woken and counted (`faults_woken`); dispatch goes on.
+ * - -ESRCH: the context is marked exited and `on_exit` runs once.
+ * - anything else: the fault is woken, dispatch stops and returns the error; the rest of the
+ *   batch is delivered by the next call.
+ *
+ * Other callbacks return 0, or a negative errno that stops dispatch the same way.
+ *
+ * Defaults when no fault callback is set: a missing fault is resolved with a zero page, a minor
+ * fault with UFFDIO_CONTINUE, a write-protect fault by un-protecting the page. Without `on_fork`
+ * (and outside a monitor) a child context is closed, which lets the child run unmonitored.
+ * Setting a callback to NULL restores the default.
+ * @{
+ */
+
+/** A fault callback: resolve @p pf (uffd_copy() etc.) and return 0, or the negative errno. */
+typedef int (*uffd_pagefault_fn)(struct uffd *u, const struct uffd_pagefault *pf, void *arg);
+/** An UNMAP or REMOVE callback: the range map is already updated. Return 0 or a negative errno. */
+typedef int (*uffd_span_fn)(struct uffd *u, const struct uffd_span *span, void *arg);
+/** A REMAP callback: the range map already shows the move. Return 0 or a negative errno. */
+typedef int (*uffd_remap_fn)(struct uffd *u, const struct uffd_remap *remap, void *arg);
+/** A FORK callback: return 0 to keep @p child (the caller then owns it, or the monitor does),
+ *  or a negative errno to close it (the child process then runs unmonitored). */
+typedef int (*uffd_fork_fn)(struct uffd *parent, struct uffd *child, void *arg);
+/** An exit callback: the process behind @p u is gone; runs once per context. */
+typedef void (*uffd_exit_fn)(struct uffd *u, void *arg);
+
+/**
+ * uffd_on_pagefault - set the page-fault callback.
+ * \param u the context. \param fn the callback, or NULL for the default. \param arg its argument.
+ * \return 0, or -EINVAL for NULL @p u.
+ */
+UFFD_API_EXPORT int uffd_on_pagefault(struct uffd *u, uffd_pagefault_fn fn, void *arg);
+/**
+ * uffd_on_unmap - set the UNMAP callback.
+ * \param u the context. \param fn the callback, or NULL for none. \param arg its argument.
+ * \return 0, or -EINVAL for NULL @p u.
+ */
+UFFD_API_EXPORT int uffd_on_unmap(struct uffd *u, uffd_span_fn fn, void *arg);
+/**
+ * uffd_on_remove - set the REMOVE callback.
+ * \param u the context. \param fn the callback, or NULL for none. \param arg its argument.
+ * \return 0, or -EINVAL for NULL @p u.
+ */
+UFFD_API_EXPORT int uffd_on_remove(struct uffd *u, uffd_span_fn fn, void *arg);
+/**
+ * uffd_on_remap - set the REMAP callback.
+ * \param u the context. \param fn the callback, or NULL for none. \param arg its argument.
+ * \return 0, or -EINVAL for NULL @p u.
+ */
+UFFD_API_EXPORT int uffd_on_remap(struct uffd *u, uffd_remap_fn fn, void *arg);
+/**
+ * uffd_on_fork - set the FORK callback (inherited by children).
+ * \param u the context. \param fn the callback, or NULL for the default. \param arg its argument.
+ * \return 0, or -EINVAL for NULL @p u.
+ */
+UFFD_API_EXPORT int uffd_on_fork(struct uffd *u, uffd_fork_fn fn, void *arg);
+/**
+ * uffd_on_exit - set the exit callback.
+ * \param u the context. \param fn the callback, or NULL for none. \param arg its argument.
+ * \return 0, or -EINVAL for NULL @p u.
+ */
+UFFD_API_EXPORT int uffd_on_exit(struct uffd *u, uffd_exit_fn fn, void *arg);
+
+/**
+ * uffd_dispatch - wait for, read and handle one batch.
+ *
+ * \param u the context.
+ * \param timeout_ms how long to wait for the fd: -1 for ever, 0 not at all.
+ * \return the number of events handled (0 on timeout), or a negative errno:
+ * - -EINVAL: NULL @p u or @p timeout_ms < -1.
+ * - -ESRCH: the context had already exited (`on_exit` has run).
+ * - -EMFILE, -ENFILE, -ENOMEM: as uffd_read_events(); nothing is lost.
+ * - -EINTR: interrupted before anything was read.
+ * - a callback's error (see the group).
+ */
+UFFD_API_EXPORT int uffd_dispatch(struct uffd *u, int timeout_ms);
+
+/** @} */
+
+/**
+ * @defgroup monitor Many contexts
+ * @brief A monitor: one loop serving many contexts and their fork children, noticing exits.
+ *
+ * The kernel sends no event when a process exits. The monitor learns it from -ESRCH, from a
+ * pidfd where the pid is known (uffd_monitor_watch_pid()), and for contexts whose pid is unknown,
+ * such as fork children, from a liveness probe every 250 ms: a UFFDIO_COPY of one page, with
+ * DONTWAKE, from a PROT_NONE page of the monitor, which can never change a live process's memory
+ * or registrations. An exit is reported within one second: `on_exit` runs once and the context is
+ * closed.
+ * @{
+ */
+
+/** A set of contexts served together. Opaque. */
+struct uffd_monitor;
+
+/**
+ * uffd_monitor_new - make an empty monitor.
+ * \param out receives it.
+ * \return 0, or -EINVAL (NULL @p out), -ENOMEM, -EMFILE, -ENFILE.
+ */
+UFFD_API_EXPORT int uffd_monitor_new(struct uffd_monitor **out);
+
+/**
+ * uffd_monitor_free - free a monitor and close every context it owns. NULL is a no-op.
+ * \param m the monitor.
+ */
+UFFD_API_EXPORT void uffd_monitor_free(struct uffd_monitor *m);
+
+/**
+ * uffd_monitor_add - add a context; the monitor takes ownership of it.
+ * \param m the monitor.
+ * \param u the context; it must not belong to another monitor.
+ * \return 0, or -EINVAL (NULL argument), -EBUSY (@p u already belongs to a monitor), -ENOMEM.
+ *         On failure ownership stays with the caller.
+ */
+UFFD_API_EXPORT int uffd_monitor_add(struct uffd_monitor *m, struct uffd *u);
+
+/**
+ * uffd_monitor_watch_pid - tell the monitor which process a context serves.
+ *
+ * The monitor then learns of the exit through a pidfd at once, instead of by probing.
+ * \param m the monitor.
+ * \param u a context added to @p m.
+ * \param pid the process behind @p u.
+ * \return 0, or -EINVAL (NULL argument, @p pid <= 0, @p u not in @p m), -ESRCH (no such process),
+ *         -EMFILE, -ENFILE, -ENOMEM, -ENOSYS (no pidfd_open).
+ */
+UFFD_API_EXPORT int uffd_monitor_watch_pid(struct uffd_monitor *m, struct uffd *u, pid_t pid);
+
+/**
+ * uffd_monitor_run - serve every context until stopped, all are gone, or a timeout.
+ * \param m the monitor.
+ * \param timeout_ms -1 for ever, 0 for one pass without waiting.
+ * \return the number of events handled, or a negative errno (-EINVAL, or a callback's error).
+ */
+UFFD_API_EXPORT int uffd_monitor_run(struct uffd_monitor *m, int timeout_ms);
+
+/**
+ * uffd_monitor_stop - make uffd_monitor_run() return. Safe from any thread and from a signal
+ * handler (it only writes to an eventfd). A stop with no run in progress makes the next run
+ * return at once.
+ * \param m the monitor.
+ * \return 0, or -EINVAL for NULL.
+ */
+UFFD_API_EXPORT int uffd_monitor_stop(struct uffd_monitor *m);
+
+/**
+ * uffd_monitor_fd - an fd that polls readable when uffd_monitor_run() has work.
+ *
+ * Embed the monitor in an existing event loop: poll this fd, and call uffd_monitor_run(m, 0)
+ * when it is readable.
+ * \param m the monitor.
+ * \return the fd, or -EINVAL for NULL.
+ */
+UFFD_API_EXPORT int uffd_monitor_fd(const struct uffd_monitor *m);
+
+/**
+ * uffd_monitor_count - how many contexts the monitor serves now.
+ * \param m the monitor.
+ * \return the count, or -EINVAL for NULL.
+ */
+UFFD_API_EXPORT int uffd_monitor_count(const struct uffd_monitor *m);
+
+/** @} */
+
+/**
+ * @defgroup introspection Introspection
+ * @brief Counters and the version.
+ * @{
+ */
+
+/** Exact counters of one context, since it was made. */
+struct uffd_stats {
+	uint64_t reads;		 /**< read() calls that returned messages */
+	uint64_t messages;	 /**< messages read */
+	uint64_t faults;	 /**< PAGEFAULT messages read */
+	uint64_t faults_woken;	 /**< faults woken instead of resolved (range gone, EEXIST, ...) */
+	uint64_t eagain_retries; /**< fault redeliveries after -EAGAIN */
+	uint64_t forks;		 /**< FORK messages read */
+	uint64_t remaps;	 /**< REMAP messages read */
+	uint64_t removes;	 /**< REMOVE messages read */
+	uint64_t unmaps;	 /**< UNMAP messages read */
+	uint64_t unknown;	 /**< messages of an unknown kind */
+};
+
+/**
+ * uffd_get_stats - read a context's counters.
+ * \param u the context.
+ * \param out receives the counters.
+ * \return 0, or -EINVAL for NULL.
+ */
+UFFD_API_EXPORT int uffd_get_stats(const struct uffd *u, struct uffd_stats *out);
+
+/**
+ * uffd_version - the library's version.
+ * \return "MAJOR.MINOR.PATCH"; never NULL.
+ */
+UFFD_API_EXPORT const char *uffd_version(void);
+
+/** @} */
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* UFFD_H */

@@ -1,0 +1,143 @@
+/* SPDX-License-Identifier: MIT */
+/* The context object: allocation (mmap, never malloc), close, accessors, callbacks, stats. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+int uffd_cfg_check(const struct uffd_config *cfg)
+{
+	if (!cfg)
+		return 0;
+	if (cfg->flags & ~UFFD_KNOWN_OPEN_FLAGS)
+		return -EINVAL;
+	if ((cfg->flags & UFFD_OPEN_SYSCALL_ONLY) && (cfg->flags & UFFD_OPEN_DEVICE_ONLY))
+		return -EINVAL;
+	if (cfg->optional & ~UFFD_KNOWN_FEATURES)
+		return -EINVAL;
+	if (cfg->batch > UFFD_MAX_BATCH || cfg->spin_us > UFFD_MAX_SPIN_US)
+		return -EINVAL;
+	return 0;
+}
+
+static size_t align_up(size_t v, size_t a)
+{
+	return (v + a - 1) & ~(a - 1);
+}
+
+int uffd_ctx_new(int fd, uint64_t features, const struct uffd_config *cfg, struct uffd **out)
+{
+	unsigned batch = cfg && cfg->batch ? cfg->batch : UFFD_DEFAULT_BATCH;
+	unsigned qcap = 2 * batch;
+	size_t off_msgs = align_up(sizeof(struct uffd), 64);
+	size_t off_q = align_up(off_msgs + (size_t)batch * sizeof(struct uffd_msg), 64);
+	size_t len = align_up(off_q + (size_t)qcap * sizeof(struct uffd_qitem),
+			      (size_t)uffd_page_size());
+	struct uffd *u = uffd_sys_mmap(len);
+
+	if (!u)
+		return -ENOMEM;
+	/* mmap memory is zeroed. */
+	u->fd = fd;
+	u->features = features;
+	u->flags = cfg ? cfg->flags : 0;
+	u->batch = batch;
+	u->spin_us = cfg ? cfg->spin_us : 0;
+	u->alloc_len = len;
+	u->msgs = (struct uffd_msg *)((char *)u + off_msgs);
+	u->q = (struct uffd_qitem *)((char *)u + off_q);
+	u->qcap = qcap;
+	u->pidfd = -1;
+	pthread_mutex_init(&u->lock, NULL);
+	uffd_rmap_init(&u->map, (uint32_t)(uintptr_t)u ^ (uint32_t)fd * 2654435761u);
+	*out = u;
+	return 0;
+}
+
+void uffd_ctx_free(struct uffd *u)
+{
+	uffd_rmap_destroy(&u->map);
+	pthread_mutex_destroy(&u->lock);
+	uffd_sys_munmap(u, u->alloc_len);
+}
+
+void uffd_close(struct uffd *u)
+{
+	unsigned i;
+
+	if (!u)
+		return;
+	if (u->mon)
+		uffd_monitor_forget(u->mon, u);
+	/* Fork children read but never delivered belong to nobody yet: close them too. */
+	for (i = u->qhead; i != u->qtail; i = (i + 1) % u->qcap) {
+		struct uffd_qitem *it = &u->q[i];
+
+		if (it->ev.kind != UFFD_EVT_FORK || it->state == UFFD_Q_DROP)
+			continue;
+		if (it->ev.fork.child)
+			uffd_close(it->ev.fork.child);
+		else if (it->ev.fork.fd >= 0)
+			uffd_sys_close(it->ev.fork.fd);
+	}
+	if (u->pidfd >= 0)
+		uffd_sys_close(u->pidfd);
+	if (u->fd >= 0)
+		uffd_sys_close(u->fd);
+	uffd_ctx_free(u);
+}
+
+int uffd_fd(const struct uffd *u)
+{
+	return u ? u->fd : -EINVAL;
+}
+
+uint64_t uffd_features(const struct uffd *u)
+{
+	return u ? u->features : 0;
+}
+
+void uffd_ctx_report_exit(struct uffd *u)
+{
+	atomic_store(&u->exited, 1);
+	if (atomic_exchange(&u->exit_reported, 1))
+		return;
+	if (u->cb.exit)
+		u->cb.exit(u, u->cb.exit_arg);
+}
+
+#define SETTER(name, type, field)                                                                  \
+	int uffd_on_##name(struct uffd *u, type fn, void *arg)                                     \
+	{                                                                                          \
+		if (!u)                                                                            \
+			return -EINVAL;                                                            \
+		u->cb.field = fn;                                                                  \
+		u->cb.field##_arg = arg;                                                           \
+		return 0;                                                                          \
+	}
+
+SETTER(pagefault, uffd_pagefault_fn, pagefault)
+SETTER(unmap, uffd_span_fn, unmap)
+SETTER(remove, uffd_span_fn, remove)
+SETTER(remap, uffd_remap_fn, remap)
+SETTER(fork, uffd_fork_fn, fork)
+SETTER(exit, uffd_exit_fn, exit)
+
+int uffd_get_stats(const struct uffd *u, struct uffd_stats *out)
+{
+	if (!u || !out)
+		return -EINVAL;
+	out->reads = atomic_load(&u->st.reads);
+	out->messages = atomic_load(&u->st.messages);
+	out->faults = atomic_load(&u->st.faults);
+	out->faults_woken = atomic_load(&u->st.faults_woken);
+	out->eagain_retries = atomic_load(&u->st.eagain_retries);
+	out->forks = atomic_load(&u->st.forks);
+	out->remaps = atomic_load(&u->st.remaps);
+	out->removes = atomic_load(&u->st.removes);
+	out->unmaps = atomic_load(&u->st.unmaps);
+	out->unknown = atomic_load(&u->st.unknown);
+	return 0;
+}

@@ -1,0 +1,170 @@
+/* SPDX-License-Identifier: MIT */
+/* Private definitions shared by the library's sources: the context, the range map, syscalls. */
+#ifndef UFFD_INTERNAL_H
+#define UFFD_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "uffd.h"
+
+#define UFFD_HIDDEN __attribute__((visibility("hidden")))
+
+#define UFFD_DEFAULT_BATCH 64u
+#define UFFD_MAX_BATCH 4096u
+#define UFFD_MAX_SPIN_US 1000000u
+/* Redeliveries of a fault whose resolving call met -EAGAIN before it is woken instead. */
+#define UFFD_EAGAIN_TRIES 16
+
+/* Every feature bit the library knows (Linux 6.18). */
+#define UFFD_KNOWN_FEATURES ((uint64_t)0x1ffff)
+#define UFFD_KNOWN_OPEN_FLAGS (UFFD_OPEN_KERNEL_FAULTS | UFFD_OPEN_SYSCALL_ONLY | UFFD_OPEN_DEVICE_ONLY)
+
+/* ---- sys.c: every raw syscall and ioctl; the one place that turns -1/errno into -errno ---- */
+UFFD_HIDDEN int uffd_sys_userfaultfd(int flags);
+UFFD_HIDDEN int uffd_sys_dev_new(int flags);
+UFFD_HIDDEN int uffd_sys_ioctl(int fd, unsigned long req, void *arg);
+UFFD_HIDDEN ssize_t uffd_sys_read(int fd, void *buf, size_t len);
+UFFD_HIDDEN int uffd_sys_poll1(int fd, int timeout_ms);
+UFFD_HIDDEN int uffd_sys_close(int fd);
+UFFD_HIDDEN void *uffd_sys_mmap(size_t len);
+UFFD_HIDDEN void uffd_sys_munmap(void *p, size_t len);
+UFFD_HIDDEN long uffd_page_size(void);
+/* Test-only fault injection: when the hook returns non-zero for a site, that call fails with it. */
+enum uffd_fail_site { UFFD_FAIL_MMAP, UFFD_FAIL_READ, UFFD_FAIL_POLL, UFFD_FAIL__COUNT };
+UFFD_HIDDEN int uffd_fail_check(enum uffd_fail_site site);
+
+/* ---- ranges.c: the range map ---- */
+struct uffd_node {
+	uintptr_t start, end;
+	void *data;
+	size_t offset;
+	uint64_t modes;
+	struct uffd_node *left, *right; /* treap by start */
+	struct uffd_node *prev, *next;	/* address order */
+	uint32_t prio;
+};
+
+struct uffd_rmap {
+	struct uffd_node *root;
+	struct uffd_node *first;
+	long count;
+	uint32_t seed;
+	struct uffd_node *free; /* free nodes, linked by ->next */
+	size_t nfree;
+	void *chunks; /* mmap'd chunks, each starting with a pointer to the next */
+};
+
+UFFD_HIDDEN void uffd_rmap_init(struct uffd_rmap *m, uint32_t seed);
+UFFD_HIDDEN void uffd_rmap_destroy(struct uffd_rmap *m);
+/* Make sure @n nodes are free without allocating later: 0 or -ENOMEM. Uses mmap, never malloc. */
+UFFD_HIDDEN int uffd_rmap_reserve(struct uffd_rmap *m, size_t n);
+UFFD_HIDDEN const struct uffd_node *uffd_rmap_find(const struct uffd_rmap *m, uintptr_t addr);
+/* The first piece whose end is above @addr, or NULL. */
+UFFD_HIDDEN const struct uffd_node *uffd_rmap_next(const struct uffd_rmap *m, uintptr_t addr);
+/* Each of these changes nothing and returns -ENOMEM when nodes cannot be had. */
+UFFD_HIDDEN int uffd_rmap_insert(struct uffd_rmap *m, uintptr_t start, uintptr_t end, void *data,
+				 size_t offset, uint64_t modes);
+UFFD_HIDDEN int uffd_rmap_cut(struct uffd_rmap *m, uintptr_t start, uintptr_t end);
+UFFD_HIDDEN int uffd_rmap_move(struct uffd_rmap *m, uintptr_t from, uintptr_t to, size_t len);
+UFFD_HIDDEN int uffd_rmap_clone(struct uffd_rmap *dst, const struct uffd_rmap *src);
+UFFD_HIDDEN bool uffd_rmap_overlaps(const struct uffd_rmap *m, uintptr_t start, uintptr_t end);
+UFFD_HIDDEN void uffd_rmap_fill(const struct uffd_node *n, struct uffd_range *out);
+
+/* ---- dispatch.c: the per-context event queue ---- */
+enum uffd_qstate { UFFD_Q_RAW, UFFD_Q_READY, UFFD_Q_DROP };
+struct uffd_qitem {
+	struct uffd_event ev;
+	uint8_t state;
+	uint8_t tries;
+};
+
+struct uffd_callbacks {
+	uffd_pagefault_fn pagefault;
+	void *pagefault_arg;
+	uffd_span_fn unmap;
+	void *unmap_arg;
+	uffd_span_fn remove;
+	void *remove_arg;
+	uffd_remap_fn remap;
+	void *remap_arg;
+	uffd_fork_fn fork;
+	void *fork_arg;
+	uffd_exit_fn exit;
+	void *exit_arg;
+};
+
+struct uffd_stats_atomic {
+	_Atomic uint64_t reads, messages, faults, faults_woken, eagain_retries, forks, remaps,
+		removes, unmaps, unknown;
+};
+
+struct uffd_monitor;
+
+/* Allocated with mmap in one piece (context, then message and queue storage), so that a fork
+ * child's context can be made in prep without malloc. */
+struct uffd {
+	int fd;
+	uint64_t features;
+	unsigned flags;
+	unsigned batch;
+	unsigned spin_us;
+	pid_t pid; /* the process behind the fd, 0 if unknown */
+	size_t alloc_len;
+
+	pthread_mutex_t lock; /* guards map */
+	struct uffd_rmap map;
+
+	struct uffd_callbacks cb;
+	struct uffd_stats_atomic st;
+
+	/* Dispatch state: one dispatcher at a time. */
+	struct uffd_msg *msgs; /* batch read buffer, `batch` messages */
+	struct uffd_qitem *q;  /* queue of read-but-not-delivered events, qcap items */
+	unsigned qcap, qhead, qtail;
+	_Atomic int exited;	  /* the process is gone */
+	_Atomic int exit_reported; /* on_exit has run */
+
+	/* Monitor membership. */
+	struct uffd_monitor *mon;
+	struct uffd *mon_prev, *mon_next;
+	int pidfd;
+	bool watch_in_epoll;
+};
+
+/* context.c */
+UFFD_HIDDEN int uffd_ctx_new(int fd, uint64_t features, const struct uffd_config *cfg,
+			     struct uffd **out);
+UFFD_HIDDEN void uffd_ctx_free(struct uffd *u);
+UFFD_HIDDEN int uffd_cfg_check(const struct uffd_config *cfg);
+/* Marks the context exited and runs on_exit, once. */
+UFFD_HIDDEN void uffd_ctx_report_exit(struct uffd *u);
+
+/* open.c */
+UFFD_HIDDEN int uffd_probe_cached(uint64_t *features, uint64_t *ioctls);
+
+/* resolve.c: one resolving ioctl with partial-progress continuation; sets uffd_last_done(). */
+UFFD_HIDDEN int uffd_wake_range(struct uffd *u, uintptr_t addr, size_t len);
+
+/* monitor.c: a fork child made during dispatch by a monitored parent. */
+UFFD_HIDDEN int uffd_monitor_adopt_child(struct uffd_monitor *m, struct uffd *child);
+UFFD_HIDDEN void uffd_monitor_forget(struct uffd_monitor *m, struct uffd *u);
+
+static inline void uffd_stat_add(_Atomic uint64_t *c, uint64_t n)
+{
+	atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+
+static inline bool uffd_range_ok(uintptr_t addr, size_t len)
+{
+	long ps = uffd_page_size();
+
+	if (len == 0 || (addr & (uintptr_t)(ps - 1)) || (len & (size_t)(ps - 1)))
+		return false;
+	return addr + len > addr; /* no wrap */
+}
+
+#endif /* UFFD_INTERNAL_H */

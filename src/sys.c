@@ -1,0 +1,137 @@
+/* SPDX-License-Identifier: MIT */
+/* Every raw syscall and ioctl the library makes, and the one place -1/errno becomes -errno. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static inline int neg_errno(long ret)
+{
+	return ret < 0 ? -errno : (int)ret;
+}
+
+int uffd_sys_userfaultfd(int flags)
+{
+#ifdef SYS_userfaultfd
+	return neg_errno(syscall(SYS_userfaultfd, flags));
+#else
+	(void)flags;
+	return -ENOSYS;
+#endif
+}
+
+int uffd_sys_dev_new(int flags)
+{
+	int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+	int fd, err;
+
+	if (dev < 0)
+		return -errno;
+	fd = ioctl(dev, USERFAULTFD_IOC_NEW, flags);
+	err = errno;
+	close(dev);
+	return fd < 0 ? -err : fd;
+}
+
+int uffd_sys_ioctl(int fd, unsigned long req, void *arg)
+{
+	return neg_errno(ioctl(fd, req, arg));
+}
+
+ssize_t uffd_sys_read(int fd, void *buf, size_t len)
+{
+	int inj = uffd_fail_check(UFFD_FAIL_READ);
+	ssize_t n;
+
+	if (inj)
+		return -inj;
+	n = read(fd, buf, len);
+	return n < 0 ? -errno : n;
+}
+
+int uffd_sys_poll1(int fd, int timeout_ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	int inj = uffd_fail_check(UFFD_FAIL_POLL);
+	int n;
+
+	if (inj)
+		return -inj;
+	n = poll(&p, 1, timeout_ms);
+	if (n < 0)
+		return -errno;
+	if (n == 0)
+		return 0;
+	if (p.revents & (POLLERR | POLLNVAL))
+		return -EBADF;
+	return 1;
+}
+
+int uffd_sys_close(int fd)
+{
+	return neg_errno(close(fd));
+}
+
+void *uffd_sys_mmap(size_t len)
+{
+	void *p;
+
+	if (uffd_fail_check(UFFD_FAIL_MMAP))
+		return NULL;
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+void uffd_sys_munmap(void *p, size_t len)
+{
+	if (p)
+		munmap(p, len);
+}
+
+long uffd_page_size(void)
+{
+	static _Atomic long cached;
+	long ps = atomic_load_explicit(&cached, memory_order_relaxed);
+
+	if (!ps) {
+		ps = sysconf(_SC_PAGESIZE);
+		if (ps <= 0)
+			ps = 4096;
+		atomic_store_explicit(&cached, ps, memory_order_relaxed);
+	}
+	return ps;
+}
+
+/*
+ * Fault injection for the test suite. A test sets LIBUFFD_FAILPOINT="site:n:errno" ... is not
+ * used: tests call the hidden-but-exported-for-tests hook below through the static library.
+ */
+static _Atomic int fail_countdown[UFFD_FAIL__COUNT];
+static _Atomic int fail_errno[UFFD_FAIL__COUNT];
+
+int uffd_fail_check(enum uffd_fail_site site)
+{
+	int left = atomic_load_explicit(&fail_countdown[site], memory_order_relaxed);
+
+	if (left <= 0)
+		return 0;
+	if (atomic_fetch_sub(&fail_countdown[site], 1) == 1)
+		return atomic_load(&fail_errno[site]);
+	return 0;
+}
+
+/* Test hook: the @nth next call at @site fails with @err. Hidden from the shared library. */
+UFFD_HIDDEN void uffd_test_fail_at(int site, int nth, int err);
+void uffd_test_fail_at(int site, int nth, int err)
+{
+	if (site < 0 || site >= UFFD_FAIL__COUNT)
+		return;
+	atomic_store(&fail_errno[site], err);
+	atomic_store(&fail_countdown[site], nth);
+}
