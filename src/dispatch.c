@@ -144,6 +144,43 @@ static int make_child(struct uffd *u, struct uffd_event *ev)
 	return 0;
 }
 
+/*
+ * REMAP when the context also has EVENT_UNMAP: copy the pieces to their new place and leave the
+ * old ones, because the kernel follows every real move with an UNMAP of the old range, which
+ * cuts them - except after mremap(MREMAP_DONTUNMAP), where the old range stays mapped and
+ * registered, and the REMAP is all the kernel sends (seen on 6.18). The event does not say which
+ * it was, so copying is the only way to be right in both cases.
+ */
+static int copy_pieces(struct uffd *u, uintptr_t from, uintptr_t to, size_t len)
+{
+	uintptr_t end = from + len, at = from;
+	const struct uffd_node *n;
+	long pieces = 0;
+	int ret;
+
+	if ((to < end && to + len > from) || end < from || to + len < to)
+		return uffd_rmap_move(&u->map, from, to, len); /* never from mremap; be safe */
+	for (n = uffd_rmap_next(&u->map, from); n && n->start < end; n = n->next)
+		pieces++;
+	/* Each insert may split one piece at each edge: reserve it all so none can fail. */
+	ret = uffd_rmap_reserve(&u->map, (size_t)(3 * pieces + 4));
+	if (ret)
+		return ret;
+	while ((n = uffd_rmap_next(&u->map, at)) && n->start < end) {
+		uintptr_t s = n->start > from ? n->start : from;
+		uintptr_t e = n->end < end ? n->end : end;
+		void *data = n->data;
+		size_t off = n->offset + (s - n->start);
+		uint64_t modes = n->modes;
+
+		ret = uffd_rmap_insert(&u->map, s - from + to, e - from + to, data, off, modes);
+		if (ret)
+			return ret;
+		at = e;
+	}
+	return 0;
+}
+
 /* Apply one layout event to the map; called with u->lock held. */
 static int apply_layout(struct uffd *u, struct uffd_event *ev)
 {
@@ -151,6 +188,9 @@ static int apply_layout(struct uffd *u, struct uffd_event *ev)
 	case UFFD_EVT_UNMAP:
 		return uffd_rmap_cut(&u->map, (uintptr_t)ev->unmap.start, (uintptr_t)ev->unmap.end);
 	case UFFD_EVT_REMAP:
+		if (u->features & UFFD_FEATURE_EVENT_UNMAP)
+			return copy_pieces(u, (uintptr_t)ev->remap.from, (uintptr_t)ev->remap.to,
+					   ev->remap.len);
 		return uffd_rmap_move(&u->map, (uintptr_t)ev->remap.from, (uintptr_t)ev->remap.to,
 				      ev->remap.len);
 	case UFFD_EVT_FORK:

@@ -328,6 +328,13 @@ START_TEST(mremap_dontunmap)
 	}
 	ck_assert_int_eq(n_remap, 1);
 	ck_assert_int_eq(n_unmap, 0);
+	/* The kernel keeps the old range mapped and registered, and registers the new one. */
+	ck_assert_int_eq(uffd_range_find(u, p, &(struct uffd_range){ 0 }), 0);
+	ck_assert_int_eq(uffd_range_find(u, q + PS, &(struct uffd_range){ 0 }), 0);
+	ck_assert_int_eq(uffd_range_count(u), 2);
+	disp_start(&d, u);
+	ck_assert_int_eq(p[PS] + q[2 * PS], 0); /* both fault to the monitor: zero pages */
+	disp_stop(&d);
 	munmap(q, 4 * PS);
 	munmap(p, 4 * PS);
 	uffd_close(u);
