@@ -2,6 +2,7 @@
 /* Opening a userfaultfd: kernel probe, doors, feature negotiation, adoption, names, strerror. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -425,6 +426,9 @@ const char *uffd_ioctl_name(unsigned nr)
 
 const char *uffd_strerror(int err)
 {
+	/* INT_MIN has no positive counterpart; no errno is that large anyway. */
+	if (err == INT_MIN)
+		err = INT_MAX;
 	if (err < 0)
 		err = -err;
 	switch (err) {
