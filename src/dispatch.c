@@ -1,7 +1,546 @@
 /* SPDX-License-Identifier: MIT */
+/* Reading batches, prep (apply layout events with no user code) and complete (callbacks). */
 #include <errno.h>
+#include <sched.h>
+#include <string.h>
+#include <time.h>
+#include <sys/mman.h>
+
 #include "internal.h"
 
-/* TEMPORARY STUB */
-int uffd_read_events(struct uffd *u, struct uffd_event *e, size_t m, int t) { (void)u; (void)e; (void)m; (void)t; return -ENOSYS; }
-int uffd_dispatch(struct uffd *u, int t) { (void)u; (void)t; return -ENOSYS; }
+/*
+ * The queue: items [qhead, qprep) are prepped (READY or DROP) and wait for delivery; items
+ * [qprep, qtail) were read from the kernel but not yet prepped (prep stopped on -ENOMEM and
+ * resumes on the next call). Nothing read is ever thrown away: an error leaves the rest of the
+ * queue for the next call.
+ */
+
+static unsigned qnext(const struct uffd *u, unsigned i)
+{
+	return i + 1 == u->qcap ? 0 : i + 1;
+}
+
+static unsigned qused(const struct uffd *u)
+{
+	return u->qtail >= u->qhead ? u->qtail - u->qhead : u->qcap - u->qhead + u->qtail;
+}
+
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void count_kind(struct uffd *u, enum uffd_event_kind kind)
+{
+	switch (kind) {
+	case UFFD_EVT_PAGEFAULT:
+		uffd_stat_add(&u->st.faults, 1);
+		break;
+	case UFFD_EVT_FORK:
+		uffd_stat_add(&u->st.forks, 1);
+		break;
+	case UFFD_EVT_REMAP:
+		uffd_stat_add(&u->st.remaps, 1);
+		break;
+	case UFFD_EVT_REMOVE:
+		uffd_stat_add(&u->st.removes, 1);
+		break;
+	case UFFD_EVT_UNMAP:
+		uffd_stat_add(&u->st.unmaps, 1);
+		break;
+	default:
+		uffd_stat_add(&u->st.unknown, 1);
+		break;
+	}
+}
+
+/*
+ * One non-blocking read of up to @max messages into the queue's tail, decoded but not prepped.
+ * Returns the number of messages, 0 when none were waiting, or a negative errno (EMFILE and
+ * ENFILE mean a FORK event's fd could not be installed: the kernel keeps the event).
+ */
+static int read_batch(struct uffd *u, unsigned max)
+{
+	unsigned room = u->qcap - 1 - qused(u);
+	ssize_t n;
+	unsigned i, cnt;
+
+	if (max > room)
+		max = room;
+	if (max > u->batch)
+		max = u->batch;
+	if (max == 0)
+		return 0;
+	n = uffd_sys_read(u->fd, u->msgs, (size_t)max * sizeof(struct uffd_msg));
+	if (n == -EAGAIN)
+		return 0;
+	if (n < 0)
+		return (int)n;
+	cnt = (unsigned)((size_t)n / sizeof(struct uffd_msg));
+	if (cnt == 0)
+		return 0;
+	uffd_stat_add(&u->st.reads, 1);
+	uffd_stat_add(&u->st.messages, cnt);
+	for (i = 0; i < cnt; i++) {
+		struct uffd_qitem *it = &u->q[u->qtail];
+
+		if (uffd_event_decode(&u->msgs[i], sizeof(struct uffd_msg), &it->ev) != 0) {
+			/* A malformed known event: keep the bytes, report it as unknown. */
+			memset(&it->ev, 0, sizeof(it->ev));
+			it->ev.kind = UFFD_EVT_UNKNOWN;
+			memcpy(it->ev.raw, &u->msgs[i], sizeof(it->ev.raw));
+		}
+		it->ev.ctx = u;
+		it->state = UFFD_Q_RAW;
+		it->tries = 0;
+		count_kind(u, it->ev.kind);
+		u->qtail = qnext(u, u->qtail);
+	}
+	return (int)cnt;
+}
+
+static bool span_has(uintptr_t s, uintptr_t e, uintptr_t a)
+{
+	return a >= s && a < e;
+}
+
+/* Whether an earlier item of this prep run already notifies the same (kind, start, end). */
+static bool duplicate_span(const struct uffd *u, unsigned from, unsigned upto,
+			   const struct uffd_event *ev)
+{
+	unsigned i;
+
+	for (i = from; i != upto; i = qnext(u, i)) {
+		const struct uffd_qitem *o = &u->q[i];
+
+		if (o->state == UFFD_Q_READY && o->ev.kind == ev->kind &&
+		    o->ev.unmap.start == ev->unmap.start && o->ev.unmap.end == ev->unmap.end)
+			return true;
+	}
+	return false;
+}
+
+/* Make a fork child's context: mmap only, no malloc (the forker may hold glibc's locks). */
+static int make_child(struct uffd *u, struct uffd_event *ev)
+{
+	struct uffd_config cfg = { .flags = u->flags, .batch = u->batch, .spin_us = u->spin_us };
+	struct uffd *c;
+	int ret;
+
+	ret = uffd_ctx_new(ev->fork.fd, u->features, &cfg, &c);
+	if (ret)
+		return ret;
+	ret = uffd_rmap_clone(&c->map, &u->map);
+	if (ret) {
+		c->fd = -1; /* the fd stays with the queued event */
+		uffd_ctx_free(c);
+		return ret;
+	}
+	c->cb = u->cb;
+	ev->fork.child = c;
+	return 0;
+}
+
+/*
+ * REMAP when the context also has EVENT_UNMAP: copy the pieces to their new place and leave the
+ * old ones, because the kernel follows every real move with an UNMAP of the old range, which
+ * cuts them - except after mremap(MREMAP_DONTUNMAP), where the old range stays mapped and
+ * registered, and the REMAP is all the kernel sends (seen on 6.18). The event does not say which
+ * it was, so copying is the only way to be right in both cases.
+ */
+static int copy_pieces(struct uffd *u, uintptr_t from, uintptr_t to, size_t len)
+{
+	uintptr_t end = from + len, at = from;
+	const struct uffd_node *n;
+	long pieces = 0;
+	int ret;
+
+	if ((to < end && to + len > from) || end < from || to + len < to)
+		return uffd_rmap_move(&u->map, from, to, len); /* never from mremap; be safe */
+	for (n = uffd_rmap_next(&u->map, from); n && n->start < end; n = n->next)
+		pieces++;
+	/* Each insert may split one piece at each edge: reserve it all so none can fail. */
+	ret = uffd_rmap_reserve(&u->map, (size_t)(3 * pieces + 4));
+	if (ret)
+		return ret;
+	while ((n = uffd_rmap_next(&u->map, at)) && n->start < end) {
+		uintptr_t s = n->start > from ? n->start : from;
+		uintptr_t e = n->end < end ? n->end : end;
+		void *data = n->data;
+		size_t off = n->offset + (s - n->start);
+		uint64_t modes = n->modes;
+
+		ret = uffd_rmap_insert(&u->map, s - from + to, e - from + to, data, off, modes);
+		if (ret)
+			return ret;
+		at = e;
+	}
+	return 0;
+}
+
+/* Apply one layout event to the map; called with u->lock held. */
+static int apply_layout(struct uffd *u, struct uffd_event *ev)
+{
+	switch (ev->kind) {
+	case UFFD_EVT_UNMAP:
+		return uffd_rmap_cut(&u->map, (uintptr_t)ev->unmap.start, (uintptr_t)ev->unmap.end);
+	case UFFD_EVT_REMAP:
+		if (u->features & UFFD_FEATURE_EVENT_UNMAP)
+			return copy_pieces(u, (uintptr_t)ev->remap.from, (uintptr_t)ev->remap.to,
+					   ev->remap.len);
+		return uffd_rmap_move(&u->map, (uintptr_t)ev->remap.from, (uintptr_t)ev->remap.to,
+				      ev->remap.len);
+	case UFFD_EVT_FORK:
+		return ev->fork.child ? 0 : make_child(u, ev);
+	default:
+		return 0;
+	}
+}
+
+/* The span an event takes away from the address space, if any. */
+static bool gone_span(const struct uffd_event *ev, uintptr_t *s, uintptr_t *e)
+{
+	if (ev->kind == UFFD_EVT_UNMAP) {
+		*s = (uintptr_t)ev->unmap.start;
+		*e = (uintptr_t)ev->unmap.end;
+		return true;
+	}
+	if (ev->kind == UFFD_EVT_REMAP) {
+		*s = (uintptr_t)ev->remap.from;
+		*e = *s + ev->remap.len;
+		return true;
+	}
+	return false;
+}
+
+static void wake_page(struct uffd *u, uintptr_t addr)
+{
+	uintptr_t ps = (uintptr_t)uffd_page_size();
+	struct uffdio_range r = { .start = addr & ~(ps - 1), .len = ps };
+
+	/* UFFDIO_WAKE has no VMA check: it works on ranges already unmapped. */
+	uffd_sys_ioctl(u->fd, UFFDIO_WAKE, &r);
+	uffd_stat_add(&u->st.faults_woken, 1);
+}
+
+/*
+ * prep: with the map locked and no user code running, apply every raw item's layout change in
+ * kernel order, drop duplicate spans, fill each fault's range, and wake (instead of delivering)
+ * faults that lie in a span this run unmapped or moved away. Stops at the first item that
+ * cannot be applied (-ENOMEM), leaving it raw for the next call.
+ */
+static int prep(struct uffd *u)
+{
+	unsigned start = u->qprep, i, j;
+	int ret = 0;
+
+	if (start == u->qtail)
+		return 0;
+	pthread_mutex_lock(&u->lock);
+	for (i = start; i != u->qtail; i = qnext(u, i)) {
+		struct uffd_qitem *it = &u->q[i];
+
+		if ((it->ev.kind == UFFD_EVT_UNMAP || it->ev.kind == UFFD_EVT_REMOVE) &&
+		    duplicate_span(u, start, i, &it->ev)) {
+			it->state = UFFD_Q_DROP;
+			continue;
+		}
+		ret = apply_layout(u, &it->ev);
+		if (ret)
+			break;
+		it->state = UFFD_Q_READY;
+	}
+	/* Faults of this run: fill the range, or wake those whose page went away. */
+	for (j = start; j != i; j = qnext(u, j)) {
+		struct uffd_qitem *it = &u->q[j];
+		uintptr_t a, s, e;
+		const struct uffd_node *n;
+		unsigned k;
+		bool gone = false;
+
+		if (it->ev.kind != UFFD_EVT_PAGEFAULT || it->state != UFFD_Q_READY)
+			continue;
+		a = (uintptr_t)it->ev.pagefault.address;
+		for (k = start; k != i && !gone; k = qnext(u, k))
+			gone = gone_span(&u->q[k].ev, &s, &e) && span_has(s, e, a);
+		if (gone) {
+			it->state = UFFD_Q_DROP;
+			wake_page(u, a);
+			continue;
+		}
+		n = uffd_rmap_find(&u->map, a);
+		if (n)
+			uffd_rmap_fill(n, &it->ev.pagefault.range);
+		else
+			memset(&it->ev.pagefault.range, 0, sizeof(it->ev.pagefault.range));
+	}
+	u->qprep = i;
+	pthread_mutex_unlock(&u->lock);
+	return ret;
+}
+
+/* Wait for the fd (spinning first in latency mode). 1 readable, 0 timeout, or -errno. */
+static int wait_fd(struct uffd *u, int timeout_ms)
+{
+	if (u->spin_us && timeout_ms != 0) {
+		uint64_t t0 = now_us(), lim = u->spin_us;
+
+		if (timeout_ms > 0 && (uint64_t)timeout_ms * 1000u < lim)
+			lim = (uint64_t)timeout_ms * 1000u;
+		while (now_us() - t0 < lim) {
+			int r = uffd_sys_poll1(u->fd, 0);
+
+			if (r != 0)
+				return r;
+		}
+		if (timeout_ms > 0) {
+			uint64_t spent_ms = (now_us() - t0) / 1000u;
+
+			timeout_ms = spent_ms >= (uint64_t)timeout_ms
+					     ? 0
+					     : timeout_ms - (int)spent_ms;
+		}
+	}
+	return uffd_sys_poll1(u->fd, timeout_ms);
+}
+
+/*
+ * Read one batch and prep it. Items already queued (left by an earlier error) are prepped and
+ * delivered first, without reading. Returns the number of messages read, 0 on timeout, or a
+ * negative errno.
+ */
+static int fill(struct uffd *u, int timeout_ms)
+{
+	int n, ret;
+
+	if (u->qprep != u->qtail)
+		return prep(u);
+	if (u->qhead != u->qtail)
+		return 0;
+	/* Read first: on a busy fd that saves the poll. */
+	n = read_batch(u, u->batch);
+	if (n == 0 && timeout_ms != 0) {
+		n = wait_fd(u, timeout_ms);
+		if (n > 0)
+			n = read_batch(u, u->batch);
+	}
+	if (n <= 0)
+		return n;
+	ret = prep(u);
+	return ret < 0 ? ret : n;
+}
+
+static int check_args(struct uffd *u, int timeout_ms)
+{
+	if (!u || timeout_ms < -1)
+		return -EINVAL;
+	if (atomic_load(&u->exited) && u->qhead == u->qtail)
+		return -ESRCH;
+	return 0;
+}
+
+int uffd_read_events(struct uffd *u, struct uffd_event *evs, size_t max, int timeout_ms)
+{
+	size_t n = 0;
+	int ret = check_args(u, timeout_ms);
+
+	if (ret)
+		return ret;
+	if (!evs || max == 0)
+		return -EINVAL;
+	if (u->qhead == u->qprep) {
+		ret = fill(u, timeout_ms);
+		if (ret < 0 && u->qhead == u->qprep)
+			return ret;
+	}
+	while (n < max && u->qhead != u->qprep) {
+		struct uffd_qitem *it = &u->q[u->qhead];
+
+		u->qhead = qnext(u, u->qhead);
+		if (it->state == UFFD_Q_READY)
+			evs[n++] = it->ev;
+	}
+	return (int)n;
+}
+
+/* ---- complete ---- */
+
+static const void *zero_huge;
+static size_t zero_huge_len;
+static pthread_mutex_t zero_huge_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* A read-only source of zeros as large as a huge page, for missing faults on hugetlbfs. */
+static const void *zero_source(size_t len)
+{
+	const void *p;
+
+	pthread_mutex_lock(&zero_huge_lock);
+	if (!zero_huge || zero_huge_len < len) {
+		void *m = mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+		if (m != MAP_FAILED) {
+			/* The old one is leaked on purpose: another thread may be copying from it. */
+			zero_huge = m;
+			zero_huge_len = len;
+		}
+	}
+	p = zero_huge_len >= len ? zero_huge : NULL;
+	pthread_mutex_unlock(&zero_huge_lock);
+	return p;
+}
+
+/* What a monitor with no fault callback does: never leave the thread blocked. */
+static int default_fault(struct uffd *u, const struct uffd_pagefault *pf)
+{
+	uintptr_t ps = (uintptr_t)uffd_page_size();
+	uintptr_t a = (uintptr_t)pf->address & ~(ps - 1);
+	int ret;
+
+	if (pf->flags & UFFD_PAGEFAULT_FLAG_WP)
+		return uffd_writeprotect(u, (void *)a, ps, false, 0);
+	if (pf->flags & UFFD_PAGEFAULT_FLAG_MINOR)
+		return uffd_continue(u, (void *)a, ps, 0);
+	ret = uffd_zeropage(u, (void *)a, ps, 0);
+	if (ret == -EINVAL) {
+		/* hugetlbfs has no ZEROPAGE: copy a whole huge page of zeros. */
+		const size_t huge = 2u << 20;
+		const void *z = zero_source(huge);
+
+		if (z)
+			ret = uffd_copy(u, (void *)((uintptr_t)pf->address & ~(huge - 1)), z, huge,
+					0);
+	}
+	return ret;
+}
+
+static bool still_registered(struct uffd *u, struct uffd_pagefault *pf)
+{
+	const struct uffd_node *n;
+	bool had = pf->range.start != NULL;
+
+	pthread_mutex_lock(&u->lock);
+	n = uffd_rmap_find(&u->map, (uintptr_t)pf->address);
+	if (n)
+		uffd_rmap_fill(n, &pf->range);
+	pthread_mutex_unlock(&u->lock);
+	/* A fault that never had a range (an mremap-grown tail) is left to the kernel to judge. */
+	return n || !had;
+}
+
+/* Deliver one fault, with the retry rules of the contract. 0 = go on, <0 = stop with it. */
+static int deliver_fault(struct uffd *u, struct uffd_pagefault *pf)
+{
+	unsigned tries = 0;
+
+	for (;;) {
+		int r = u->cb.pagefault ? u->cb.pagefault(u, pf, u->cb.pagefault_arg)
+					: default_fault(u, pf);
+
+		if (r == 0)
+			return 0;
+		if (r == -EAGAIN) {
+			/* A layout change is pending: read and apply it, then try again. */
+			if (tries++ >= UFFD_EAGAIN_TRIES) {
+				wake_page(u, (uintptr_t)pf->address);
+				return 0;
+			}
+			read_batch(u, u->batch);
+			prep(u);
+			if (!still_registered(u, pf)) {
+				wake_page(u, (uintptr_t)pf->address);
+				return 0;
+			}
+			uffd_stat_add(&u->st.eagain_retries, 1);
+			sched_yield();
+			continue;
+		}
+		if (r == -EEXIST || r == -ENOENT) {
+			wake_page(u, (uintptr_t)pf->address);
+			return 0;
+		}
+		if (r == -ESRCH) {
+			uffd_ctx_report_exit(u);
+			return -ESRCH;
+		}
+		wake_page(u, (uintptr_t)pf->address);
+		return r;
+	}
+}
+
+static int deliver_fork(struct uffd *u, struct uffd *child)
+{
+	int r = 0;
+
+	if (u->cb.fork)
+		r = u->cb.fork(u, child, u->cb.fork_arg);
+	if (r == 0 && u->mon)
+		r = uffd_monitor_adopt_child(u->mon, child);
+	else if (r == 0 && !u->cb.fork)
+		r = -ECHILD; /* nobody would serve it: let the child run unmonitored */
+	if (r < 0)
+		uffd_close(child);
+	return 0;
+}
+
+/* complete: deliver prepped items in kernel order with no lock held. */
+static int complete(struct uffd *u, int *handled)
+{
+	while (u->qhead != u->qprep) {
+		struct uffd_qitem *it = &u->q[u->qhead];
+		struct uffd_event ev;
+		int r = 0;
+
+		/* Take the item off first: callbacks may read more into the queue. */
+		u->qhead = qnext(u, u->qhead);
+		if (it->state != UFFD_Q_READY)
+			continue;
+		ev = it->ev;
+		switch (ev.kind) {
+		case UFFD_EVT_PAGEFAULT:
+			r = deliver_fault(u, &ev.pagefault);
+			break;
+		case UFFD_EVT_FORK:
+			r = deliver_fork(u, ev.fork.child);
+			break;
+		case UFFD_EVT_REMAP:
+			if (u->cb.remap)
+				r = u->cb.remap(u, &ev.remap, u->cb.remap_arg);
+			break;
+		case UFFD_EVT_REMOVE:
+			if (u->cb.remove)
+				r = u->cb.remove(u, &ev.remove, u->cb.remove_arg);
+			break;
+		case UFFD_EVT_UNMAP:
+			if (u->cb.unmap)
+				r = u->cb.unmap(u, &ev.unmap, u->cb.unmap_arg);
+			break;
+		default:
+			break;
+		}
+		(*handled)++;
+		if (r == -ESRCH && ev.kind == UFFD_EVT_PAGEFAULT)
+			return 0;
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+int uffd_dispatch(struct uffd *u, int timeout_ms)
+{
+	int handled = 0;
+	int ret = check_args(u, timeout_ms);
+
+	if (ret)
+		return ret;
+	ret = fill(u, timeout_ms);
+	if (ret < 0 && u->qhead == u->qprep)
+		return ret;
+	ret = complete(u, &handled);
+	if (ret < 0)
+		return ret;
+	return handled;
+}

@@ -124,15 +124,16 @@ struct uffd {
 	/* Dispatch state: one dispatcher at a time. */
 	struct uffd_msg *msgs; /* batch read buffer, `batch` messages */
 	struct uffd_qitem *q;  /* queue of read-but-not-delivered events, qcap items */
-	unsigned qcap, qhead, qtail;
+	unsigned qcap, qhead, qprep, qtail;
 	_Atomic int exited;	  /* the process is gone */
 	_Atomic int exit_reported; /* on_exit has run */
 
 	/* Monitor membership. */
 	struct uffd_monitor *mon;
 	struct uffd *mon_prev, *mon_next;
-	int pidfd;
-	bool watch_in_epoll;
+	int pidfd;    /* from uffd_monitor_watch_pid(), or -1 */
+	bool dead;    /* the monitor will close it at the end of this round */
+	struct uffd *dead_next;
 };
 
 /* context.c */
