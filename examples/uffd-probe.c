@@ -245,6 +245,12 @@ static void json_str(const char *s)
 	putchar('"');
 }
 
+/* Bit masks as hex strings: the ioctl mask uses bit 63, beyond what JSON numbers keep exact. */
+static void json_hex(uint64_t v)
+{
+	printf("\"0x%" PRIx64 "\"", v);
+}
+
 static void json_error(int rc)
 {
 	fputs("\"ok\": ", stdout);
@@ -270,7 +276,11 @@ static void print_json(const struct report *r)
 
 	fputs("  \"probe\": {", stdout);
 	json_error(r->probe_rc);
-	printf(", \"features\": %" PRIu64 ", \"ioctls\": %" PRIu64 "},\n", r->features, r->ioctls);
+	fputs(", \"features\": ", stdout);
+	json_hex(r->features);
+	fputs(", \"ioctls\": ", stdout);
+	json_hex(r->ioctls);
+	fputs("},\n", stdout);
 
 	fputs("  \"features\": [", stdout);
 	for (unsigned i = 0; i < 64; i++) {
@@ -281,7 +291,9 @@ static void print_json(const struct report *r)
 			continue;
 		printf("%s\n    {\"name\": ", sep);
 		json_str(name);
-		printf(", \"bit\": %" PRIu64 ", \"since\": ", bit);
+		fputs(", \"bit\": ", stdout);
+		json_hex(bit);
+		fputs(", \"since\": ", stdout);
 		json_str(uffd_feature_since(bit));
 		printf(", \"offered\": %s}", (r->features & bit) ? "true" : "false");
 		sep = ",";
@@ -322,10 +334,15 @@ static void print_json(const struct report *r)
 		json_str(a->key);
 		fputs(", \"description\": ", stdout);
 		json_str(a->what);
-		printf(", \"flags\": %u, \"required\": %" PRIu64 ", \"optional\": %" PRIu64 ", ",
-		       a->cfg.flags, a->cfg.required, a->cfg.optional);
+		printf(", \"flags\": %u, \"required\": ", a->cfg.flags);
+		json_hex(a->cfg.required);
+		fputs(", \"optional\": ", stdout);
+		json_hex(a->cfg.optional);
+		fputs(", ", stdout);
 		json_error(a->rc);
-		printf(", \"granted\": %" PRIu64 "}", a->granted);
+		fputs(", \"granted\": ", stdout);
+		json_hex(a->granted);
+		putchar('}');
 		sep = ",";
 	}
 	fputs("\n  ]\n}\n", stdout);

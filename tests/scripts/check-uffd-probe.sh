@@ -65,7 +65,7 @@ expect_line '^  yes  COPY$' "COPY offered"
 expect_line '^  OK    default ' "the default open works for every user"
 for mode in 'UFFD_OPEN_KERNEL_FAULTS' 'UFFD_OPEN_DEVICE_ONLY' 'EVENT_FORK required' \
 	'every known feature optional'; do
-	expect_line "^  (OK|FAIL)  $mode" "a line for $mode"
+	expect_line "^  (OK  |FAIL)  $mode" "a line for $mode"
 done
 
 sysctl_value=$(cat /proc/sys/vm/unprivileged_userfaultfd 2>/dev/null || echo 0)
