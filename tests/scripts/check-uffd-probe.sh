@@ -4,7 +4,7 @@
 # way of opening a userfaultfd, prints JSON that parses, and rejects bad usage in one line.
 # With --unprivileged it runs the tool as user nobody (needs root) and checks that the privileged
 # ways fail with an explanation while the default still works.
-# usage: check-uffd-probe.sh [--unprivileged] PATH-TO-uffd-probe
+# usage: check-uffd-probe.sh [--unprivileged] PATH-TO-uffd-probe [PATH-TO-libuffd.so]
 # Exit: 0 pass, 1 fail, 77 skipped (1 instead under LIBUFFD_TEST_STRICT=1).
 set -euo pipefail
 
@@ -13,8 +13,9 @@ if [[ ${1:-} == --unprivileged ]]; then
 	unpriv=1
 	shift
 fi
-[[ $# -eq 1 ]] || { echo "usage: $0 [--unprivileged] PATH-TO-uffd-probe" >&2; exit 2; }
-tool=$1
+[[ $# -ge 1 && $# -le 2 ]] ||
+	{ echo "usage: $0 [--unprivileged] PATH-TO-uffd-probe [PATH-TO-libuffd.so]" >&2; exit 2; }
+tool=$1 lib=${2:-}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -31,7 +32,7 @@ skip() {
 probe() {
 	local rc=0
 	if ((unpriv)); then
-		setpriv --reuid=nobody --regid=nogroup --clear-groups --inh-caps=-all \
+		setpriv --reuid=nobody --regid="$(id -g nobody)" --clear-groups --inh-caps=-all \
 			"$tool" "$@" >"$tmp/out" 2>"$tmp/err" || rc=$?
 	else
 		"$tool" "$@" >"$tmp/out" 2>"$tmp/err" || rc=$?
@@ -47,9 +48,18 @@ if ((unpriv)); then
 	[[ $(id -u) -eq 0 ]] || skip "the unprivileged check needs root to switch to user nobody"
 	command -v setpriv >/dev/null || skip "setpriv (util-linux) is not installed"
 	id nobody >/dev/null 2>&1 || skip "there is no user nobody"
-	# nobody must be able to reach the binary and the library next to it.
-	setpriv --reuid=nobody --regid=nogroup --clear-groups test -x "$tool" ||
-		skip "user nobody cannot reach $tool (a parent directory is not world-searchable)"
+	# The build tree may sit below a directory nobody cannot enter: run a copy of the tool and
+	# its library from a world-readable directory instead.
+	chmod 755 "$tmp"
+	mkdir -m 755 "$tmp/bin"
+	install -m 755 "$tool" "$tmp/bin/uffd-probe"
+	if [[ -n $lib ]]; then
+		install -m 755 "$lib" "$tmp/bin/libuffd.so.0"
+		export LD_LIBRARY_PATH=$tmp/bin
+	fi
+	tool=$tmp/bin/uffd-probe
+	setpriv --reuid=nobody --regid="$(id -g nobody)" --clear-groups "$tool" --version >/dev/null 2>&1 ||
+		skip "user nobody cannot run a copy of uffd-probe in $tmp/bin"
 fi
 
 # Plain text report.
@@ -85,7 +95,7 @@ if ((unpriv)); then
 	granted=$(sed -n 's/^  OK    every known feature optional: granted \(0x[0-9a-f]*\)$/\1/p' \
 		"$tmp/out")
 	(((granted & 0x2) == 0)) || fail "nobody was granted EVENT_FORK ($granted)"
-	if [[ -e /dev/userfaultfd ]] && ! setpriv --reuid=nobody --regid=nogroup --clear-groups \
+	if [[ -e /dev/userfaultfd ]] && ! setpriv --reuid=nobody --regid="$(id -g nobody)" --clear-groups \
 		test -r /dev/userfaultfd -a -w /dev/userfaultfd; then
 		grep -A1 -E '^  FAIL  UFFD_OPEN_DEVICE_ONLY' "$tmp/out" | grep -Eq 'E(PERM|ACCES): ' ||
 			fail "UFFD_OPEN_DEVICE_ONLY should fail for nobody"
