@@ -54,8 +54,8 @@ ensure_packages() {
 		die "no apt-get on this system: install the equivalent of: ${pkgs[*]}"
 	echo "+ $line"
 	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -q </dev/null || die "apt-get update failed"
-	apt-get install -y -q --no-install-recommends "${pkgs[@]}" </dev/null ||
+	apt-get update -qq </dev/null || die "apt-get update failed"
+	apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends "${pkgs[@]}" </dev/null ||
 		die "apt-get install failed: ${pkgs[*]}"
 
 	for req; do
