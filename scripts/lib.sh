@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034 # sourced: the variables are used by the scripts
 # SPDX-License-Identifier: MIT
 # Shared by scripts/test and scripts/demo (sourced, not run): logging, and making sure the tools
 # and packages the build needs are there, installing them with apt-get when running as root.

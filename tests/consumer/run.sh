@@ -12,7 +12,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-build_dir= prefix= libdir= includedir= work= cmake= pkg_config= cc= cxx= flags= version= step=
+build_dir='' prefix='' libdir='' includedir='' work='' cmake='' pkg_config='' cc='' cxx='' flags=''
+version='' step=''
 
 for arg; do
 	case $arg in

@@ -17,7 +17,7 @@ soname=$("$readelf" -d "$so" | sed -n 's/.*Library soname: \[\(.*\)\].*/\1/p')
 exported=$("$nm" -D --defined-only "$so" | awk '$2 != "A" { print $3 }' | sort)
 unversioned=$(grep -v '@@LIBUFFD_' <<<"$exported" || true)
 [[ -z $unversioned ]] || fail "exported without a LIBUFFD_ version node:"$'\n'"$unversioned"
-names=$(sed 's/@.*//' <<<"$exported" | sort -u)
+names=$(cut -d@ -f1 <<<"$exported" | sort -u)
 foreign=$(grep -v '^uffd_' <<<"$names" || true)
 [[ -z $foreign ]] || fail "exported outside the uffd_ namespace:"$'\n'"$foreign"
 

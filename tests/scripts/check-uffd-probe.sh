@@ -136,7 +136,8 @@ probe --help
 [[ $(rc) -eq 0 ]] || fail "--help exited $(rc)"
 head -n 1 "$tmp/out" | grep -q '^usage: uffd-probe ' || fail "--help does not start with a usage line"
 probe --version
-[[ $(rc) -eq 0 ]] && grep -q '^uffd-probe (libuffd [0-9.]*)$' "$tmp/out" || fail "--version"
+[[ $(rc) -eq 0 ]] || fail "--version exited $(rc)"
+grep -q '^uffd-probe (libuffd [0-9.]*)$' "$tmp/out" || fail "--version printed: $(cat "$tmp/out")"
 for bad in --no-such-option -x extra-argument; do
 	probe "$bad"
 	[[ $(rc) -ne 0 ]] || fail "'uffd-probe $bad' exited 0"
