@@ -141,6 +141,29 @@ static void gather(struct report *r)
 	}
 }
 
+/* Print @text wrapped at 100 columns; @col is where the cursor is, @indent where lines start. */
+static void print_wrapped(const char *text, size_t col, size_t indent)
+{
+	const size_t width = 100;
+
+	while (*text) {
+		size_t word = strcspn(text, " ");
+
+		if (col > indent && col + 1 + word > width) {
+			printf("\n%*s", (int)indent, "");
+			col = indent;
+		} else if (col > indent) {
+			putchar(' ');
+			col++;
+		}
+		printf("%.*s", (int)word, text);
+		col += word;
+		text += word;
+		text += strspn(text, " ");
+	}
+	putchar('\n');
+}
+
 static void print_text(const struct report *r)
 {
 	const struct sysinfo *s = &r->sys;
@@ -210,13 +233,14 @@ static void print_text(const struct report *r)
 			putchar('\n');
 		} else {
 			const char *en = errno_name(a->rc);
+			int col;
 
 			printf("  FAIL  %s\n        ", a->what);
 			if (en)
-				printf("%s: ", en);
+				col = printf("%s:", en);
 			else
-				printf("error %d: ", a->rc);
-			printf("%s\n", uffd_strerror(a->rc));
+				col = printf("error %d:", a->rc);
+			print_wrapped(uffd_strerror(a->rc), 8 + (size_t)col, 8);
 		}
 	}
 }

@@ -7,6 +7,7 @@
 # usage: check-uffd-probe.sh [--unprivileged] PATH-TO-uffd-probe [PATH-TO-libuffd.so]
 # Exit: 0 pass, 1 fail, 77 skipped (1 instead under LIBUFFD_TEST_STRICT=1).
 set -euo pipefail
+shopt -s extglob
 
 unpriv=0
 if [[ ${1:-} == --unprivileged ]]; then
@@ -40,6 +41,11 @@ probe() {
 	echo "$rc" >"$tmp/rc"
 }
 rc() { cat "$tmp/rc"; }
+# The lines of one failed attempt: its FAIL line and the explanation indented below it.
+failure() {
+	awk -v m="  FAIL  $1" 'index($0, m) == 1 { p = 1; print; next }
+		p && /^        / { print; next } { p = 0 }' "$tmp/out" | tr '\n' ' '
+}
 expect_line() { # regex description
 	grep -Eq -- "$1" "$tmp/out" || { cat "$tmp/out" >&2; fail "no line matching '$1' ($2)"; }
 }
@@ -82,13 +88,12 @@ sysctl_value=$(cat /proc/sys/vm/unprivileged_userfaultfd 2>/dev/null || echo 0)
 if ((unpriv)); then
 	# Without privilege the ways that need it fail, and the explanation names what to change.
 	if [[ $sysctl_value == 0 ]]; then
-		grep -A1 -E '^  FAIL  UFFD_OPEN_KERNEL_FAULTS' "$tmp/out" | grep -q 'EPERM: ' ||
+		[[ $(failure UFFD_OPEN_KERNEL_FAULTS) == *'EPERM:'* ]] ||
 			fail "UFFD_OPEN_KERNEL_FAULTS should fail with EPERM for nobody"
-		grep -A1 -E '^  FAIL  UFFD_OPEN_KERNEL_FAULTS' "$tmp/out" |
-			grep -q 'unprivileged_userfaultfd' ||
+		[[ $(failure UFFD_OPEN_KERNEL_FAULTS) == *unprivileged_userfaultfd* ]] ||
 			fail "the EPERM explanation does not name vm.unprivileged_userfaultfd"
 	fi
-	grep -A1 -E '^  FAIL  EVENT_FORK required' "$tmp/out" | grep -q 'EPERM: ' ||
+	[[ $(failure 'EVENT_FORK required') == *'EPERM:'* ]] ||
 		fail "EVENT_FORK required should fail with EPERM for nobody"
 	# As an optional feature EVENT_FORK is dropped, not fatal.
 	expect_line '^  OK    every known feature optional: granted 0x' "optional features granted"
@@ -97,7 +102,7 @@ if ((unpriv)); then
 	(((granted & 0x2) == 0)) || fail "nobody was granted EVENT_FORK ($granted)"
 	if [[ -e /dev/userfaultfd ]] && ! setpriv --reuid=nobody --regid="$(id -g nobody)" --clear-groups \
 		test -r /dev/userfaultfd -a -w /dev/userfaultfd; then
-		grep -A1 -E '^  FAIL  UFFD_OPEN_DEVICE_ONLY' "$tmp/out" | grep -Eq 'E(PERM|ACCES): ' ||
+		[[ $(failure UFFD_OPEN_DEVICE_ONLY) == *E@(PERM|ACCES):* ]] ||
 			fail "UFFD_OPEN_DEVICE_ONLY should fail for nobody"
 	fi
 elif [[ $(id -u) -eq 0 ]]; then
