@@ -5,7 +5,7 @@
 
 LIBUFFD_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-say() { printf '\n==> %s\n' "$*"; }
+say() { printf '\n==> %s\n' "$*" >&2; }
 die() {
 	printf '%s: %s\n' "${0##*/}" "$*" >&2
 	exit 1
