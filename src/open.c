@@ -2,6 +2,7 @@
 /* Opening a userfaultfd: kernel probe, doors, feature negotiation, adoption, names, strerror. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -369,14 +370,22 @@ struct feature_info {
  * PAGEFAULT_FLAG_WP was defined in 4.11 but only offered (and usable) from 5.7.
  */
 static const struct feature_info features_table[] = {
-	{ "PAGEFAULT_FLAG_WP", "5.7" }, { "EVENT_FORK", "4.11" },
-	{ "EVENT_REMAP", "4.11" },	{ "EVENT_REMOVE", "4.11" },
-	{ "MISSING_HUGETLBFS", "4.11" }, { "MISSING_SHMEM", "4.11" },
-	{ "EVENT_UNMAP", "4.11" },	{ "SIGBUS", "4.14" },
-	{ "THREAD_ID", "4.14" },	{ "MINOR_HUGETLBFS", "5.13" },
-	{ "MINOR_SHMEM", "5.14" },	{ "EXACT_ADDRESS", "5.18" },
-	{ "WP_HUGETLBFS_SHMEM", "5.19" }, { "WP_UNPOPULATED", "6.4" },
-	{ "POISON", "6.6" },		{ "WP_ASYNC", "6.7" },
+	{ "PAGEFAULT_FLAG_WP", "5.7" },
+	{ "EVENT_FORK", "4.11" },
+	{ "EVENT_REMAP", "4.11" },
+	{ "EVENT_REMOVE", "4.11" },
+	{ "MISSING_HUGETLBFS", "4.11" },
+	{ "MISSING_SHMEM", "4.11" },
+	{ "EVENT_UNMAP", "4.11" },
+	{ "SIGBUS", "4.14" },
+	{ "THREAD_ID", "4.14" },
+	{ "MINOR_HUGETLBFS", "5.13" },
+	{ "MINOR_SHMEM", "5.14" },
+	{ "EXACT_ADDRESS", "5.18" },
+	{ "WP_HUGETLBFS_SHMEM", "5.19" },
+	{ "WP_UNPOPULATED", "6.4" },
+	{ "POISON", "6.6" },
+	{ "WP_ASYNC", "6.7" },
 	{ "MOVE", "6.8" },
 };
 
@@ -409,10 +418,14 @@ const char *uffd_feature_since(uint64_t bit)
 const char *uffd_ioctl_name(unsigned nr)
 {
 	static const char *const names[] = {
-		[_UFFDIO_REGISTER] = "REGISTER", [_UFFDIO_UNREGISTER] = "UNREGISTER",
-		[_UFFDIO_WAKE] = "WAKE",	 [_UFFDIO_COPY] = "COPY",
-		[_UFFDIO_ZEROPAGE] = "ZEROPAGE", [_UFFDIO_MOVE] = "MOVE",
-		[_UFFDIO_WRITEPROTECT] = "WRITEPROTECT", [_UFFDIO_CONTINUE] = "CONTINUE",
+		[_UFFDIO_REGISTER] = "REGISTER",
+		[_UFFDIO_UNREGISTER] = "UNREGISTER",
+		[_UFFDIO_WAKE] = "WAKE",
+		[_UFFDIO_COPY] = "COPY",
+		[_UFFDIO_ZEROPAGE] = "ZEROPAGE",
+		[_UFFDIO_MOVE] = "MOVE",
+		[_UFFDIO_WRITEPROTECT] = "WRITEPROTECT",
+		[_UFFDIO_CONTINUE] = "CONTINUE",
 		[_UFFDIO_POISON] = "POISON",
 	};
 
@@ -425,6 +438,9 @@ const char *uffd_ioctl_name(unsigned nr)
 
 const char *uffd_strerror(int err)
 {
+	/* INT_MIN has no positive counterpart; no errno is that large anyway. */
+	if (err == INT_MIN)
+		err = INT_MAX;
 	if (err < 0)
 		err = -err;
 	switch (err) {
