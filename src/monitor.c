@@ -304,8 +304,12 @@ static void probe_all(struct uffd_monitor *m)
 
 	for (u = m->head; u; u = next) {
 		next = u->mon_next;
-		/* A pidfd tells of the exit by itself; our own process is alive while we run. */
-		if (u->pidfd >= 0 || u->pid == self)
+		/*
+		 * Our own process is alive while we run. A watched one is probed too: after an
+		 * exec() its old address space, and with it the context, is gone, while the pid
+		 * lives on and its pidfd stays quiet.
+		 */
+		if (u->pid == self)
 			continue;
 		if (atomic_load(&u->exited) || !probe_alive(m, u))
 			bury(m, u);
