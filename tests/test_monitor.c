@@ -341,17 +341,20 @@ START_TEST(watch_pid_args)
 	int st;
 	pid_t pid;
 
-	ck_assert_int_eq(uffd_monitor_new(&m), 0);
-	u = open_idle(&mem, 2);
-	ck_assert_int_eq(uffd_monitor_add(m, u), 0);
-	fds1 = tu_count_fds();
-
-	/* A process that has been reaped no longer exists. */
+	/*
+	 * A process that has been reaped no longer exists. Forked before the context is made: a
+	 * fork with EVENT_FORK ranges registered blocks until someone reads the event.
+	 */
 	pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0)
 		_exit(0);
 	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+
+	ck_assert_int_eq(uffd_monitor_new(&m), 0);
+	u = open_idle(&mem, 2);
+	ck_assert_int_eq(uffd_monitor_add(m, u), 0);
+	fds1 = tu_count_fds();
 	ck_assert_int_eq(uffd_monitor_watch_pid(m, u, pid), -ESRCH);
 	ck_assert_int_eq(tu_count_fds(), fds1);
 
