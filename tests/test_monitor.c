@@ -769,6 +769,7 @@ struct span {
 };
 
 /* The anonymous PROT_NONE mappings of this process. */
+/* The anonymous PROT_NONE mappings of this process; -1 if there are more than @max. */
 static int none_maps(struct span *out, int max)
 {
 	FILE *f = fopen("/proc/self/maps", "r");
@@ -782,21 +783,47 @@ static int none_maps(struct span *out, int max)
 
 		if (sscanf(line, "%lx-%lx %7s %*s %*s %lu", &s, &e, perms, &ino) != 4)
 			continue;
-		if (strcmp(perms, "---p") == 0 && ino == 0 && n < max)
-			out[n++] = (struct span){ s, e };
+		if (strcmp(perms, "---p") != 0 || ino != 0)
+			continue;
+		if (n == max) {
+			n = -1;
+			break;
+		}
+		out[n++] = (struct span){ s, e };
 	}
 	fclose(f);
 	return n;
 }
 
-static bool covered(const struct span *sp, int n, uintptr_t a)
+/*
+ * The parts of [s, e) that no span of @sp covers: their total length, and the start of the last
+ * one. Interval arithmetic, not pages: sanitizers reserve terabytes of PROT_NONE.
+ */
+static uintptr_t uncovered(const struct span *sp, int n, uintptr_t s, uintptr_t e, uintptr_t *at)
 {
-	int i;
+	uintptr_t total = 0;
 
-	for (i = 0; i < n; i++)
-		if (a >= sp[i].s && a < sp[i].e)
-			return true;
-	return false;
+	while (s < e) {
+		uintptr_t next = e;
+		bool in = false;
+		int i;
+
+		for (i = 0; i < n; i++) {
+			if (s >= sp[i].s && s < sp[i].e) {
+				s = sp[i].e;
+				in = true;
+				break;
+			}
+			if (sp[i].s > s && sp[i].s < next)
+				next = sp[i].s;
+		}
+		if (in)
+			continue;
+		total += next - s;
+		*at = s;
+		s = next;
+	}
+	return total;
 }
 
 /*
@@ -805,22 +832,20 @@ static bool covered(const struct span *sp, int n, uintptr_t a)
  */
 static struct uffd_monitor *monitor_with_probe_page(void **probe)
 {
-	static struct span before[256], after[256];
+	static struct span before[4096], after[4096];
 	struct uffd_monitor *m;
-	int nb = none_maps(before, 256), na, i, found = 0;
-	uintptr_t a;
+	int nb = none_maps(before, 4096), na, i;
+	uintptr_t total = 0, at = 0;
 
 	ck_assert_int_eq(uffd_monitor_new(&m), 0);
-	na = none_maps(after, 256);
+	na = none_maps(after, 4096);
 	*probe = NULL;
+	if (nb < 0 || na < 0)
+		return m;
 	for (i = 0; i < na; i++)
-		for (a = after[i].s; a < after[i].e; a += PS)
-			if (!covered(before, nb, a)) {
-				*probe = (void *)a;
-				found++;
-			}
-	if (found != 1)
-		*probe = NULL;
+		total += uncovered(before, nb, after[i].s, after[i].e, &at);
+	if (total == PS)
+		*probe = (void *)at;
 	return m;
 }
 
