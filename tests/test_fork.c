@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -38,6 +39,18 @@ static void sleep_ms(unsigned ms)
 	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
 
 	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
+}
+
+/*
+ * A sleep for the window in which another thread is blocked inside fork(): sanitizers intercept
+ * nanosleep() and record a stack under a lock their fork() interceptor holds across the syscall.
+ */
+static void raw_sleep_ms(unsigned ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+
+	while (syscall(SYS_clock_nanosleep, CLOCK_MONOTONIC, 0, &ts, &ts) == -1 && errno == EINTR)
 		;
 }
 
@@ -634,20 +647,20 @@ START_TEST(emfile_on_fork_fd_then_recovery)
 	wr = write(go[1], "f", 1);
 	r1 = uffd_dispatch(u, 5000);
 	r2 = uffd_dispatch(u, 200);
-	sleep_ms(100);
+	raw_sleep_ms(100);
 	blocked_mid = atomic_load(&o.state) == 1;
 	forks_mid = uffd_get_stats(u, &st) == 0 ? (int)st.forks : -1;
 	setrlimit(RLIMIT_NOFILE, &old);
 	r3 = uffd_dispatch(u, 5000);
 	end = now_s() + 10;
 	while (atomic_load(&o.state) != 2 && now_s() < end)
-		sleep_ms(1);
+		raw_sleep_ms(1);
 	if (atomic_load(&o.state) != 2) {
 		/* Release a forker still stuck (closing the fd drops the event) before failing. */
 		uffd_close(u);
 		u = NULL;
 		while (atomic_load(&o.state) != 2)
-			sleep_ms(1);
+			raw_sleep_ms(1);
 	}
 	pthread_join(t, NULL);
 
