@@ -576,6 +576,65 @@ START_TEST(two_threads_fork_under_dispatch_loop)
 }
 END_TEST
 
+/* ---- on_fork refusing a child inside a monitor ---- */
+
+static int refuse_fork(struct uffd *parent, struct uffd *child, void *arg)
+{
+	struct fk *f = arg;
+
+	(void)parent;
+	(void)child;
+	atomic_fetch_add(&f->forks, 1);
+	return -EPERM;
+}
+
+START_TEST(on_fork_refusal_in_monitor_leaves_child_unmonitored)
+{
+	int fds0 = tu_count_fds(), fds1;
+	struct uffd *u = open_fork_ctx();
+	char *p = tu_map_anon(4 * PS);
+	struct uffd_monitor *m;
+	struct mon_thread mt = { 0 };
+	struct uffd_stats st;
+	int status;
+	pid_t pid;
+
+	ck_assert_int_eq(uffd_register(u, p, 4 * PS, UFFDIO_REGISTER_MODE_MISSING, NULL), 0);
+	uffd_on_fork(u, refuse_fork, &F);
+	ck_assert_int_eq(uffd_monitor_new(&m), 0);
+	ck_assert_int_eq(uffd_monitor_add(m, u), 0);
+	fds1 = tu_count_fds();
+	mt.m = m;
+	ck_assert_int_eq(pthread_create(&mt.t, NULL, mon_main, &mt), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		size_t i;
+
+		for (i = 0; i < 4; i++)
+			if (p[i * PS] != 0)
+				_exit(10 + (int)i);
+		_exit(0);
+	}
+	status = wait_child(pid, 10000);
+	ck_assert_int_eq(uffd_monitor_stop(m), 0);
+	pthread_join(mt.t, NULL);
+	ck_assert_int_ne(status, -1);
+	ck_assert(WIFEXITED(status));
+	ck_assert_int_eq(WEXITSTATUS(status), 0);
+	ck_assert_int_eq(mt.ret, 1);
+	ck_assert_int_eq(atomic_load(&F.forks), 1);
+	ck_assert_int_eq(uffd_monitor_count(m), 1);
+	ck_assert_int_eq(uffd_get_stats(u, &st), 0);
+	ck_assert_uint_eq(st.forks, 1);
+	ck_assert_uint_eq(st.faults, 0);
+	ck_assert_int_eq(tu_count_fds(), fds1);
+	uffd_monitor_free(m);
+	munmap(p, 4 * PS);
+	ck_assert_int_eq(tu_count_fds(), fds0);
+}
+END_TEST
+
 /* ---- EMFILE while the kernel installs a fork child's fd ---- */
 
 struct one_fork {
@@ -713,6 +772,7 @@ int main(void)
 	tcase_set_timeout(em, 30);
 	tcase_add_test(tc, fork_child_inherits_callbacks_and_map);
 	tcase_add_test(tc, fork_without_on_fork_runs_unmonitored);
+	tcase_add_test(tc, on_fork_refusal_in_monitor_leaves_child_unmonitored);
 	tcase_add_test(dl, two_threads_fork_under_monitor);
 	tcase_add_test(dl, two_threads_fork_under_dispatch_loop);
 	tcase_add_test(em, emfile_on_fork_fd_then_recovery);

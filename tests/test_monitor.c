@@ -1067,8 +1067,7 @@ START_TEST(watched_process_exec_reported)
 	char c;
 	pid_t cpid;
 
-	if (access("/bin/sleep", X_OK))
-		tu_skip("no /bin/sleep to exec");
+	ck_assert_int_eq(access("/bin/sleep", X_OK), 0);
 	sock_pair(sv);
 	cpid = fork();
 	ck_assert_int_ge(cpid, 0);
@@ -1098,6 +1097,95 @@ START_TEST(watched_process_exec_reported)
 	uffd_monitor_free(m);
 	close(sv[0]);
 	munmap(O.buf, PS);
+}
+END_TEST
+
+/* The monitored process for the -ESRCH test: registers two pages, touches one on the go byte. */
+static __attribute__((noreturn)) void touch_child(int sock)
+{
+	struct uffd_config cfg = { .required = EVENTS };
+	struct info in = { 0 };
+	struct uffd *u = NULL;
+	char c;
+
+	in.npages = 2;
+	in.r = mmap(NULL, 2 * PS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	in.err = in.r == MAP_FAILED ? -ENOMEM : uffd_open(&u, &cfg);
+	if (!in.err)
+		in.err = uffd_register(u, in.r, 2 * PS, UFFDIO_REGISTER_MODE_MISSING, NULL);
+	if (send_fd(sock, in.err ? -1 : uffd_fd(u), &in, sizeof(in)) || in.err)
+		_exit(2);
+	if (read(sock, &c, 1) != 1)
+		_exit(3);
+	c = *(volatile char *)in.r;
+	_exit(c == PATTERN ? 0 : 4);
+}
+
+struct killer {
+	pid_t pid;
+	int status;
+	int copy_ret;
+	atomic_int calls;
+};
+
+/* A fault callback whose process dies before it answers: the copy meets -ESRCH. */
+static int kill_then_copy(struct uffd *u, const struct uffd_pagefault *pf, void *arg)
+{
+	struct killer *k = arg;
+
+	atomic_fetch_add(&k->calls, 1);
+	kill(k->pid, SIGKILL);
+	k->status = wait_child(k->pid, 10000);
+	memset(O.buf, PATTERN, PS);
+	k->copy_ret =
+		uffd_copy(u, (void *)((uintptr_t)pf->address & ~(uintptr_t)(PS - 1)), O.buf, PS, 0);
+	return k->copy_ret;
+}
+
+START_TEST(exit_seen_by_esrch_reported_once)
+{
+	int fds0 = tu_count_fds();
+	struct uffd_monitor *m;
+	struct killer k = { 0 };
+	struct info in;
+	struct uffd *u;
+	int sv[2];
+	double end;
+
+	sock_pair(sv);
+	k.pid = fork();
+	ck_assert_int_ge(k.pid, 0);
+	if (k.pid == 0) {
+		close(sv[0]);
+		touch_child(sv[1]);
+	}
+	close(sv[1]);
+	ck_assert_int_eq(uffd_monitor_new(&m), 0);
+	obs_reset(m);
+	u = adopt_from(sv[0], &in);
+	uffd_on_pagefault(u, kill_then_copy, &k);
+	uffd_on_exit(u, obs_exit, &O);
+	ck_assert_int_eq(uffd_monitor_add(m, u), 0);
+	/* The pidfd reports the same exit too: on_exit must still run once. */
+	ck_assert_int_eq(uffd_monitor_watch_pid(m, u, k.pid), 0);
+	ck_assert_int_eq(write(sv[0], "g", 1), 1);
+	end = now_s() + 10;
+	while (uffd_monitor_count(m) > 0 && now_s() < end)
+		ck_assert_int_ge(uffd_monitor_run(m, 100), 0);
+	ck_assert_int_eq(atomic_load(&k.calls), 1);
+	ck_assert_int_eq(k.copy_ret, -ESRCH);
+	ck_assert(WIFSIGNALED(k.status));
+	ck_assert_int_eq(WTERMSIG(k.status), SIGKILL);
+	ck_assert_int_eq(uffd_monitor_count(m), 0);
+	ck_assert_int_eq(atomic_load(&O.nexit), 1);
+	ck_assert_ptr_eq(O.exits[0].u, u);
+	/* A little more running finds nothing more to report. */
+	ck_assert_int_eq(uffd_monitor_run(m, 300), 0);
+	ck_assert_int_eq(atomic_load(&O.nexit), 1);
+	uffd_monitor_free(m);
+	close(sv[0]);
+	munmap(O.buf, PS);
+	ck_assert_int_eq(tu_count_fds(), fds0);
 }
 END_TEST
 
@@ -1132,6 +1220,7 @@ int main(void)
 	tcase_add_test(ex, adopted_process_tree_and_exits);
 	tcase_add_test(ex, probe_never_changes_live_process);
 	tcase_add_test(ex, watched_process_exec_reported);
+	tcase_add_test(ex, exit_seen_by_esrch_reported_once);
 	suite_add_tcase(s, ba);
 	suite_add_tcase(s, sp);
 	suite_add_tcase(s, ex);
