@@ -476,6 +476,8 @@ static int deliver_fork(struct uffd *u, struct uffd *child)
 
 	if (u->cb.fork)
 		r = u->cb.fork(u, child, u->cb.fork_arg);
+	if (r == 0 && child->mon)
+		return 0; /* on_fork placed it in a monitor of its choosing: it is served there */
 	if (r == 0 && u->mon)
 		r = uffd_monitor_adopt_child(u->mon, child);
 	else if (r == 0 && !u->cb.fork)
