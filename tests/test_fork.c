@@ -635,6 +635,82 @@ START_TEST(on_fork_refusal_in_monitor_leaves_child_unmonitored)
 }
 END_TEST
 
+/* ---- on_fork handing the child to another monitor ---- */
+
+static struct uffd_monitor *g_other;
+static atomic_int g_other_add = 1;
+
+static int fork_to_other(struct uffd *parent, struct uffd *child, void *arg)
+{
+	struct fk *f = arg;
+
+	(void)parent;
+	atomic_store(&g_other_add, uffd_monitor_add(g_other, child));
+	atomic_store(&f->child, child);
+	atomic_fetch_add(&f->forks, 1);
+	return 0;
+}
+
+START_TEST(on_fork_may_place_child_in_another_monitor)
+{
+	struct uffd *u = open_fork_ctx();
+	char *p = tu_map_anon(4 * PS);
+	struct uffd_monitor *m, *m2;
+	struct mon_thread mt = { 0 };
+	double end;
+	int status = -1, i;
+	pid_t pid;
+
+	ck_assert_int_eq(uffd_register(u, p, 4 * PS, UFFDIO_REGISTER_MODE_MISSING, &TAG_A), 0);
+	uffd_on_pagefault(u, fk_fault, &F);
+	uffd_on_fork(u, fork_to_other, &F);
+	ck_assert_int_eq(uffd_monitor_new(&m), 0);
+	ck_assert_int_eq(uffd_monitor_new(&m2), 0);
+	g_other = m2;
+	ck_assert_int_eq(uffd_monitor_add(m, u), 0);
+	mt.m = m;
+	ck_assert_int_eq(pthread_create(&mt.t, NULL, mon_main, &mt), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		size_t k;
+
+		/* Served through the inherited callback, by the other monitor. */
+		for (k = 0; k < 4; k++)
+			if ((unsigned char)p[k * PS] != pat(&TAG_A, k * PS))
+				_exit(10 + (int)k);
+		_exit(0);
+	}
+	/* This thread serves the other monitor until the child is done. */
+	end = now_s() + 10;
+	while (now_s() < end) {
+		if (waitpid(pid, &status, WNOHANG) == pid)
+			break;
+		if (uffd_monitor_count(m2) == 0)
+			sleep_ms(2);
+		else
+			ck_assert_int_ge(uffd_monitor_run(m2, 20), 0);
+	}
+	if (status == -1)
+		status = wait_child(pid, 0);
+	ck_assert_int_eq(uffd_monitor_stop(m), 0);
+	pthread_join(mt.t, NULL);
+
+	ck_assert_int_eq(atomic_load(&g_other_add), 0);
+	ck_assert(WIFEXITED(status));
+	ck_assert_int_eq(WEXITSTATUS(status), 0);
+	ck_assert_int_eq(atomic_load(&F.forks), 1);
+	ck_assert_int_eq(atomic_load(&F.nfaults), 4);
+	for (i = 0; i < 4; i++)
+		ck_assert_ptr_eq(F.faults[i].u, atomic_load(&F.child));
+	/* The parent's monitor kept only the parent. */
+	ck_assert_int_eq(uffd_monitor_count(m), 1);
+	uffd_monitor_free(m2);
+	uffd_monitor_free(m);
+	munmap(p, 4 * PS);
+}
+END_TEST
+
 /* ---- EMFILE while the kernel installs a fork child's fd ---- */
 
 struct one_fork {
@@ -773,6 +849,7 @@ int main(void)
 	tcase_add_test(tc, fork_child_inherits_callbacks_and_map);
 	tcase_add_test(tc, fork_without_on_fork_runs_unmonitored);
 	tcase_add_test(tc, on_fork_refusal_in_monitor_leaves_child_unmonitored);
+	tcase_add_test(tc, on_fork_may_place_child_in_another_monitor);
 	tcase_add_test(dl, two_threads_fork_under_monitor);
 	tcase_add_test(dl, two_threads_fork_under_dispatch_loop);
 	tcase_add_test(em, emfile_on_fork_fd_then_recovery);
