@@ -340,8 +340,15 @@ int uffd_monitor_run(struct uffd_monitor *m, int timeout_ms)
 		int wait = -1, n, i, err = 0;
 		bool stop = false;
 
-		if (m->count == 0)
+		if (m->count == 0) {
+			uint64_t ticks;
+
+			/* Nothing to probe, but clear the tick: a loop polling the fd would spin. */
+			if (read(m->timerfd, &ticks, sizeof(ticks)) < 0) {
+				/* no tick pending */
+			}
 			break;
+		}
 		if (timeout_ms >= 0) {
 			wait = timeout_ms - elapsed_ms(&t0);
 			if (wait < 0)
