@@ -592,6 +592,41 @@ START_TEST(fd_pollable_in_custom_loop)
 }
 END_TEST
 
+/* An embedding loop must not spin: run(m, 0) clears what made the fd readable, even when empty. */
+static int poll_loop_wakeups(struct uffd_monitor *m, double seconds)
+{
+	double end = now_s() + seconds;
+	int wakeups = 0;
+
+	while (now_s() < end) {
+		struct pollfd pf = { .fd = uffd_monitor_fd(m), .events = POLLIN };
+
+		if (poll(&pf, 1, 50) > 0) {
+			wakeups++;
+			ck_assert_int_ge(uffd_monitor_run(m, 0), 0);
+		}
+	}
+	return wakeups;
+}
+
+START_TEST(fd_quiet_in_custom_loop)
+{
+	struct uffd_monitor *m;
+	struct uffd *u;
+	char *mem;
+
+	ck_assert_int_eq(uffd_monitor_new(&m), 0);
+	/* Empty: at most the probe timer's ticks (4 a second) wake the loop. */
+	ck_assert_int_le(poll_loop_wakeups(m, 1.0), 8);
+	/* With an idle context: the same. */
+	u = open_idle(&mem, 2);
+	ck_assert_int_eq(uffd_monitor_add(m, u), 0);
+	ck_assert_int_le(poll_loop_wakeups(m, 1.0), 8);
+	uffd_monitor_free(m);
+	munmap(mem, 2 * PS);
+}
+END_TEST
+
 /* ---- a process tree served by a monitor in another process ---- */
 
 #define NG 3
@@ -1214,6 +1249,7 @@ int main(void)
 	tcase_add_test(ba, watch_pid_args);
 	tcase_add_test(ba, run_timeout_on_time);
 	tcase_add_test(ba, fd_pollable_in_custom_loop);
+	tcase_add_test(ba, fd_quiet_in_custom_loop);
 	tcase_add_test(sp, stop_from_thread);
 	tcase_add_test(sp, stop_from_sigusr1_handler);
 	tcase_add_test(sp, stop_from_sigalrm_handler);
