@@ -430,6 +430,23 @@ static bool still_registered(struct uffd *u, struct uffd_pagefault *pf)
 	return n || !had;
 }
 
+/*
+ * Wait before redelivering a fault that met -EAGAIN. The kernel lowers its layout-changing state
+ * only when the blocked sender runs again after the read, which on a loaded machine takes longer
+ * than a few yields: yield first, then sleep a little longer each time (at most ~5 ms in all).
+ */
+static void eagain_backoff(unsigned tries)
+{
+	struct timespec ts = { 0, 0 };
+
+	if (tries <= 3) {
+		sched_yield();
+		return;
+	}
+	ts.tv_nsec = (long)(tries - 3) * 50000L;
+	nanosleep(&ts, NULL);
+}
+
 /* Deliver one fault, with the retry rules of the contract. 0 = go on, <0 = stop with it. */
 static int deliver_fault(struct uffd *u, struct uffd_pagefault *pf)
 {
@@ -454,7 +471,7 @@ static int deliver_fault(struct uffd *u, struct uffd_pagefault *pf)
 				return 0;
 			}
 			uffd_stat_add(&u->st.eagain_retries, 1);
-			sched_yield();
+			eagain_backoff(tries);
 			continue;
 		}
 		if (r == -EEXIST || r == -ENOENT) {
