@@ -491,18 +491,29 @@ static int deliver_fault(struct uffd *u, struct uffd_pagefault *pf)
 	}
 }
 
-static int deliver_fork(struct uffd *u, struct uffd *child)
+/*
+ * A monitored parent's child is added to the monitor after on_fork keeps it. If that fails
+ * (-ENOMEM from epoll), closing the child would let the child process run unmonitored and read
+ * zero pages where its memory should have been served: the item is kept instead (it->tries marks
+ * that on_fork has run) and the next dispatch retries the adoption.
+ */
+static int deliver_fork(struct uffd *u, struct uffd_qitem *it)
 {
+	struct uffd *child = it->ev.fork.child;
 	int r = 0;
 
-	if (u->cb.fork)
+	if (!it->tries && u->cb.fork)
 		r = u->cb.fork(u, child, u->cb.fork_arg);
+	it->tries = 1;
 	if (r == 0 && child->mon)
 		return 0; /* on_fork placed it in a monitor of its choosing: it is served there */
-	if (r == 0 && u->mon)
+	if (r == 0 && u->mon) {
 		r = uffd_monitor_adopt_child(u->mon, child);
-	else if (r == 0 && !u->cb.fork)
+		if (r < 0)
+			return r;
+	} else if (r == 0 && !u->cb.fork) {
 		r = -ECHILD; /* nobody would serve it: let the child run unmonitored */
+	}
 	if (r < 0)
 		uffd_close(child);
 	return 0;
@@ -512,7 +523,8 @@ static int deliver_fork(struct uffd *u, struct uffd *child)
 static int complete(struct uffd *u, int *handled)
 {
 	while (u->qhead != u->qprep) {
-		struct uffd_qitem *it = &u->q[u->qhead];
+		unsigned at = u->qhead;
+		struct uffd_qitem *it = &u->q[at];
 		struct uffd_event ev;
 		int r = 0;
 
@@ -526,7 +538,11 @@ static int complete(struct uffd *u, int *handled)
 			r = deliver_fault(u, &ev.pagefault);
 			break;
 		case UFFD_EVT_FORK:
-			r = deliver_fork(u, ev.fork.child);
+			r = deliver_fork(u, it);
+			if (r < 0) {
+				u->qhead = at; /* kept for the next dispatch */
+				return r;
+			}
 			break;
 		case UFFD_EVT_REMAP:
 			if (u->cb.remap)
