@@ -244,6 +244,10 @@ static inline void cov_pass(const char *scenario, enum mem m)
  * mapping needs, the mapping is made, and the pool is lowered again at once.
  * Pages needed beyond a reservation (a forked child's copy-on-write, a fault in a fork child)
  * come from a raise that lasts as long as the area: huge_extra.
+ * One more thing takes a page outside any reservation: a UFFDIO_COPY into hugetlbfs whose source
+ * is not all mapped (the kernel copies with page faults disabled, and on failure copies into a
+ * temporary huge page first; seen on 6.18 as ENOMEM). So sources of huge copies are written in
+ * full before they are used.
  */
 #define NR_HUGEPAGES "/proc/sys/vm/nr_hugepages"
 
