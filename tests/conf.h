@@ -236,20 +236,23 @@ static inline void cov_pass(const char *scenario, enum mem m)
 /* ---- huge pages ---- */
 
 /*
- * Several test programs may run at once and each may reserve huge pages, so the pool is only
- * ever changed relatively, under a lock that the conformance programs share, and only for as
- * long as a mapping takes to reserve its pages: a hugetlbfs mmap() reserves what it will need,
- * and pages a mapping has reserved survive a later lowering of nr_hugepages (the kernel turns
- * them into surplus pages, freed when the mapping goes). So the pool is raised by what one
- * mapping needs, the mapping is made, and the pool is lowered again at once.
- * Pages needed beyond a reservation (a forked child's copy-on-write, a fault in a fork child)
- * come from a raise that lasts as long as the area: huge_extra.
- * One more thing takes a page outside any reservation: a UFFDIO_COPY into hugetlbfs whose source
- * is not all mapped (the kernel copies with page faults disabled, and on failure copies into a
- * temporary huge page first; seen on 6.18 as ENOMEM). So sources of huge copies are written in
- * full before they are used.
+ * Huge pages come from surplus pages, never from the persistent pool: each area raises
+ * /proc/sys/vm/nr_overcommit_hugepages by what it may need while it lives, and the kernel then
+ * allocates surplus huge pages on demand (at mmap() for the reservation, at fault time beyond it)
+ * and frees them when they are released. nr_hugepages is never written, so other test programs
+ * that set it (tu_hugepages_reserve() and its restore) and these cannot take pages from each
+ * other, and nothing stays allocated after a test, even a killed one. The knob is changed only
+ * relatively, under a lock the conformance programs share, and every raise is written in a
+ * ledger with the raising pid: a program starting up takes back what dead processes left.
+ * Needs beyond a mapping's reservation: a fork child's copy-on-write or faults (it owns no
+ * reservation of a private mapping), pages after a hole was punched - and a UFFDIO_COPY into
+ * hugetlbfs whose source is not all mapped, which first copies into a temporary huge page from
+ * outside any reservation (seen on 6.18 as ENOMEM). So sources of huge copies are written in
+ * full before they are used, and areas that fork ask for extra pages.
  */
-#define NR_HUGEPAGES "/proc/sys/vm/nr_hugepages"
+#define NR_OVERCOMMIT "/proc/sys/vm/nr_overcommit_hugepages"
+#define HUGE_LOCK "/tmp/libuffd-test-hugepages.lock"
+#define HUGE_LEDGER "/tmp/libuffd-test-hugepages.ledger"
 
 static inline long conf_read_long(const char *path)
 {
@@ -278,68 +281,94 @@ static inline int conf_write_long(const char *path, long v)
 	return ok ? 0 : -1;
 }
 
-static inline int huge_lock(void)
-{
-	int fd = open("/tmp/libuffd-test-hugepages.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+/* The ledger: "pid pages" lines. Read, changed and written whole, under the lock. */
+struct huge_ledger {
+	int n;
+	long pid[64], pages[64];
+};
 
-	if (fd >= 0)
-		flock(fd, LOCK_EX);
-	return fd;
+static inline void ledger_load(struct huge_ledger *l)
+{
+	FILE *f = fopen(HUGE_LEDGER, "re");
+
+	l->n = 0;
+	if (!f)
+		return;
+	while (l->n < 64 && fscanf(f, "%ld %ld", &l->pid[l->n], &l->pages[l->n]) == 2)
+		l->n++;
+	fclose(f);
 }
 
-static inline void huge_unlock(int fd)
+static inline void ledger_store(const struct huge_ledger *l)
 {
-	if (fd >= 0) {
-		flock(fd, LOCK_UN);
-		close(fd);
-	}
+	FILE *f = fopen(HUGE_LEDGER, "we");
+
+	if (!f)
+		return;
+	for (int i = 0; i < l->n; i++)
+		if (l->pages[i])
+			fprintf(f, "%ld %ld\n", l->pid[i], l->pages[i]);
+	fclose(f);
 }
 
-/* Add @n pages to the pool (negative: remove); 0 or -1. Call with the lock held. */
-static inline int huge_pool_add_locked(long n)
-{
-	long nr = conf_read_long(NR_HUGEPAGES);
-
-	if (nr < 0)
-		return -1;
-	return conf_write_long(NR_HUGEPAGES, nr + n);
-}
-
+/* Add @n pages (negative: take back) to what this process may have; 0 or -1. */
 static inline int huge_pool_add(long n)
 {
-	int lk = huge_lock();
-	int ret = huge_pool_add_locked(n);
+	int lk = open(HUGE_LOCK, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+	struct huge_ledger l;
+	long cur, pid = (long)getpid();
+	int i, ret = -1;
 
-	huge_unlock(lk);
+	if (lk < 0)
+		return -1;
+	flock(lk, LOCK_EX);
+	ledger_load(&l);
+	/* First what processes that died without giving back left behind. */
+	for (i = 0; i < l.n; i++)
+		if (l.pid[i] != pid && kill((pid_t)l.pid[i], 0) != 0 && errno == ESRCH) {
+			cur = conf_read_long(NR_OVERCOMMIT);
+			if (cur >= 0)
+				conf_write_long(NR_OVERCOMMIT, cur - l.pages[i]);
+			l.pages[i] = 0;
+		}
+	cur = conf_read_long(NR_OVERCOMMIT);
+	if (cur >= 0 && conf_write_long(NR_OVERCOMMIT, cur + n) == 0) {
+		for (i = 0; i < l.n && l.pid[i] != pid; i++)
+			;
+		if (i == l.n && l.n < 64) {
+			l.pid[l.n] = pid;
+			l.pages[l.n++] = 0;
+		}
+		if (i < l.n)
+			l.pages[i] += n;
+		ret = 0;
+	}
+	ledger_store(&l);
+	flock(lk, LOCK_UN);
+	close(lk);
 	return ret;
 }
 
-/* Whether this machine can give the conformance tests huge pages: root, a 2 MB pool, and room. */
+/* Whether this machine can give the conformance tests huge pages: root, a 2 MB size, room. */
 static inline const char *huge_unavailable(void)
 {
 	static char why[160];
 	void *p;
-	int lk;
 
 	if (getuid() != 0)
-		return "reserving huge pages needs root";
-	if (conf_read_long("/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages") < 0)
-		return "no 2 MB huge page pool";
-	lk = huge_lock();
-	if (huge_pool_add_locked(2) != 0) {
-		huge_unlock(lk);
-		return "cannot write /proc/sys/vm/nr_hugepages";
-	}
+		return "huge pages for the tests need root (nr_overcommit_hugepages)";
+	if (conf_read_long("/sys/kernel/mm/hugepages/hugepages-2048kB/nr_overcommit_hugepages") < 0)
+		return "no 2 MB huge pages";
+	if (huge_pool_add(2) != 0)
+		return "cannot write " NR_OVERCOMMIT;
 	p = mmap(NULL, 2 * HUGE_PS, PROT_READ | PROT_WRITE,
 		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
-	huge_pool_add_locked(-2);
-	huge_unlock(lk);
-	if (p == MAP_FAILED) {
-		snprintf(why, sizeof(why), "cannot map reserved huge pages: %s", strerror(errno));
-		return why;
-	}
-	munmap(p, 2 * HUGE_PS);
-	return NULL;
+	if (p == MAP_FAILED)
+		snprintf(why, sizeof(why), "cannot map surplus huge pages: %s", strerror(errno));
+	else
+		munmap(p, 2 * HUGE_PS);
+	huge_pool_add(-2);
+	return p == MAP_FAILED ? why : NULL;
 }
 
 /* ---- areas ---- */
@@ -352,7 +381,7 @@ struct area {
 	size_t ps;   /* page size of the type */
 	size_t npages;
 	int fd;		 /* the memfd, or -1 */
-	long huge_extra; /* pool pages raised for the area's lifetime */
+	long huge_pages; /* surplus huge pages allowed for the area's lifetime */
 };
 
 /* Map @len bytes at an address aligned to @align (a power of two, 0 for any). */
@@ -380,15 +409,13 @@ static inline char *conf_mmap_aligned(size_t len, size_t align, int prot, int fl
  * A fresh area of @npages pages of the type's page size. File types get a second, shared
  * mapping of the same file (alias): writing there fills the page cache without any fault in
  * the registered mapping, and reading there shows what the page cache holds. @align: the
- * mapping's alignment (0: the page size). @extra_huge: huge pages to keep in the pool while
- * the area lives, for faults beyond the mapping's own reservation.
+ * mapping's alignment (0: the page size). @extra_huge: huge pages the area may use beyond its
+ * mappings' own reservations.
  */
 static inline void area_init_aligned(struct area *a, enum mem m, size_t npages, size_t align,
 				     long extra_huge)
 {
 	const int prot = PROT_READ | PROT_WRITE;
-	int lk = -1;
-	long need = 0;
 
 	memset(a, 0, sizeof(*a));
 	a->mem = m;
@@ -403,23 +430,17 @@ static inline void area_init_aligned(struct area *a, enum mem m, size_t npages, 
 		ck_assert_ptr_ne(a->p, MAP_FAILED);
 		return;
 	}
+	if (mem_huge(m)) {
+		/* the file's pages, the private copies of a private mapping, and the extra */
+		a->huge_pages = (long)npages * (mem_shared(m) ? 1 : 2) + extra_huge;
+		ck_assert_int_eq(huge_pool_add(a->huge_pages), 0);
+	}
 	a->fd = memfd_create("libuffd-conf", MFD_CLOEXEC | (mem_huge(m) ? MFD_HUGETLB : 0));
 	ck_assert_int_ge(a->fd, 0);
 	ck_assert_int_eq(ftruncate(a->fd, (off_t)a->len), 0);
-	if (mem_huge(m)) {
-		/* the file's pages, the private copies of a private mapping, and the extra */
-		need = (long)npages * (mem_shared(m) ? 1 : 2) + extra_huge;
-		lk = huge_lock();
-		ck_assert_int_eq(huge_pool_add_locked(need), 0);
-	}
 	a->p = conf_mmap_aligned(a->len, align, prot, mem_shared(m) ? MAP_SHARED : MAP_PRIVATE,
 				 a->fd, 0);
 	a->alias = conf_mmap_aligned(a->len, align, prot, MAP_SHARED, a->fd, 0);
-	if (mem_huge(m)) {
-		huge_pool_add_locked(-(need - extra_huge));
-		huge_unlock(lk);
-		a->huge_extra = extra_huge;
-	}
 	ck_assert_msg(a->p != MAP_FAILED && a->alias != MAP_FAILED, "mmap %s: %s", mem_names[m],
 		      strerror(errno));
 }
@@ -438,8 +459,8 @@ static inline void area_free(struct area *a)
 		munmap(a->alias, a->len);
 	if (a->fd >= 0)
 		close(a->fd);
-	if (a->huge_extra)
-		huge_pool_add(-a->huge_extra);
+	if (a->huge_pages)
+		huge_pool_add(-a->huge_pages);
 	memset(a, 0, sizeof(*a));
 	a->fd = -1;
 }
