@@ -187,9 +187,9 @@ START_TEST(eagain_redelivery)
 	struct dropper d;
 	struct area a;
 	pthread_t t;
+	double t0;
 	void *v;
 	char *src;
-	int n = 0;
 
 	cov_scenario = "eagain-redelivery";
 	ck_assert_int_eq(uffd_open(&u, &cfg), 0);
@@ -208,13 +208,27 @@ START_TEST(eagain_redelivery)
 	ck_assert_int_eq(poll(&pfd, 1, 5000), 1); /* the fault is queued */
 	drop_start(&d, area_page(&a, 2), a.ps, release_advice(m));
 
-	while (atomic_load(&rd.ok) == 0 && n++ < 50)
+	/*
+	 * How long it takes depends on the scheduler: the kernel lowers mmap_changing only when the
+	 * madvise thread runs again after the REMOVE was read, which on a loaded machine was seen
+	 * to take more than a second. Until then the fault goes round: redelivered a bounded number
+	 * of times, woken, faulted again.
+	 */
+	t0 = conf_now();
+	while (atomic_load(&rd.ok) == 0 && conf_now() - t0 < 20)
 		ck_assert_int_ge(uffd_dispatch(u, 100), 0);
+	uffd_get_stats(u, &st);
+	ck_assert_msg(atomic_load(&rd.ok) == 1,
+		      "fault not resolved: %d calls, %d EAGAIN; stats: %llu reads, %llu faults, "
+		      "%llu woken, %llu retries, %llu removes",
+		      atomic_load(&rd.calls), atomic_load(&rd.eagain), (unsigned long long)st.reads,
+		      (unsigned long long)st.faults, (unsigned long long)st.faults_woken,
+		      (unsigned long long)st.eagain_retries, (unsigned long long)st.removes);
 	ck_assert_int_eq(pthread_join(t, &v), 0);
 	ck_assert_int_eq((int)(uintptr_t)v, 0x2c);
 	ck_assert_int_eq(pthread_join(d.t, NULL), 0);
 	ck_assert_int_eq(d.ret, 0);
-	while (atomic_load(&rd.removes) == 0 && n++ < 100)
+	while (atomic_load(&rd.removes) == 0 && conf_now() - t0 < 25)
 		ck_assert_int_ge(uffd_dispatch(u, 50), 0);
 
 	ck_assert_int_ge(atomic_load(&rd.eagain), 1);
@@ -222,7 +236,11 @@ START_TEST(eagain_redelivery)
 	ck_assert_int_eq(atomic_load(&rd.removes), 1);
 	ck_assert_int_eq(uffd_get_stats(u, &st), 0);
 	ck_assert_uint_ge(st.eagain_retries, 1);
-	ck_assert_uint_eq(st.faults, 1);
+	/* The kernel lowers mmap_changing only when the madvise thread runs again; if that takes
+	 * longer than the dispatcher's bounded retries, the fault is woken and comes back: every
+	 * fault after the first is one that was woken. */
+	ck_assert_uint_ge(st.faults, 1);
+	ck_assert_uint_le(st.faults - 1, st.faults_woken);
 	ck_assert_uint_eq(st.removes, 1);
 	cov_ioctl_refused(_UFFDIO_COPY, m, -EAGAIN, pending);
 	cov_ioctl(_UFFDIO_COPY, m);
@@ -255,7 +273,7 @@ int main(void)
 
 	tcase_set_timeout(mc, 30);
 	tcase_add_loop_test(mc, mmap_changing, 0, conf_mem_end(huge_ok));
-	tcase_set_timeout(rd, 30);
+	tcase_set_timeout(rd, 60);
 	tcase_add_loop_test(rd, eagain_redelivery, 0, conf_mem_end(huge_ok));
 	suite_add_tcase(s, mc);
 	suite_add_tcase(s, rd);
