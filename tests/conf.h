@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -102,6 +103,7 @@ static inline uint64_t mem_minor_feature(enum mem m)
  * written by this process are not written again.
  */
 static char cov_path[512];
+static const char *cov_program = "-";
 static const char *cov_scenario = "-";
 static _Atomic uint64_t cov_seen[2048];
 
@@ -110,6 +112,7 @@ static inline void cov_init(const char *program)
 	const char *dir = getenv("LIBUFFD_COVERAGE_DIR");
 	int fd;
 
+	cov_program = program;
 	if (!dir || !*dir)
 		return;
 	snprintf(cov_path, sizeof(cov_path), "%s/%s.tsv", dir, program);
@@ -704,6 +707,48 @@ static inline double conf_now(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Skip the whole program (exit 77), saying why to the coverage step too. */
+__attribute__((noreturn, format(printf, 1, 2))) static inline void conf_skip(const char *fmt, ...)
+{
+	char why[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	cov_row("skip", cov_program, MEM_ANON, "refused", 0, why);
+	tu_skip("%s", why);
+}
+
+/*
+ * The start of every conformance program: the recorder, then the checks that skip it. They
+ * need all of Linux 6.18's userfaultfd; @need_root for EVENT_FORK (CAP_SYS_PTRACE) and for
+ * pagemap's uffd-wp bit. Returns whether the hugetlbfs memory types can run; when they cannot,
+ * the program runs the others and the coverage step learns why.
+ */
+static inline bool conf_start(const char *program, bool need_root)
+{
+	uint64_t f = 0;
+	const char *why;
+	int r;
+
+	cov_init(program);
+	r = uffd_probe(&f, NULL);
+	if (r)
+		conf_skip("no userfaultfd: %s", uffd_strerror(r));
+	if ((f & 0x1ffff) != 0x1ffff)
+		conf_skip("the conformance tests need every Linux 6.18 feature (have 0x%llx)",
+			  (unsigned long long)f);
+	if (need_root && getuid() != 0)
+		conf_skip("needs root (EVENT_FORK needs CAP_SYS_PTRACE; pagemap's uffd-wp bit)");
+	why = huge_unavailable();
+	if (why) {
+		fprintf(stderr, "note: hugetlbfs cases not run: %s\n", why);
+		cov_row("skip", "hugetlbfs", MEM_HUGETLB, "refused", 0, why);
+	}
+	return why == NULL;
 }
 
 /* The loop bounds of a test run on every memory type this machine can give. */

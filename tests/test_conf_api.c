@@ -254,22 +254,10 @@ int main(void)
 {
 	Suite *s = suite_create("conf_api");
 	TCase *api = tcase_create("api"), *reg = tcase_create("register_ioctls");
-	uint64_t f = 0;
-	const char *why;
-	int r = uffd_probe(&f, NULL);
 
-	if (r)
-		tu_skip("no userfaultfd: %s", uffd_strerror(r));
-	if ((f & 0x1ffff) != 0x1ffff)
-		tu_skip("the conformance tests need every Linux 6.18 feature (have 0x%llx)",
-			(unsigned long long)f);
+	huge_ok = conf_start("test_conf_api", false);
 	if (access("/dev/userfaultfd", R_OK | W_OK) != 0)
-		tu_skip("/dev/userfaultfd is not usable: %s", strerror(errno));
-	why = huge_unavailable();
-	huge_ok = why == NULL;
-	if (why)
-		fprintf(stderr, "note: hugetlbfs cases not run: %s\n", why);
-	cov_init("test_conf_api");
+		conf_skip("/dev/userfaultfd is not usable: %s", strerror(errno));
 
 	tcase_set_timeout(api, 30);
 	tcase_add_loop_test(api, api_handshake, 0, 2);

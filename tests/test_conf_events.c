@@ -327,22 +327,8 @@ int main(void)
 {
 	Suite *s = suite_create("conf_events");
 	TCase *ev = tcase_create("events"), *fd = tcase_create("fault_details");
-	uint64_t f = 0;
-	const char *why;
-	int r = uffd_probe(&f, NULL);
 
-	if (r)
-		tu_skip("no userfaultfd: %s", uffd_strerror(r));
-	if ((f & 0x1ffff) != 0x1ffff)
-		tu_skip("the conformance tests need every Linux 6.18 feature (have 0x%llx)",
-			(unsigned long long)f);
-	if (getuid() != 0)
-		tu_skip("EVENT_FORK needs CAP_SYS_PTRACE");
-	why = huge_unavailable();
-	huge_ok = why == NULL;
-	if (why)
-		fprintf(stderr, "note: hugetlbfs cases not run: %s\n", why);
-	cov_init("test_conf_events");
+	huge_ok = conf_start("test_conf_events", true);
 
 	tcase_set_timeout(ev, 30);
 	tcase_add_loop_test(ev, events, 0, conf_mem_end(huge_ok));

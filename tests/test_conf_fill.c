@@ -217,6 +217,7 @@ START_TEST(move_refused)
 	ck_assert_int_eq(src[a.ps - 1], 0x11); /* nothing moved */
 	cov_ioctl_refused(_UFFDIO_MOVE, m, r, "MOVE needs private anonymous memory");
 	cov_feature_refused(UFFD_FEATURE_MOVE, m, r, "MOVE needs private anonymous memory");
+	cov_row("scenario", "move", m, "refused", r, "MOVE needs private anonymous memory");
 	uffd_close(u);
 	munmap(src, a.ps);
 	area_free(&a);
@@ -310,20 +311,8 @@ int main(void)
 	Suite *s = suite_create("conf_fill");
 	TCase *zp = tcase_create("zeropage"), *mv = tcase_create("move"),
 	      *po = tcase_create("poison");
-	uint64_t f = 0;
-	const char *why;
-	int r = uffd_probe(&f, NULL);
 
-	if (r)
-		tu_skip("no userfaultfd: %s", uffd_strerror(r));
-	if ((f & 0x1ffff) != 0x1ffff)
-		tu_skip("the conformance tests need every Linux 6.18 feature (have 0x%llx)",
-			(unsigned long long)f);
-	why = huge_unavailable();
-	huge_ok = why == NULL;
-	if (why)
-		fprintf(stderr, "note: hugetlbfs cases not run: %s\n", why);
-	cov_init("test_conf_fill");
+	huge_ok = conf_start("test_conf_fill", false);
 
 	tcase_set_timeout(zp, 30);
 	tcase_add_loop_test(zp, zeropage, 0, conf_mem_end(huge_ok));

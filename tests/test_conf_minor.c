@@ -174,20 +174,8 @@ int main(void)
 {
 	Suite *s = suite_create("conf_minor");
 	TCase *mi = tcase_create("minor"), *co = tcase_create("minor_collapse");
-	uint64_t f = 0;
-	const char *why;
-	int r = uffd_probe(&f, NULL);
 
-	if (r)
-		tu_skip("no userfaultfd: %s", uffd_strerror(r));
-	if ((f & 0x1ffff) != 0x1ffff)
-		tu_skip("the conformance tests need every Linux 6.18 feature (have 0x%llx)",
-			(unsigned long long)f);
-	why = huge_unavailable();
-	huge_ok = why == NULL;
-	if (why)
-		fprintf(stderr, "note: hugetlbfs cases not run: %s\n", why);
-	cov_init("test_conf_minor");
+	huge_ok = conf_start("test_conf_minor", false);
 
 	tcase_set_timeout(mi, 30);
 	tcase_add_loop_test(mi, minor, 0, conf_mem_end(huge_ok) - 1);

@@ -389,21 +389,9 @@ int main(void)
 	Suite *s = suite_create("conf_stress");
 	TCase *tc = tcase_create("stress");
 	const char *l = getenv("LIBUFFD_TEST_LONG");
-	uint64_t f = 0;
-	const char *why;
-	int r = uffd_probe(&f, NULL);
 
-	if (r)
-		tu_skip("no userfaultfd: %s", uffd_strerror(r));
-	if ((f & 0x1ffff) != 0x1ffff)
-		tu_skip("the conformance tests need every Linux 6.18 feature (have 0x%llx)",
-			(unsigned long long)f);
+	huge_ok = conf_start("test_conf_stress", false);
 	long_run = l && *l && strcmp(l, "0") != 0;
-	why = huge_unavailable();
-	huge_ok = why == NULL;
-	if (why)
-		fprintf(stderr, "note: hugetlbfs cases not run: %s\n", why);
-	cov_init("test_conf_stress");
 
 	tcase_set_timeout(tc, long_run ? 900 : 60);
 	tcase_add_loop_test(tc, stress, 0, conf_mem_end(huge_ok));
