@@ -376,14 +376,21 @@ static const void *zero_huge;
 static size_t zero_huge_len;
 static pthread_mutex_t zero_huge_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* A read-only source of zeros as large as a huge page, for missing faults on hugetlbfs. */
+/*
+ * A read-only source of zeros as large as a huge page, for missing faults on hugetlbfs. It is
+ * populated (with the zero page) up front: the kernel copies into a huge page with page faults
+ * disabled, and a source that is not mapped yet sends it down a slow path that takes a second,
+ * unreserved huge page from the pool - which fails with -ENOMEM when the pool holds only what
+ * the mappings reserved.
+ */
 static const void *zero_source(size_t len)
 {
 	const void *p;
 
 	pthread_mutex_lock(&zero_huge_lock);
 	if (!zero_huge || zero_huge_len < len) {
-		void *m = mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		void *m = mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
+			       -1, 0);
 
 		if (m != MAP_FAILED) {
 			/* The old one is leaked on purpose: another thread may be copying from it. */
