@@ -32,7 +32,15 @@ UFFD_HIDDEN int uffd_sys_poll1(int fd, int timeout_ms);
 UFFD_HIDDEN int uffd_sys_close(int fd);
 UFFD_HIDDEN void *uffd_sys_mmap(size_t len);
 UFFD_HIDDEN void uffd_sys_munmap(void *p, size_t len);
-UFFD_HIDDEN long uffd_page_size(void);
+/* The page size, read once (every resolving call checks alignment against it). */
+UFFD_HIDDEN extern _Atomic long uffd_page_size_cache;
+UFFD_HIDDEN __attribute__((cold)) long uffd_page_size_slow(void);
+static inline long uffd_page_size(void)
+{
+	long ps = atomic_load_explicit(&uffd_page_size_cache, memory_order_relaxed);
+
+	return ps ? ps : uffd_page_size_slow();
+}
 /* Test-only fault injection: when the hook returns non-zero for a site, that call fails with it. */
 enum uffd_fail_site { UFFD_FAIL_MMAP, UFFD_FAIL_READ, UFFD_FAIL_POLL, UFFD_FAIL__COUNT };
 UFFD_HIDDEN int uffd_fail_check(enum uffd_fail_site site);
