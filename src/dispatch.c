@@ -58,18 +58,15 @@ static void count_kind(struct uffd *u, enum uffd_event_kind kind)
 }
 
 /*
- * One non-blocking read of up to @max messages into the queue's tail, decoded but not prepped.
- * Returns the number of messages, 0 when none were waiting, or a negative errno (EMFILE and
- * ENFILE mean a FORK event's fd could not be installed: the kernel keeps the event).
+ * One non-blocking read of up to @max messages (at most a batch) into u->msgs. Returns the number
+ * of messages, 0 when none were waiting, or a negative errno (EMFILE and ENFILE mean a FORK
+ * event's fd could not be installed: the kernel keeps the event).
  */
-static int read_batch(struct uffd *u, unsigned max)
+static int read_raw(struct uffd *u, unsigned max)
 {
-	unsigned room = u->qcap - 1 - qused(u);
 	ssize_t n;
-	unsigned i, cnt;
+	unsigned cnt;
 
-	if (max > room)
-		max = room;
 	if (max > u->batch)
 		max = u->batch;
 	if (max == 0)
@@ -84,7 +81,15 @@ static int read_batch(struct uffd *u, unsigned max)
 		return 0;
 	uffd_stat_add(&u->st.reads, 1);
 	uffd_stat_add(&u->st.messages, cnt);
-	for (i = 0; i < cnt; i++) {
+	return (int)cnt;
+}
+
+/* Decode u->msgs[from, to) into the queue's tail, not prepped. The queue must have the room. */
+static void enqueue(struct uffd *u, unsigned from, unsigned to)
+{
+	unsigned i;
+
+	for (i = from; i < to; i++) {
 		struct uffd_qitem *it = &u->q[u->qtail];
 
 		if (uffd_event_decode(&u->msgs[i], sizeof(struct uffd_msg), &it->ev) != 0) {
@@ -99,7 +104,20 @@ static int read_batch(struct uffd *u, unsigned max)
 		count_kind(u, it->ev.kind);
 		u->qtail = qnext(u, u->qtail);
 	}
-	return (int)cnt;
+}
+
+/* One non-blocking read of up to @max messages into the queue's tail, decoded but not prepped. */
+static int read_batch(struct uffd *u, unsigned max)
+{
+	unsigned room = u->qcap - 1 - qused(u);
+	int n;
+
+	if (max > room)
+		max = room;
+	n = read_raw(u, max);
+	if (n > 0)
+		enqueue(u, 0, (unsigned)n);
+	return n;
 }
 
 static bool span_has(uintptr_t s, uintptr_t e, uintptr_t a)
@@ -282,29 +300,71 @@ static int prep(struct uffd *u)
 	return ret;
 }
 
-/* Wait for the fd (spinning first in latency mode). 1 readable, 0 timeout, or -errno. */
-static int wait_fd(struct uffd *u, int timeout_ms)
+/*
+ * Latency mode: re-read the fd without blocking for up to spin_us (less if @timeout_ms is
+ * shorter), so that a message is taken the moment it arrives, without the cost of waking a
+ * sleeping thread (~20-50 us on another CPU). Returns what the last read returned; on 0,
+ * *timeout_ms is what is left of it.
+ */
+__attribute__((noinline)) static int spin_read(struct uffd *u, int *timeout_ms)
 {
-	if (u->spin_us && timeout_ms != 0) {
-		uint64_t t0 = now_us(), lim = u->spin_us;
+	uint64_t t0 = now_us(), lim = u->spin_us, spent;
+	int n;
 
-		if (timeout_ms > 0 && (uint64_t)timeout_ms * 1000u < lim)
-			lim = (uint64_t)timeout_ms * 1000u;
-		while (now_us() - t0 < lim) {
-			int r = uffd_sys_poll1(u->fd, 0);
+	if (*timeout_ms > 0 && (uint64_t)*timeout_ms * 1000u < lim)
+		lim = (uint64_t)*timeout_ms * 1000u;
+	do {
+		n = read_raw(u, u->batch);
+		if (n != 0)
+			return n;
+		spent = now_us() - t0;
+	} while (spent < lim);
+	if (*timeout_ms > 0)
+		*timeout_ms = spent / 1000u >= (uint64_t)*timeout_ms
+				      ? 0
+				      : *timeout_ms - (int)(spent / 1000u);
+	return 0;
+}
 
-			if (r != 0)
-				return r;
+/* After this many waits that polled first, the next one reads first again (see read_wait). */
+#define POLL_FIRST_RUN 8u
+
+/*
+ * Read a batch into u->msgs, waiting up to @timeout_ms for one. Returns the number of messages, 0
+ * on timeout, or a negative errno.
+ *
+ * A non-blocking fd needs a poll() to sleep and a read() to take the messages. When messages are
+ * already waiting (several faulting threads, a handler slower than its faulters) a read() alone
+ * does; when the fd is empty (one faulting thread, served faster than it faults again) reading
+ * first wastes a syscall on every fault. So a wait reads first while that finds messages; once a
+ * read finds the fd empty, the next waits poll first, until a read returns more than one message
+ * (they are piling up) or POLL_FIRST_RUN waits have passed, which costs an idle fd one wasted
+ * read in that many and lets a busy one be noticed.
+ */
+static inline __attribute__((always_inline)) int read_wait(struct uffd *u, int timeout_ms)
+{
+	int n;
+
+	if (timeout_ms == 0 || u->poll_first == 0 || u->spin_us) {
+		n = read_raw(u, u->batch);
+		if (n != 0 || timeout_ms == 0)
+			return n;
+		u->poll_first = 1;
+		if (u->spin_us) {
+			n = spin_read(u, &timeout_ms);
+			if (n != 0 || timeout_ms == 0)
+				return n;
 		}
-		if (timeout_ms > 0) {
-			uint64_t spent_ms = (now_us() - t0) / 1000u;
-
-			timeout_ms = spent_ms >= (uint64_t)timeout_ms
-					     ? 0
-					     : timeout_ms - (int)spent_ms;
-		}
+	} else if (++u->poll_first > POLL_FIRST_RUN) {
+		u->poll_first = 0;
 	}
-	return uffd_sys_poll1(u->fd, timeout_ms);
+	n = uffd_sys_poll1(u->fd, timeout_ms);
+	if (n <= 0)
+		return n;
+	n = read_raw(u, u->batch);
+	if (n > 1)
+		u->poll_first = 0;
+	return n;
 }
 
 /*
@@ -320,15 +380,10 @@ static int fill(struct uffd *u, int timeout_ms)
 		return prep(u);
 	if (u->qhead != u->qtail)
 		return 0;
-	/* Read first: on a busy fd that saves the poll. */
-	n = read_batch(u, u->batch);
-	if (n == 0 && timeout_ms != 0) {
-		n = wait_fd(u, timeout_ms);
-		if (n > 0)
-			n = read_batch(u, u->batch);
-	}
+	n = read_wait(u, timeout_ms);
 	if (n <= 0)
 		return n;
+	enqueue(u, 0, (unsigned)n);
 	ret = prep(u);
 	return ret < 0 ? ret : n;
 }

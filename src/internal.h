@@ -133,6 +133,7 @@ struct uffd {
 	struct uffd_msg *msgs; /* batch read buffer, `batch` messages */
 	struct uffd_qitem *q;  /* queue of read-but-not-delivered events, qcap items */
 	unsigned qcap, qhead, qprep, qtail;
+	unsigned poll_first;	   /* waits that polled before reading, in a row (see read_wait) */
 	_Atomic int exited;	  /* the process is gone */
 	_Atomic int exit_reported; /* on_exit has run */
 
