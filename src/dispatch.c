@@ -253,6 +253,7 @@ static void wake_page(struct uffd *u, uintptr_t addr)
 static int prep(struct uffd *u)
 {
 	unsigned start = u->qprep, i, j;
+	bool changed = false;
 	int ret = 0;
 
 	if (start == u->qtail)
@@ -269,8 +270,12 @@ static int prep(struct uffd *u)
 		ret = apply_layout(u, &it->ev);
 		if (ret)
 			break;
+		if (it->ev.kind == UFFD_EVT_UNMAP || it->ev.kind == UFFD_EVT_REMAP)
+			changed = true;
 		it->state = UFFD_Q_READY;
 	}
+	if (changed)
+		uffd_stat_add(&u->map_gen, 1);
 	/* Faults of this run: fill the range, or wake those whose page went away. */
 	for (j = start; j != i; j = qnext(u, j)) {
 		struct uffd_qitem *it = &u->q[j];
@@ -448,7 +453,7 @@ static const void *zero_source(size_t len)
 }
 
 /* What a monitor with no fault callback does: never leave the thread blocked. */
-static int default_fault(struct uffd *u, const struct uffd_pagefault *pf)
+__attribute__((noinline)) static int default_fault(struct uffd *u, const struct uffd_pagefault *pf)
 {
 	uintptr_t ps = (uintptr_t)uffd_page_size();
 	uintptr_t a = (uintptr_t)pf->address & ~(ps - 1);
@@ -485,15 +490,18 @@ static bool still_registered(struct uffd *u, struct uffd_pagefault *pf)
 	return n || !had;
 }
 
-/* Deliver one fault, with the retry rules of the contract. 0 = go on, <0 = stop with it. */
-static int deliver_fault(struct uffd *u, struct uffd_pagefault *pf)
+static inline int call_fault(struct uffd *u, const struct uffd_pagefault *pf)
+{
+	return u->cb.pagefault ? u->cb.pagefault(u, pf, u->cb.pagefault_arg) : default_fault(u, pf);
+}
+
+/* The retry rules of the contract, given the result @r of a first delivery of @pf.
+ * 0 = go on, <0 = stop with it. */
+static int finish_fault(struct uffd *u, struct uffd_pagefault *pf, int r)
 {
 	unsigned tries = 0;
 
-	for (;;) {
-		int r = u->cb.pagefault ? u->cb.pagefault(u, pf, u->cb.pagefault_arg)
-					: default_fault(u, pf);
-
+	for (;; r = call_fault(u, pf)) {
 		if (r == 0)
 			return 0;
 		if (r == -EAGAIN) {
@@ -523,6 +531,11 @@ static int deliver_fault(struct uffd *u, struct uffd_pagefault *pf)
 		wake_page(u, (uintptr_t)pf->address);
 		return r;
 	}
+}
+
+static int deliver_fault(struct uffd *u, struct uffd_pagefault *pf)
+{
+	return finish_fault(u, pf, call_fault(u, pf));
 }
 
 static int deliver_fork(struct uffd *u, struct uffd *child)
@@ -584,6 +597,79 @@ static int complete(struct uffd *u, int *handled)
 	return 0;
 }
 
+/*
+ * The range of a fault, from a one-entry cache of the last piece hit: faults come in runs within
+ * one registration, and a hit needs neither the map lock nor a lookup. map_gen changes with every
+ * change of the map (register, unregister, prep), which empties the cache.
+ */
+static void fault_range(struct uffd *u, uintptr_t a, struct uffd_range *out)
+{
+	const struct uffd_node *n;
+	uint64_t gen = atomic_load_explicit(&u->map_gen, memory_order_acquire);
+
+	if (gen == u->rc_gen &&
+	    a - (uintptr_t)u->rc.start < (uintptr_t)u->rc.end - (uintptr_t)u->rc.start) {
+		*out = u->rc;
+		return;
+	}
+	pthread_mutex_lock(&u->lock);
+	n = uffd_rmap_find(&u->map, a);
+	uffd_rmap_fill(n, out);
+	gen = atomic_load_explicit(&u->map_gen, memory_order_relaxed);
+	pthread_mutex_unlock(&u->lock);
+	if (n) {
+		u->rc = *out;
+		u->rc_gen = gen;
+	}
+}
+
+static bool only_faults(const struct uffd_msg *m, unsigned n)
+{
+	unsigned i;
+
+	for (i = 0; i < n; i++)
+		if (m[i].event != UFFD_EVENT_PAGEFAULT)
+			return false;
+	return true;
+}
+
+/*
+ * The fast path, for a batch of page faults only (the common case). With no layout event in the
+ * batch prep has nothing to apply and nothing to wake, so each fault is decoded straight from the
+ * read buffer, given its range and delivered, without the queue. If a callback does not resolve
+ * its fault, the rest of the batch is queued (and prepped) first: the -EAGAIN retry reads more
+ * messages into the read buffer, and a stop leaves the rest for the next call, in order.
+ */
+static int serve_faults(struct uffd *u, unsigned cnt, int *handled)
+{
+	unsigned i;
+
+	for (i = 0; i < cnt; i++) {
+		struct uffd_pagefault pf;
+		int r;
+
+		(*handled)++;
+		if (uffd_decode_pagefault(&u->msgs[i], &pf) != 0) {
+			uffd_stat_add(&u->st.unknown, 1); /* as prep would: undeliverable */
+			continue;
+		}
+		uffd_stat_add(&u->st.faults, 1);
+		fault_range(u, (uintptr_t)pf.address, &pf.range);
+		r = call_fault(u, &pf);
+		if (r == 0)
+			continue;
+		enqueue(u, i + 1, cnt);
+		prep(u);
+		r = finish_fault(u, &pf, r);
+		if (r == -ESRCH)
+			return 0;
+		if (r < 0)
+			return r;
+		return complete(u, handled);
+	}
+	return 0;
+}
+
 int uffd_dispatch(struct uffd *u, int timeout_ms)
 {
 	int handled = 0;
@@ -591,7 +677,19 @@ int uffd_dispatch(struct uffd *u, int timeout_ms)
 
 	if (ret)
 		return ret;
-	ret = fill(u, timeout_ms);
+	if (u->qhead == u->qtail) {
+		ret = read_wait(u, timeout_ms);
+		if (ret <= 0)
+			return ret;
+		if (only_faults(u->msgs, (unsigned)ret)) {
+			ret = serve_faults(u, (unsigned)ret, &handled);
+			return ret < 0 ? ret : handled;
+		}
+		enqueue(u, 0, (unsigned)ret);
+		ret = prep(u);
+	} else {
+		ret = fill(u, timeout_ms);
+	}
 	if (ret < 0 && u->qhead == u->qprep)
 		return ret;
 	ret = complete(u, &handled);

@@ -3,10 +3,13 @@
 #ifndef UFFD_INTERNAL_H
 #define UFFD_INTERNAL_H
 
+#include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/types.h>
 
 #include "uffd.h"
@@ -134,6 +137,9 @@ struct uffd {
 	struct uffd_qitem *q;  /* queue of read-but-not-delivered events, qcap items */
 	unsigned qcap, qhead, qprep, qtail;
 	unsigned poll_first;	   /* waits that polled before reading, in a row (see read_wait) */
+	struct uffd_range rc;	   /* the piece the last fault hit (dispatcher-private cache) */
+	uint64_t rc_gen;	   /* map_gen when rc was looked up */
+	_Atomic uint64_t map_gen; /* bumped, under lock, by every change of map */
 	_Atomic int exited;	  /* the process is gone */
 	_Atomic int exit_reported; /* on_exit has run */
 
@@ -166,6 +172,31 @@ UFFD_HIDDEN void uffd_monitor_forget(struct uffd_monitor *m, struct uffd *u);
 static inline void uffd_stat_add(_Atomic uint64_t *c, uint64_t n)
 {
 	atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+
+/*
+ * The page-fault part of uffd_event_decode(), also used by the dispatcher's fast path; @pf's
+ * range is left alone. Flag bits this library does not know are kept: a newer kernel may add
+ * some, and the dispatcher decides by the bits it knows. The address is kept as given: it is
+ * page-masked unless EXACT_ADDRESS was granted, which decode cannot know. ptid is a u32 in the
+ * message but a pid_t here: a value that is no pid (above INT_MAX) is -EPROTO. The fields are
+ * read with memcpy: the message need not be aligned.
+ */
+static inline int uffd_decode_pagefault(const void *msg, struct uffd_pagefault *pf)
+{
+	const unsigned char *b = msg;
+	uint64_t flags, address;
+	uint32_t ptid;
+
+	memcpy(&flags, b + 8, sizeof(flags));
+	memcpy(&address, b + 16, sizeof(address));
+	memcpy(&ptid, b + 24, sizeof(ptid));
+	if ((uint64_t)(uintptr_t)address != address || ptid > (uint32_t)INT_MAX)
+		return -EPROTO;
+	pf->address = (void *)(uintptr_t)address;
+	pf->flags = flags;
+	pf->tid = (pid_t)ptid;
+	return 0;
 }
 
 static inline bool uffd_range_ok(uintptr_t addr, size_t len)
