@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* The monitor of the callgrind figure: it runs under valgrind, starts the plain faulter (which
  * valgrind does not follow across exec), receives its userfaultfd, registers the faulter's region
- * from here and serves exactly PAGES faults, with libuffd or with a raw read()+ioctl() loop. */
+ * from here and serves exactly PAGES faults in a handler thread, as monitors do, with libuffd or
+ * with a raw read()+ioctl() loop. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,6 +98,38 @@ static int recv_fd(int sock, uint64_t *addr)
 	return fd;
 }
 
+struct handler {
+	bool lib;
+	struct uffd *u;
+	int fd;
+	uintptr_t base;
+	size_t pages;
+};
+
+/* The handler thread. A second thread also makes glibc's read() and poll() take their
+ * multi-threaded (cancellation) path, as in any monitor that is not a process of its own. */
+static void *handler(void *arg)
+{
+	struct handler *h = arg;
+
+	if (h->lib)
+		serve_lib(h->u, h->pages);
+	else
+		serve_raw(h->fd, h->base, h->pages);
+	return NULL;
+}
+
+static void serve(struct handler *h)
+{
+	pthread_t t;
+
+	if (pthread_create(&t, NULL, handler, h)) {
+		fprintf(stderr, "pthread_create failed\n");
+		exit(1);
+	}
+	pthread_join(t, NULL);
+}
+
 int main(int argc, char **argv)
 {
 	size_t pages, len;
@@ -153,7 +187,7 @@ int main(int argc, char **argv)
 		}
 		if (write(sv[0], &go, 1) != 1)
 			return 1;
-		serve_lib(u, pages);
+		serve(&(struct handler){ .lib = true, .u = u, .pages = pages });
 		uffd_close(u);
 	} else {
 		struct uffdio_api api = { .api = UFFD_API };
@@ -167,7 +201,7 @@ int main(int argc, char **argv)
 		}
 		if (write(sv[0], &go, 1) != 1)
 			return 1;
-		serve_raw(fd, addr, pages);
+		serve(&(struct handler){ .fd = fd, .base = addr, .pages = pages });
 		close(fd);
 	}
 	if (read(sv[0], &go, 1) != 1 || go != 'd')
