@@ -264,7 +264,7 @@ void row_print(struct row *r)
 		fmt_ns(sa, sizeof(sa), median(a, r->n));
 		fmt_ns(sb, sizeof(sb), median(b, r->n));
 	}
-	if (r->max_ratio > 0) {
+	if (r->max_ratio > 0 && !opt.smoke) {
 		bool met = mr <= r->max_ratio;
 
 		snprintf(tgt, sizeof(tgt), "<= %.2f %s", r->max_ratio, met ? "met" : "MISSED");
