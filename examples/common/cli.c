@@ -80,6 +80,8 @@ void tool_bad_option(int c, char **argv)
 		text = shorty;
 	if (c == ':')
 		tool_usage_error("option '%s' needs a value", text);
+	if (optopt && strchr(text, '='))
+		tool_usage_error("option '%.*s' takes no value", (int)strcspn(text, "="), text);
 	tool_usage_error("unknown option '%s'", text);
 }
 
