@@ -37,6 +37,7 @@ struct memory {
 	char **chunk; /* where chunk i lives now (moved chunks live elsewhere) */
 	char **spare; /* per thread: address space reserved for the chunk it moves */
 	unsigned threads;
+	bool quiet;
 };
 
 struct worker {
@@ -122,8 +123,7 @@ static int on_remap(struct uffd *u, const struct uffd_remap *m, void *arg)
 	struct loader *l = arg;
 
 	if (!l->quiet)
-		printf("  moved     %4zu pages %p -> %p: the map has them at the new place, file "
-		       "offset 0x%llx\n",
+		printf("  moved     %4zu pages %p -> %p: the map follows, file offset 0x%llx\n",
 		       m->len / page, m->from, m->to, file_offset(u, l, m->to));
 	return 0;
 }
@@ -132,11 +132,10 @@ static int on_unmap(struct uffd *u, const struct uffd_span *s, void *arg)
 {
 	struct loader *l = arg;
 
+	(void)u;
 	if (!l->quiet)
-		printf("  unmapped  %4zu pages at %p: %s\n",
-		       (size_t)((char *)s->end - (char *)s->start) / page, s->start,
-		       file_offset(u, l, s->start) < 0 ? "no longer in the map" :
-							 "STILL IN THE MAP");
+		printf("  unmapped  %4zu pages at %p: cut out of the map\n",
+		       (size_t)((char *)s->end - (char *)s->start) / page, s->start);
 	return 0;
 }
 
@@ -145,8 +144,7 @@ static int on_remove(struct uffd *u, const struct uffd_span *s, void *arg)
 	struct loader *l = arg;
 
 	if (!l->quiet)
-		printf("  discarded %4zu pages at %p: still registered, file offset 0x%llx, served "
-		       "again when touched\n",
+		printf("  discarded %4zu pages at %p: still registered, file offset 0x%llx\n",
 		       (size_t)((char *)s->end - (char *)s->start) / page, s->start,
 		       file_offset(u, l, s->start));
 	return 0;
@@ -207,6 +205,11 @@ static int visit(struct worker *w, size_t i, enum op op)
 			return fail(w, "uffd_register", -err);
 		w->replaced++;
 		touch(p, len);
+		/* After the monitor's line about the unmap: it served these faults after that. */
+		if (!m->quiet)
+			printf("  replaced  %4zu pages at %p: fresh memory, registered, served "
+			       "again from 0x%zx\n",
+			       len / page, (void *)p, i * CHUNK_PAGES * page);
 		break;
 	case OP_DISCARD: /* read it, drop its pages: they are missing again, and served again */
 		touch(p, len);
@@ -276,30 +279,36 @@ static void sha256_hex_of(const void *data, size_t len, char hex[2 * SHA256_DIGE
 	sha256_hex(d, hex);
 }
 
-/* SHA-256 of the memory in file order, chunk by chunk wherever each lives, up to the file's
- * size. Sets *@first_diff to the file offset of the first byte that differs, or -1. */
-static void verify(const struct memory *m, const struct tool_file *f,
-		   char hex[2 * SHA256_DIGEST_LEN + 1], long long *first_diff)
+/* The bytes of chunk @i that hold file data: all but the zeros past the end of the file. */
+static size_t chunk_data_len(const struct memory *m, const struct tool_file *f, size_t i)
+{
+	size_t off = i * CHUNK_PAGES * page, len = chunk_len(m, i);
+
+	return len > f->size - off ? f->size - off : len;
+}
+
+/* SHA-256 of the memory in file order, chunk by chunk wherever each chunk lives now. */
+static void memory_sha256(const struct memory *m, const struct tool_file *f,
+			  char hex[2 * SHA256_DIGEST_LEN + 1])
 {
 	struct sha256 s;
 	unsigned char d[SHA256_DIGEST_LEN];
 
-	*first_diff = -1;
 	sha256_init(&s);
-	for (size_t i = 0; i < m->nchunks; i++) {
-		size_t off = i * CHUNK_PAGES * page, len = chunk_len(m, i);
-
-		if (len > f->size - off)
-			len = f->size - off;
-		sha256_update(&s, m->chunk[i], len);
-		if (*first_diff >= 0 || memcmp(m->chunk[i], f->data + off, len) == 0)
-			continue;
-		for (size_t b = 0; *first_diff < 0; b++)
-			if (m->chunk[i][b] != (char)f->data[off + b])
-				*first_diff = (long long)(off + b);
-	}
+	for (size_t i = 0; i < m->nchunks; i++)
+		sha256_update(&s, m->chunk[i], chunk_data_len(m, f, i));
 	sha256_final(&s, d);
 	sha256_hex(d, hex);
+}
+
+/* For a mismatch report: the file offset of the first byte that differs, or -1. */
+static long long first_difference(const struct memory *m, const struct tool_file *f)
+{
+	for (size_t i = 0; i < m->nchunks; i++)
+		for (size_t b = 0, off = i * CHUNK_PAGES * page; b < chunk_data_len(m, f, i); b++)
+			if (m->chunk[i][b] != (char)f->data[off + b])
+				return (long long)(off + b);
+	return -1;
 }
 
 int main(int argc, char **argv)
@@ -327,7 +336,6 @@ int main(int argc, char **argv)
 	struct uffd_stats st;
 	char want[2 * SHA256_DIGEST_LEN + 1], got[2 * SHA256_DIGEST_LEN + 1];
 	unsigned long moved = 0, replaced = 0, discarded = 0, served;
-	long long diff;
 	double t0, secs;
 	bool ok = true;
 	struct uffd *u;
@@ -345,7 +353,7 @@ int main(int argc, char **argv)
 			m.threads = (unsigned)tool_number("--threads", optarg, 1, 64);
 			break;
 		case 'q':
-			l.quiet = true;
+			l.quiet = m.quiet = true;
 			break;
 		case 'k':
 			cfg.flags |= UFFD_OPEN_KERNEL_FAULTS;
@@ -403,10 +411,11 @@ int main(int argc, char **argv)
 	uffd_on_unmap(u, on_unmap, &l);
 	uffd_on_remove(u, on_remove, &l);
 
-	printf("lazy-load: restoring '%s' (%.1f MiB, %zu pages) into memory that starts empty.\n"
-	       "A monitor thread copies each page in from the file when it is first touched, with\n"
-	       "the %zu page(s) after it (--readahead %zu). %u thread(s) read the memory, and move,\n"
-	       "replace and discard parts of it as they go; the monitor sees each change:\n",
+	printf("lazy-load: restoring %s (%.1f MiB, %zu pages)\n"
+	       "into memory that starts empty. A monitor thread copies each page in from the file\n"
+	       "when it is first touched, with the %zu page(s) after it (--readahead %zu).\n"
+	       "%u thread(s) read the memory, and move, replace and discard parts of it as they\n"
+	       "go; the monitor sees each change:\n",
 	       f.path, (double)f.size / (1 << 20), m.len / page, l.readahead - 1, l.readahead,
 	       m.threads);
 	fflush(stdout);
@@ -432,8 +441,8 @@ int main(int argc, char **argv)
 		discarded += w[t].discarded;
 	}
 	secs = tool_now() - t0;
-	/* The workload read every page, but verify() reads them all again: keep serving. */
-	verify(&m, &f, got, &diff);
+	/* The workload read every page, but keep serving while the check reads them again. */
+	memory_sha256(&m, &f, got);
 	if (tool_dispatcher_stop(&disp) != 0)
 		ok = false;
 	served = l.served;
@@ -454,7 +463,7 @@ int main(int argc, char **argv)
 	} else {
 		printf("MISMATCH: SHA-256 of the memory %s, of the file %s; first difference at "
 		       "file offset %lld\n",
-		       got, want, diff);
+		       got, want, first_difference(&m, &f));
 		ok = false;
 	}
 
