@@ -140,6 +140,7 @@ int main(int argc, char **argv)
 	struct uffd_stats st;
 	FILE *log = NULL;
 	bool ok = true, unpopulated;
+	const char *wp_note;
 	struct uffd *u;
 	char *mem;
 	size_t len;
@@ -211,13 +212,17 @@ int main(int argc, char **argv)
 	if (err)
 		tool_die("cannot write-protect the memory: %s", uffd_strerror(err));
 
-	printf("dirty-track: %lu pages, %lu interval(s) of %lu random writes and %lu random reads "
-	       "(seed %" PRIu64 ").\n"
+	if (unpopulated)
+		wp_note = "granted, so empty pages are protected too";
+	else if (cfg.optional & UFFD_FEATURE_WP_UNPOPULATED)
+		wp_note = "not offered by this kernel, so every page was populated first";
+	else
+		wp_note = "not asked for (--no-unpopulated), so every page was populated first";
+	printf("dirty-track: %lu pages, %lu interval(s) of %lu random writes and as many random "
+	       "reads (seed %" PRIu64 ").\n"
 	       "Every page starts write-protected; a write faults once per interval, and the\n"
 	       "monitor marks the page dirty and un-protects it.\nWP_UNPOPULATED: %s.\n\n",
-	       pages, intervals, writes, writes / 2, seed,
-	       unpopulated ? "granted, so empty pages are protected too" :
-			     "not offered, so every page was populated first");
+	       pages, intervals, writes, seed, wp_note);
 	fflush(stdout);
 	err = tool_dispatcher_start(&disp, u);
 	if (err)
