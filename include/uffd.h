@@ -234,9 +234,11 @@ struct uffd_range {
 /**
  * uffd_register - register a range with the kernel and record it in the map.
  *
- * Registering a range that overlaps earlier registrations of this context replaces them there
- * (the kernel replaces the mode; the map records the new @p data, offset 0 at @p addr).
- * Returned ioctl bits the library does not know are accepted.
+ * Registering a range that overlaps earlier registrations of this context takes them over: the
+ * map records the new @p data, with offsets counted from @p addr. As the kernel does, a part
+ * whose modes already include every requested mode keeps its modes (registering MISSING over
+ * MISSING|WP leaves MISSING|WP); every other part gets @p modes. Returned ioctl bits the
+ * library does not know are accepted.
  *
  * \param u the context.
  * \param addr page-aligned start.
@@ -275,8 +277,8 @@ UFFD_API_EXPORT int uffd_unregister(struct uffd *u, void *addr, size_t len);
  * \param u the context.
  * \param addr any address.
  * \param out receives the piece.
- * \return 0 if found, -ENOENT if @p addr is not in a registered piece, -EINVAL for NULL
- *         arguments.
+ * \return 0 if found, -ENOENT if @p addr is not in a registered piece (NULL is an address like
+ *         any other), -EINVAL for NULL @p u or @p out.
  */
 UFFD_API_EXPORT int uffd_range_find(const struct uffd *u, const void *addr,
 				    struct uffd_range *out);
@@ -507,8 +509,13 @@ struct uffd_event {
  * \param ev receives the event; on error its content is unspecified.
  * \return 0 on success, or a negative errno:
  * - -EINVAL: NULL @p msg or @p ev, or @p len < 32.
- * - -EPROTO: a malformed known event: a span with start > end, an unaligned span, a zero-length
- *   remap, a remap whose ranges wrap around the address space, a negative fork fd.
+ * - -EPROTO: a malformed known event: a span with start >= end, an unaligned span, a
+ *   zero-length remap, an unaligned remap or one whose ranges wrap around the address space, a
+ *   fork fd or thread id above INT_MAX. @p ev still holds the kind and the fields as read.
+ *
+ * Note: Linux sends a zero-length REMAP when mremap(addr, 0, len, MREMAP_MAYMOVE) duplicates a
+ * shared mapping. This function calls it malformed, as the library's contract says; the
+ * dispatcher (uffd_dispatch(), uffd_read_events()) delivers it as a REMAP with `len` 0.
  */
 UFFD_API_EXPORT int uffd_event_decode(const void *msg, size_t len, struct uffd_event *ev);
 

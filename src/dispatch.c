@@ -87,7 +87,11 @@ static int read_batch(struct uffd *u, unsigned max)
 	for (i = 0; i < cnt; i++) {
 		struct uffd_qitem *it = &u->q[u->qtail];
 
-		if (uffd_event_decode(&u->msgs[i], sizeof(struct uffd_msg), &it->ev) != 0) {
+		int d = uffd_event_decode(&u->msgs[i], sizeof(struct uffd_msg), &it->ev);
+
+		/* A REMAP of length 0 is what the kernel sends when mremap duplicates a shared
+		 * mapping: nothing moved, but the user should hear of it. */
+		if (d && !(it->ev.kind == UFFD_EVT_REMAP && it->ev.remap.len == 0)) {
 			/* A malformed known event: keep the bytes, report it as unknown. */
 			memset(&it->ev, 0, sizeof(it->ev));
 			it->ev.kind = UFFD_EVT_UNKNOWN;
