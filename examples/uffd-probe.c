@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* uffd-probe: what this kernel's userfaultfd offers, and whether (and how) this user may open it. */
+/* uffd-probe: what this kernel's userfaultfd offers, and whether and how this user may open it. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>

@@ -133,5 +133,6 @@ check_no_permission() {
 		fi
 	fi
 	check_error 1 "cannot open a userfaultfd: Not permitted" "$name --kernel-faults (unprivileged)"
-	grep -q "vm.unprivileged_userfaultfd" "$tmp/err" || fail "the EPERM error does not say what to change"
+	grep -q "vm.unprivileged_userfaultfd" "$tmp/err" ||
+		fail "the EPERM error does not say what to change"
 }

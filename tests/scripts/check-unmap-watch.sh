@@ -6,7 +6,10 @@
 # usage: check-unmap-watch.sh PATH-TO-unmap-watch [PATH-TO-libuffd.so]
 # Exit: 0 pass, 1 fail, 77 skipped (1 instead under LIBUFFD_TEST_STRICT=1).
 set -euo pipefail
-[[ $# -ge 1 && $# -le 2 ]] || { echo "usage: $0 PATH-TO-unmap-watch [PATH-TO-libuffd.so]" >&2; exit 2; }
+if [[ $# -lt 1 || $# -gt 2 ]]; then
+	echo "usage: $0 PATH-TO-unmap-watch [PATH-TO-libuffd.so]" >&2
+	exit 2
+fi
 name=unmap-watch tool=$1 lib=${2:-}
 # shellcheck source=tests/scripts/check-lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/check-lib.sh"
