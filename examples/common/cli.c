@@ -154,7 +154,8 @@ void tool_file_map(struct tool_file *f, const char *path)
 {
 	struct stat st;
 	void *p;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: opening a FIFO must not wait for a writer; a regular file ignores it. */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 
 	if (fd < 0)
 		tool_die("cannot open '%s': %s", path, strerror(errno));

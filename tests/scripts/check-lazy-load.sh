@@ -90,6 +90,8 @@ expect_error 1 "cannot open '$tmp/missing': No such file or directory" "$tmp/mis
 expect_error 1 "'$tmp/empty' is empty" "$tmp/empty"
 expect_error 1 "'$tmp' is not a regular file" "$tmp"
 expect_error 1 "'/dev/null' is not a regular file" /dev/null
+mkfifo "$tmp/fifo"
+expect_error 1 "'$tmp/fifo' is not a regular file" "$tmp/fifo"
 head -c 100 /dev/urandom >"$tmp/secret"
 chmod 000 "$tmp/secret"
 if [[ $(id -u) -ne 0 ]]; then
