@@ -18,9 +18,10 @@ fail() {
 
 rc=0
 start=$(date +%s.%N)
-LIBUFFD_DEMO_BUILD_DIR=$dir timeout -k 5 300 "$demo" >"$tmp/out" 2>"$tmp/err" </dev/null || rc=$?
+LIBUFFD_DEMO_BUILD_DIR=$dir timeout -k 5 120 "$demo" >"$tmp/out" 2>"$tmp/err" </dev/null || rc=$?
 secs=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
 cat "$tmp/err" "$tmp/out"
+((rc != 124 && rc != 137)) || fail "scripts/demo hung (killed after 120 s)"
 ((rc == 0)) || fail "scripts/demo exited $rc"
 expect_line() {
 	grep -Eq -- "$1" "$tmp/out" || fail "no line matching '$1' ($2)"
