@@ -220,6 +220,12 @@ UFFD_API_EXPORT const char *uffd_strerror(int err);
  * and moves a range the kernel has registered the grown tail but the event does not say how far
  * it reaches; faults in that tail arrive with `range` zeroed. Holes inside a registered span (no
  * VMA at register time) are skipped by the kernel but kept in the map.
+ *
+ * Address reuse: a uffd_register() that runs after the dispatcher has read an UNMAP waits until
+ * prep has applied it, so a thread that registers its range again the moment its munmap returns
+ * keeps the new registration. But if another thread maps and registers the same addresses while
+ * the munmap is still waiting for its UNMAP to be read, that UNMAP cuts the new registration out
+ * of the map too: the kernel's message does not say which mapping it was about.
  * @{
  */
 
