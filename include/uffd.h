@@ -99,9 +99,9 @@ struct uffd_config {
  * - -EINVAL: @p out is NULL, unknown bits in `flags` or `optional`, both `_SYSCALL_ONLY` and
  *   `_DEVICE_ONLY`, or `batch`/`spin_us` out of range.
  * - -EOPNOTSUPP: a `required` feature bit is not offered by this kernel (known bit or not).
- * - -EPERM: no door may be used by this caller (uffd_strerror() names the fixes, and
- *   @ref trouble_eperm explains them), or a required feature needs a privilege the caller lacks
- *   (EVENT_FORK needs CAP_SYS_PTRACE).
+ * - -EPERM: no door may be used by this caller (uffd_strerror() names the fixes; see
+ *   @ref trouble_eperm), or a required feature needs a privilege the caller lacks (EVENT_FORK
+ *   needs CAP_SYS_PTRACE).
  * - -ENOSYS: the kernel has no userfaultfd at all.
  * - -EMFILE, -ENFILE, -ENOMEM: out of fds or memory.
  */
@@ -329,9 +329,10 @@ UFFD_API_EXPORT long uffd_range_count(const struct uffd *u);
  * The errno set, for all of them:
  * - -EINVAL: NULL @p u, unaligned address, zero or overflowing length, unknown mode bits, or a
  *   mode the range was not registered with (ZEROPAGE on hugetlbfs, CONTINUE on anonymous
- *   memory, write-protect on a range not registered WP).
+ *   memory, the WP mode of COPY or CONTINUE on a range not registered WP).
  * - -EEXIST: a page is already present.
- * - -ENOENT: no VMA there, or not registered with this context.
+ * - -ENOENT: no VMA there, or not registered with this context; for uffd_writeprotect(), a part
+ *   of the range not registered WP (holes too).
  * - -EAGAIN: a layout change is pending (an event is waiting to be read), even after retries
  *   (see @ref trouble_eagain).
  * - -ESRCH: the process that owns the fd has exited.

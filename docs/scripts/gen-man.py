@@ -435,6 +435,8 @@ def inline_errors(roff):
         if rest.startswith('(') and rest.endswith(')'):
             rest = rest[1:-1]
         rest = re.sub(r'^(if|for|when)\s+', '', rest).strip()
+        if rest == 'NULL':  # "-EINVAL for NULL"
+            rest = 'An argument is NULL'
         out.append((code, rest))
         seen.add(code)
     # Codes inside a parenthesis ("a negative errno (-EINVAL, or a callback's error)").
