@@ -98,25 +98,10 @@ static int decode_remap(const uint8_t *b, struct uffd_remap *r)
 	return len ? 0 : -EPROTO;
 }
 
-/*
- * A page fault. Flag bits this library does not know are kept: a newer kernel may add some,
- * and the dispatcher decides by the bits it knows. The address is kept as given: it is
- * page-masked unless EXACT_ADDRESS was granted, which decode cannot know. ptid is a u32 in the
- * message but a pid_t here: a value that is no pid (above INT_MAX) is -EPROTO.
- */
+/* A page fault: the rules are in internal.h, shared with the dispatcher's fast path. */
 static int decode_pagefault(const uint8_t *b, struct uffd_pagefault *pf)
 {
-	uint64_t flags = get_u64(b, OFF_ARG0);
-	uint64_t address = get_u64(b, OFF_ARG1);
-	uint32_t ptid = get_u32(b, OFF_ARG2);
-
-	if (!fits_ptr(address) || ptid > (uint32_t)INT_MAX)
-		return -EPROTO;
-	pf->address = (void *)(uintptr_t)address;
-	pf->flags = flags;
-	pf->tid = (pid_t)ptid;
-	/* range stays zeroed: decode knows no context. */
-	return 0;
+	return uffd_decode_pagefault(b, pf);
 }
 
 /* The child's fd was installed in the reader's fd table: it is an int, never negative. */

@@ -325,6 +325,35 @@ static void probe_all(struct uffd_monitor *m)
 	}
 }
 
+/*
+ * Dispatch contexts that hold events already read from the kernel: a dispatch stopped by an error
+ * (-ENOMEM making a fork child, a callback's error) keeps the rest for the next call, but the
+ * kernel no longer has them, so the fd will not poll readable for them again.
+ */
+static int serve_queued(struct uffd_monitor *m, int *handled)
+{
+	struct uffd *u, *next;
+	int err = 0;
+
+	for (u = m->head; u; u = next) {
+		int r;
+
+		next = u->mon_next;
+		if (u->dead || u->qhead == u->qtail)
+			continue;
+		r = uffd_dispatch(u, 0);
+		if (r > 0)
+			*handled += r;
+		else if (r == -ESRCH)
+			bury(m, u);
+		else if (r < 0 && r != -EINTR && !err)
+			err = r;
+		if (atomic_load(&u->exited))
+			bury(m, u);
+	}
+	return err;
+}
+
 static int elapsed_ms(const struct timespec *t0)
 {
 	struct timespec t;
@@ -357,6 +386,12 @@ int uffd_monitor_run(struct uffd_monitor *m, int timeout_ms)
 				/* no tick pending */
 			}
 			break;
+		}
+		err = serve_queued(m, &handled);
+		close_dead(m);
+		if (err) {
+			m->running = false;
+			return err;
 		}
 		if (timeout_ms >= 0) {
 			wait = timeout_ms - elapsed_ms(&t0);

@@ -94,44 +94,76 @@ void uffd_sys_munmap(void *p, size_t len)
 		munmap(p, len);
 }
 
-long uffd_page_size(void)
-{
-	static _Atomic long cached;
-	long ps = atomic_load_explicit(&cached, memory_order_relaxed);
+_Atomic long uffd_page_size_cache;
 
-	if (!ps) {
-		ps = sysconf(_SC_PAGESIZE);
-		if (ps <= 0)
-			ps = 4096;
-		atomic_store_explicit(&cached, ps, memory_order_relaxed);
-	}
+long uffd_page_size_slow(void)
+{
+	long ps = sysconf(_SC_PAGESIZE);
+
+	if (ps <= 0)
+		ps = 4096;
+	atomic_store_explicit(&uffd_page_size_cache, ps, memory_order_relaxed);
 	return ps;
 }
 
 /*
- * Fault injection for the test suite. A test sets LIBUFFD_FAILPOINT="site:n:errno" ... is not
- * used: tests call the hidden-but-exported-for-tests hook below through the static library.
+ * Fault injection for the test suite (test_inject, the fuzzers). Every call at a site is counted;
+ * a test arms a site so that its nth next call fails with a chosen errno, once or from then on.
+ * The control functions below are hidden: only programs linked with the static library (the
+ * tests) can reach them, and the shared library exports none of them. Disarmed, a check costs
+ * one relaxed atomic add and one load.
  */
+static _Atomic unsigned long site_calls[UFFD_FAIL__COUNT];
 static _Atomic int fail_countdown[UFFD_FAIL__COUNT];
 static _Atomic int fail_errno[UFFD_FAIL__COUNT];
+static _Atomic bool fail_sticky[UFFD_FAIL__COUNT];
 
 int uffd_fail_check(enum uffd_fail_site site)
 {
-	int left = atomic_load_explicit(&fail_countdown[site], memory_order_relaxed);
+	int left;
 
+	atomic_fetch_add_explicit(&site_calls[site], 1, memory_order_relaxed);
+	left = atomic_load_explicit(&fail_countdown[site], memory_order_relaxed);
 	if (left <= 0)
 		return 0;
+	if (left == 1 && atomic_load(&fail_sticky[site]))
+		return atomic_load(&fail_errno[site]);
 	if (atomic_fetch_sub(&fail_countdown[site], 1) == 1)
 		return atomic_load(&fail_errno[site]);
 	return 0;
 }
 
-/* Test hook: the @nth next call at @site fails with @err. Hidden from the shared library. */
+/*
+ * Test hook: the @nth next call at @site fails with @err (a positive errno), and only that one.
+ * @nth <= 0 disarms the site.
+ */
 UFFD_HIDDEN void uffd_test_fail_at(int site, int nth, int err);
 void uffd_test_fail_at(int site, int nth, int err)
 {
 	if (site < 0 || site >= UFFD_FAIL__COUNT)
 		return;
+	atomic_store(&fail_sticky[site], false);
 	atomic_store(&fail_errno[site], err);
 	atomic_store(&fail_countdown[site], nth);
+}
+
+/* Test hook: the @nth next call at @site and every later one fail with @err, until disarmed. */
+UFFD_HIDDEN void uffd_test_fail_from(int site, int nth, int err);
+void uffd_test_fail_from(int site, int nth, int err)
+{
+	if (site < 0 || site >= UFFD_FAIL__COUNT)
+		return;
+	atomic_store(&fail_countdown[site], 0);
+	atomic_store(&fail_errno[site], err);
+	atomic_store(&fail_sticky[site], nth > 0);
+	atomic_store(&fail_countdown[site], nth);
+}
+
+/* Test hook: how many calls @site has seen since the process started. */
+UFFD_HIDDEN unsigned long uffd_test_calls(int site);
+unsigned long uffd_test_calls(int site)
+{
+	if (site < 0 || site >= UFFD_FAIL__COUNT)
+		return 0;
+	return atomic_load(&site_calls[site]);
 }
