@@ -22,7 +22,8 @@
 #include "trace-proto.h"
 
 static const char usage_line[] =
-	"usage: uffd-trace [-o FILE] [--json] [--summary] [--quiet] [--preload PATH] "
+	"usage: uffd-trace [-o FILE] [--json] [--summary] [--quiet] [--order FILE] [--svg FILE] "
+	"[--preload PATH] "
 	"[--help] [--version] -- PROGRAM [ARGS...]";
 
 #define PRELOAD_NAME "libuffd-trace-preload.so"
@@ -62,7 +63,37 @@ static struct {
 	size_t nprocs, cap;
 	bool rescan;
 	unsigned long refused;
+	FILE *order;	  /* --order: "region offset" per first touch */
+	struct dot *dots; /* --svg: every event, drawn at the end */
+	size_t ndots, dotcap;
 } T;
+
+/* One event for --svg: a fault is a dot, an unmap or remove a band [addr, end). */
+struct dot {
+	double t;
+	uintptr_t addr, end;
+	unsigned ctx;
+	pid_t tid;
+	char kind; /* 'f' fault, 'u' unmap, 'r' remove */
+};
+
+static void keep_dot(const struct proc *p, char kind, uintptr_t addr, uintptr_t end, pid_t tid)
+{
+	if (T.dotcap == (size_t)-1)
+		return; /* no --svg */
+	if (T.ndots == T.dotcap) {
+		T.dotcap = T.dotcap ? 2 * T.dotcap : 4096;
+		T.dots = realloc(T.dots, T.dotcap * sizeof(*T.dots));
+		if (!T.dots)
+			tool_die("out of memory");
+	}
+	T.dots[T.ndots++] = (struct dot){ .t = tool_now() - T.t0,
+					  .addr = addr,
+					  .end = end,
+					  .ctx = p->id,
+					  .tid = tid,
+					  .kind = kind };
+}
 
 /* ---- output ---- */
 
@@ -273,6 +304,10 @@ static int on_fault(struct uffd *u, const struct uffd_pagefault *pf, void *arg)
 	if (r)
 		r->faults++;
 	p->faults++;
+	keep_dot(p, 'f', addr, addr + T.page, pf->tid);
+	if (T.order)
+		fprintf(T.order, "%s@0x%" PRIxPTR " 0x%" PRIxPTR "\n", r ? r->name : "unregistered",
+			r ? r->start : 0, r ? addr - r->start : addr);
 	if (T.quiet)
 		return 0;
 	if (T.json) {
@@ -311,6 +346,7 @@ static void span_event(struct proc *p, const struct uffd_span *s, bool unmap)
 			r->removes++;
 		}
 	}
+	keep_dot(p, unmap ? 'u' : 'r', a, b, 0);
 	if (unmap) {
 		p->unmaps++;
 		count_registered(p);
@@ -588,6 +624,99 @@ static void accept_one(int lsock)
 	close(sock);
 }
 
+/* ---- --svg ---- */
+
+static int cmp_uptr(const void *a, const void *b)
+{
+	uintptr_t x = *(const uintptr_t *)a, y = *(const uintptr_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * Address (y) against time (x). Addresses are far apart (heap low, mappings near the top of the
+ * address space), so y is not linear: each 64 KiB block that saw an event gets its own row band,
+ * in address order, and blocks more than 1 MiB apart are separated by a gap line. Faults are dots
+ * coloured by thread; unmaps (red) and removes (orange) are translucent bands.
+ */
+static void write_svg(const char *path)
+{
+	static const char *const colours[] = { "#1f77b4", "#2ca02c", "#9467bd", "#8c564b",
+					       "#e377c2", "#17becf", "#bcbd22", "#7f7f7f" };
+	const uintptr_t blk = 64 << 10;
+	const double W = 1000, H = 600, L = 60, top = 20;
+	uintptr_t *blocks = malloc((T.ndots + 1) * sizeof(*blocks));
+	size_t nb = 0, i;
+	double tmax = 1e-6, rowh;
+	FILE *f = fopen(path, "we");
+
+	if (!f || !blocks)
+		tool_die("cannot write '%s': %s", path, strerror(errno));
+	for (i = 0; i < T.ndots; i++) {
+		blocks[nb++] = T.dots[i].addr / blk;
+		if (T.dots[i].t > tmax)
+			tmax = T.dots[i].t;
+	}
+	qsort(blocks, nb, sizeof(*blocks), cmp_uptr);
+	{
+		size_t w = 0;
+
+		for (i = 0; i < nb; i++)
+			if (!w || blocks[w - 1] != blocks[i])
+				blocks[w++] = blocks[i];
+		nb = w;
+	}
+	rowh = nb ? H / (double)nb : H;
+	fprintf(f,
+		"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+		"font-family=\"sans-serif\" font-size=\"11\">\n",
+		L + W + 20, top + H + 40);
+	fprintf(f, "<title>uffd-trace: address against time</title>\n");
+	fprintf(f,
+		"<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" "
+		"stroke=\"black\"/>\n",
+		L, top, W, H);
+	fprintf(f, "<text x=\"%.0f\" y=\"%.0f\">time (s), 0 to %.3f</text>\n", L, top + H + 30,
+		tmax);
+	for (i = 0; i < nb; i++)
+		if (i && blocks[i] - blocks[i - 1] > 16)
+			fprintf(f,
+				"<line class=\"gap\" x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" "
+				"y2=\"%.1f\" stroke=\"#ccc\"/>\n",
+				L, L + W, top + H - (double)i * rowh, top + H - (double)i * rowh);
+	for (i = 0; i < T.ndots; i++) {
+		const struct dot *d = &T.dots[i];
+		uintptr_t *at = bsearch(&(uintptr_t){ d->addr / blk }, blocks, nb, sizeof(*blocks),
+					cmp_uptr);
+		double x = L + W * d->t / tmax, y;
+
+		if (!at)
+			continue;
+		y = top + H -
+		    ((double)(at - blocks) + (double)(d->addr % blk) / (double)blk) * rowh;
+		if (d->kind == 'f')
+			fprintf(f,
+				"<circle class=\"fault\" data-addr=\"0x%" PRIxPTR "\" "
+				"data-t=\"%.6f\" data-tid=\"%d\" cx=\"%.1f\" cy=\"%.1f\" r=\"1.5\" "
+				"fill=\"%s\"/>\n",
+				d->addr, d->t, (int)d->tid, x, y,
+				colours[(unsigned)d->tid % (sizeof(colours) / sizeof(colours[0]))]);
+		else
+			fprintf(f,
+				"<rect class=\"%s\" data-addr=\"0x%" PRIxPTR "\" "
+				"data-end=\"0x%" PRIxPTR "\" data-t=\"%.6f\" x=\"%.1f\" "
+				"y=\"%.1f\" width=\"2\" height=\"%.1f\" fill=\"%s\" "
+				"fill-opacity=\"0.4\"/>\n",
+				d->kind == 'u' ? "unmap" : "remove", d->addr, d->end, d->t, x,
+				y - rowh, rowh, d->kind == 'u' ? "red" : "orange");
+	}
+	fprintf(f, "<text x=\"5\" y=\"%.0f\">address</text>\n", top + 12);
+	fprintf(f, "</svg>\n");
+	free(blocks);
+	if (fclose(f) != 0)
+		tool_die("cannot write '%s': %s", path, strerror(errno));
+}
+
 /* ---- summary ---- */
 
 static void print_summary(void)
@@ -771,6 +900,10 @@ static void help(void)
 	       "  -s, --summary        at the end, per region: first-touch faults, unmaps, remaps,\n"
 	       "                       removes; per process and in total\n"
 	       "  -q, --quiet          no line per event (with --summary: the summary only)\n"
+	       "      --order FILE     the first-touch order, one 'REGION@START OFFSET' per line:\n"
+	       "                       a prefetch list for restoring a snapshot\n"
+	       "      --svg FILE       a picture of address against time: faults as dots coloured\n"
+	       "                       by thread, unmaps and removes as bands\n"
 	       "  -p, --preload PATH   the preload library (default: found next to uffd-trace)\n"
 	       "  -h, --help           print this help and exit\n"
 	       "  -V, --version        print the libuffd version and exit\n\n"
@@ -781,12 +914,19 @@ static void help(void)
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "output", required_argument, NULL, 'o' },  { "json", no_argument, NULL, 'j' },
-		{ "summary", no_argument, NULL, 's' },	     { "quiet", no_argument, NULL, 'q' },
-		{ "preload", required_argument, NULL, 'p' }, { "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },	     { NULL, 0, NULL, 0 },
+		{ "output", required_argument, NULL, 'o' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "summary", no_argument, NULL, 's' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "preload", required_argument, NULL, 'p' },
+		{ "order", required_argument, NULL, 'O' },
+		{ "svg", required_argument, NULL, 'G' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
 	};
-	const char *outpath = NULL, *preload_opt = NULL, *tmpdir = getenv("TMPDIR");
+	const char *outpath = NULL, *preload_opt = NULL, *orderpath = NULL, *svgpath = NULL,
+		   *tmpdir = getenv("TMPDIR");
 	char dir[PATH_MAX], sockpath[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct uffd_config probe_cfg = { .flags = UFFD_OPEN_KERNEL_FAULTS,
@@ -818,6 +958,12 @@ int main(int argc, char **argv)
 		case 'p':
 			preload_opt = optarg;
 			break;
+		case 'O':
+			orderpath = optarg;
+			break;
+		case 'G':
+			svgpath = optarg;
+			break;
 		case 'h':
 			help();
 			return 0;
@@ -838,6 +984,13 @@ int main(int argc, char **argv)
 		if (!T.out)
 			tool_die("cannot open '%s': %s", outpath, strerror(errno));
 	}
+	if (orderpath) {
+		T.order = fopen(orderpath, "we");
+		if (!T.order)
+			tool_die("cannot open '%s': %s", orderpath, strerror(errno));
+	}
+	if (!svgpath)
+		T.dotcap = (size_t)-1;
 	preload = find_preload(preload_opt);
 	if (!preload)
 		tool_die(preload_opt ? "cannot find the preload library '%s'" :
@@ -934,6 +1087,11 @@ int main(int argc, char **argv)
 	uffd_monitor_run(T.m, 0);
 	if (T.summary)
 		print_summary();
+	if (svgpath)
+		write_svg(svgpath);
+	if (T.order && fclose(T.order) != 0)
+		tool_die("cannot write '%s': %s", orderpath, strerror(errno));
+	free(T.dots);
 	fflush(T.out);
 	if (T.out != stderr)
 		fclose(T.out);

@@ -78,9 +78,31 @@ for k in ("attach", "fault", "unmap", "total"):
 PY
 echo "ok: --json lines parse, with attach, fault, unmap and total"
 
+# --order and --svg: one first touch per line, and a picture whose dots and bands are the
+# faults and unmaps the summary counts.
+trace_opts=(--summary --quiet --order "$tmp/order" --svg "$tmp/svg")
+same "python3 with --order and --svg" python3 -c "$prog"
+f=$(total faults)
+[[ $(wc -l <"$tmp/order") -eq $f ]] || fail "--order has $(wc -l <"$tmp/order") lines, faults=$f"
+grep -qvE '^(\[heap\]|anon|unregistered)@0x[0-9a-f]+ 0x[0-9a-f]+$' "$tmp/order" &&
+	fail "--order has a line that is not 'REGION@START OFFSET'"
+python3 - "$tmp/svg" "$f" "$(total unmaps)" "$(total removes)" <<'PY' || fail "--svg does not show what the summary counts"
+import sys, xml.etree.ElementTree as ET
+ns = "{http://www.w3.org/2000/svg}"
+root = ET.parse(sys.argv[1]).getroot()
+faults = [e for e in root.iter(ns + "circle") if e.get("class") == "fault"]
+bands = [e.get("class") for e in root.iter(ns + "rect") if e.get("class") in ("unmap", "remove")]
+assert len(faults) == int(sys.argv[2]), (len(faults), sys.argv[2])
+assert bands.count("unmap") == int(sys.argv[3]), (bands.count("unmap"), sys.argv[3])
+assert bands.count("remove") == int(sys.argv[4])
+assert all(int(e.get("data-tid")) > 0 for e in faults)
+PY
+echo "ok: --order has $f lines, --svg $f fault dots and $(total unmaps) unmap bands"
+
 # A process uffd-trace did not start is refused, however it found the socket.
 trace_opts=(--summary)
 rm -f "$tmp/sockpath"
+# shellcheck disable=SC2016 # expanded by the traced shell
 timeout -k 5 60 "$tool" -o "$tmp/trace" --summary -- \
 	sh -c 'echo "$UFFD_TRACE_SOCKET" >"$1"; sleep 2' sh "$tmp/sockpath" &
 tracer=$!
