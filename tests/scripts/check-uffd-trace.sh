@@ -58,6 +58,14 @@ lines=$(grep -cE ' fault ' "$tmp/trace")
 [[ $lines -eq $f ]] || fail "python3: $lines fault lines but the total says $f"
 echo "ok: python3: faults=$f unmaps=$u remaps=$(total remaps)"
 
+# sort and gzip -9 of a 50 MB file: the same bytes out, and sort's buffers first-touched.
+seq 1 2800000 | sed 's/$/ uffd-trace/' >"$tmp/big"
+truncate -s 50000000 "$tmp/big"
+same "sort of a 50 MB file" sort "$tmp/big"
+(($(total faults) > 5000)) || fail "sort: only $(total faults) first-touch faults traced"
+same "gzip -9 of a 50 MB file" gzip -9 -c "$tmp/big"
+rm -f "$tmp/big"
+
 # A pipeline that forks: the children's contexts come through FORK events, and the programs
 # they exec call in themselves.
 same "an sh -c pipeline" sh -c 'seq 1 20000 | sort -r | head -n 3; echo done'
