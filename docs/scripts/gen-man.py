@@ -726,7 +726,7 @@ def usage_synopsis(usage):
                 r.append('\\fI%s\\fR' % esc(p))
             else:
                 r.append(esc(p))
-        text = ' '.join(r)
+        text = '\\ '.join(r)  # an option and its value never part at the end of a line
         out.append('[%s]' % text if opt else text)
     return '\\fB%s\\fR %s' % (esc(words[0]), ' '.join(out))
 
@@ -769,7 +769,7 @@ def tool_page(name, binary, source, version, funcs, tools):
             for line in b.split('\n'):
                 # "  -x, --long META  what it does": option names, an upper-case value name,
                 # then the description (on this line or the next ones, indented).
-                mt = re.match(r'^\s{1,4}(-[\w-]+(?:,\s*-[\w-]+)*)(?:\s+([A-Z][A-Z_]*))?'
+                mt = re.match(r'^\s{1,8}(-[\w-]+(?:,\s*-[\w-]+)*)(?:\s+([A-Z][A-Z_]*))?'
                               r'(?:\s+(.*))?$', line)
                 if mt:
                     entries.append([mt.group(1), mt.group(2) or '', mt.group(3) or ''])
@@ -781,7 +781,7 @@ def tool_page(name, binary, source, version, funcs, tools):
                     spec += ' \\fI%s\\fR' % esc(meta)
                 out += ['.TP', spec, guard(esc(capital(sentence(norm_ws(desc)))))]
     if exit_status:
-        out += ['.SH EXIT STATUS', guard(esc(exit_status))]
+        out += ['.SH EXIT STATUS', guard(esc(capital(exit_status)))]
     see = []
     for fn in re.findall(r'\b(uffd_\w+)\(\)', text):
         if fn in funcs and fn + '(3)' not in see:
