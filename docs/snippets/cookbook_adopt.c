@@ -48,7 +48,8 @@ static int monitored(int sock, const char *expect, size_t len)
 
 	if (mem == MAP_FAILED || uffd_open(&u, NULL) || send_fd(sock, uffd_fd(u), &msg))
 		return 1;
-	uffd_close(u); /* the monitor's copy of the fd keeps the userfaultfd alive */
+	/* The monitor's copy of the fd keeps the userfaultfd alive. */
+	uffd_close(u);
 	if (read(sock, &go, 1) != 1) /* registered: go */
 		return 1;
 	return memcmp(mem, expect, len) == 0 ? 0 : 1; /* faults, served by the monitor */
@@ -118,7 +119,9 @@ int main(void)
 	/* The handshake was done by the sender: the features are read from the kernel. */
 	SNIPPET_CHECK(uffd_adopt(&u, fd, NULL) == 0);
 	/* Register the other process's memory through its fd; the data is this process's. */
-	SNIPPET_CHECK(uffd_register(u, msg.addr, msg.len, UFFDIO_REGISTER_MODE_MISSING, image) == 0);
+	int err = uffd_register(u, msg.addr, msg.len, UFFDIO_REGISTER_MODE_MISSING, image);
+
+	SNIPPET_CHECK(err == 0);
 	uffd_on_pagefault(u, fill, NULL);
 	SNIPPET_CHECK(uffd_monitor_new(&m) == 0 && uffd_monitor_add(m, u) == 0);
 	SNIPPET_CHECK(uffd_monitor_watch_pid(m, u, pid) == 0); /* its exit ends the run */

@@ -78,7 +78,8 @@ int main(void)
 	snippet_server_start(&server, u);
 	mem[3 * page] = 1;
 	mem[7 * page + 100] = 2;
-	mem[7 * page + 200] = 3; /* the same page again: no fault */
+	/* The same page again: no fault. */
+	mem[7 * page + 200] = 3;
 	SNIPPET_CHECK(mem[10 * page] == 0); /* a read: no fault */
 	SNIPPET_CHECK(count(&dirty) == 2 && dirty.page[3] && dirty.page[7]);
 

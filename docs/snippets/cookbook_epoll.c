@@ -56,8 +56,9 @@ int main(void)
 		int n = epoll_wait(ep, ready, 8, -1);
 
 		for (int i = 0; i < n; i++) {
+			/* One pass of the monitor: serve what is ready, never block. */
 			if (ready[i].data.fd == uffd_monitor_fd(m))
-				uffd_monitor_run(m, 0); /* one pass: serve what is ready, never block */
+				uffd_monitor_run(m, 0);
 			else if (read(done_pipe[0], &sum, sizeof(sum)) == sizeof(sum))
 				done = true;
 		}

@@ -16,12 +16,12 @@
 #define SNIPPET_SKIP 77
 
 /* Fail the test, naming the line, unless @cond holds. */
-#define SNIPPET_CHECK(cond)                                                                        \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);   \
-			exit(1);                                                                   \
-		}                                                                                  \
+#define SNIPPET_CHECK(cond)                                                                      \
+	do {                                                                                     \
+		if (!(cond)) {                                                                   \
+			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+			exit(1);                                                                 \
+		}                                                                                \
 	} while (0)
 
 /* Exit 77 when this kernel, or this caller, cannot have a context with @features; fail on
