@@ -85,7 +85,8 @@ int main(void)
 	snippet_server_start(&server, u);
 
 	/* [workload] */
-	/* Each of these waits in the kernel until the dispatching thread has read its event. */
+	/* Each call waits in the kernel until the dispatching thread has read its event; each
+	 * first touch, until its fault is served. */
 	for (size_t i = 0; i < len; i += page)
 		mem[i] = 1;
 	munmap(mem + 2 * page, page);
