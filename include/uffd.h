@@ -124,8 +124,11 @@ UFFD_API_EXPORT int uffd_open(struct uffd **out, const struct uffd_config *cfg);
  * - -EINVAL: @p out is NULL, @p fd is negative or not a userfaultfd, or bad @p cfg.
  * - -EBADF: @p fd is not an open file descriptor.
  * - -EOPNOTSUPP: a required feature was not granted on this fd or is not offered.
- * - -EPERM: a required feature needs a privilege the caller lacks.
+ * - -EPERM: a required feature needs a privilege the caller lacks, or, as below, the probe
+ *   may not open a userfaultfd.
  * - -ENOMEM: out of memory.
+ * - -ENOSYS, -EMFILE, -ENFILE: for an fd whose handshake is not done, as uffd_probe():
+ *   negotiating needs the kernel's offer, probed once per process on a throwaway fd.
  */
 UFFD_API_EXPORT int uffd_adopt(struct uffd **out, int fd, const struct uffd_config *cfg);
 
