@@ -166,7 +166,7 @@ static int copy_pieces(struct uffd *u, uintptr_t from, uintptr_t to, size_t len)
 	ret = uffd_rmap_reserve(&u->map, (size_t)(3 * pieces + 4));
 	if (ret)
 		return ret;
-	while ((n = uffd_rmap_next(&u->map, at)) && n->start < end) {
+	while (at < end && (n = uffd_rmap_next(&u->map, at)) && n->start < end) {
 		uintptr_t s = n->start > from ? n->start : from;
 		uintptr_t e = n->end < end ? n->end : end;
 		void *data = n->data;
