@@ -261,8 +261,8 @@ static char *exhaust_nodes(struct uffd *u, size_t *len_out)
 	len = 2 * need * PS;
 	big = tu_map_anon(len);
 	for (i = 0; i < need; i++)
-		ck_assert_int_eq(uffd_register(u, big + 2 * i * PS, PS, UFFDIO_REGISTER_MODE_MISSING,
-					       NULL),
+		ck_assert_int_eq(uffd_register(u, big + 2 * i * PS, PS,
+					       UFFDIO_REGISTER_MODE_MISSING, NULL),
 				 0);
 	ck_assert_uint_eq(u->map.nfree, 0);
 	*len_out = len;
