@@ -373,7 +373,8 @@ static void usage(const char *prog)
 	fprintf(stderr,
 		"usage: %s --target PATH [--seconds N] [--forks N] [--min-forks N] [--seed N]\n"
 		"          [--device-only]\n"
-		"Serves soak_target's 4 threads for N seconds (default 60, or $LIBUFFD_SOAK_SECONDS)\n"
+		"Serves soak_target's 4 threads for N seconds (default 60, or $LIBUFFD_SOAK_SECONDS),\n"
+		"with N fork children (default 1000 a minute),\n"
 		"and checks that nothing hangs, every byte read is what was served, the event counts\n"
 		"match the target's log, and the monitor's fds and memory stay flat.\n",
 		prog);
@@ -384,7 +385,7 @@ int main(int argc, char **argv)
 {
 	const char *tpath = NULL, *env = getenv("LIBUFFD_SOAK_SECONDS");
 	double seconds = env ? atof(env) : 60;
-	unsigned long forks = 1000, seed = 1;
+	unsigned long forks = 0, seed = 1;
 	long min_forks = -1;
 	bool device_only = false;
 	int ctl[2], socks[SOAK_THREADS][2], mine[SOAK_THREADS], statusfd, fd, i, r;
@@ -414,8 +415,11 @@ int main(int argc, char **argv)
 	}
 	if (!tpath || seconds <= 0)
 		usage(argv[0]);
+	/* 1,000 fork children a minute by default, and every one asked for must have happened. */
+	if (forks == 0)
+		forks = seconds >= 1.2 ? (unsigned long)(seconds * 1000 / 60) : 20;
 	if (min_forks < 0)
-		min_forks = (long)forks; /* every fork asked for must have happened */
+		min_forks = (long)forks;
 	PS = (size_t)sysconf(_SC_PAGESIZE);
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	trace = getenv("LIBUFFD_SOAK_TRACE") != NULL;
