@@ -58,36 +58,50 @@ static void count_kind(struct uffd *u, enum uffd_event_kind kind)
 }
 
 /*
- * One non-blocking read of up to @max messages into the queue's tail, decoded but not prepped.
- * Returns the number of messages, 0 when none were waiting, or a negative errno (EMFILE and
- * ENFILE mean a FORK event's fd could not be installed: the kernel keeps the event).
+ * One non-blocking read of up to @max messages (at most a batch) into u->msgs. Returns the number
+ * of messages, 0 when none were waiting, or a negative errno (EMFILE and ENFILE mean a FORK
+ * event's fd could not be installed: the kernel keeps the event).
+ *
+ * When it returns messages, it returns with u->lock HELD, and the caller releases it once prep
+ * has applied them. The read() itself releases the threads blocked in munmap, mremap or fork on
+ * these events; one of them may at once register the same addresses again, and uffd_register()
+ * takes u->lock, so it waits until prep has cut the old range and then records the new one.
+ * Without the lock, prep would cut the fresh registration out of the map.
  */
-static int read_batch(struct uffd *u, unsigned max)
+static int read_raw(struct uffd *u, unsigned max)
 {
-	unsigned room = u->qcap - 1 - qused(u);
 	ssize_t n;
-	unsigned i, cnt;
+	unsigned cnt;
 
-	if (max > room)
-		max = room;
 	if (max > u->batch)
 		max = u->batch;
 	if (max == 0)
 		return 0;
+	pthread_mutex_lock(&u->lock);
 	n = uffd_sys_read(u->fd, u->msgs, (size_t)max * sizeof(struct uffd_msg));
-	if (n == -EAGAIN)
-		return 0;
-	if (n < 0)
-		return (int)n;
-	cnt = (unsigned)((size_t)n / sizeof(struct uffd_msg));
-	if (cnt == 0)
-		return 0;
+	cnt = n > 0 ? (unsigned)((size_t)n / sizeof(struct uffd_msg)) : 0;
+	if (cnt == 0) {
+		pthread_mutex_unlock(&u->lock);
+		return n == -EAGAIN || n >= 0 ? 0 : (int)n;
+	}
 	uffd_stat_add(&u->st.reads, 1);
 	uffd_stat_add(&u->st.messages, cnt);
-	for (i = 0; i < cnt; i++) {
+	return (int)cnt;
+}
+
+/* Decode u->msgs[from, to) into the queue's tail, not prepped. The queue must have the room. */
+static void enqueue(struct uffd *u, unsigned from, unsigned to)
+{
+	unsigned i;
+
+	for (i = from; i < to; i++) {
 		struct uffd_qitem *it = &u->q[u->qtail];
 
-		if (uffd_event_decode(&u->msgs[i], sizeof(struct uffd_msg), &it->ev) != 0) {
+		int d = uffd_event_decode(&u->msgs[i], sizeof(struct uffd_msg), &it->ev);
+
+		/* A REMAP of length 0 is what the kernel sends when mremap duplicates a shared
+		 * mapping: nothing moved, but the user should hear of it. */
+		if (d && !(it->ev.kind == UFFD_EVT_REMAP && it->ev.remap.len == 0)) {
 			/* A malformed known event: keep the bytes, report it as unknown. */
 			memset(&it->ev, 0, sizeof(it->ev));
 			it->ev.kind = UFFD_EVT_UNKNOWN;
@@ -99,7 +113,25 @@ static int read_batch(struct uffd *u, unsigned max)
 		count_kind(u, it->ev.kind);
 		u->qtail = qnext(u, u->qtail);
 	}
-	return (int)cnt;
+}
+
+static int prep_locked(struct uffd *u);
+
+/* One non-blocking read of up to @max messages into the queue's tail, decoded and prepped. */
+static int read_batch(struct uffd *u, unsigned max)
+{
+	unsigned room = u->qcap - 1 - qused(u);
+	int n;
+
+	if (max > room)
+		max = room;
+	n = read_raw(u, max);
+	if (n > 0) {
+		enqueue(u, 0, (unsigned)n);
+		prep_locked(u);
+		pthread_mutex_unlock(&u->lock);
+	}
+	return n;
 }
 
 static bool span_has(uintptr_t s, uintptr_t e, uintptr_t a)
@@ -232,14 +264,14 @@ static void wake_page(struct uffd *u, uintptr_t addr)
  * faults that lie in a span this run unmapped or moved away. Stops at the first item that
  * cannot be applied (-ENOMEM), leaving it raw for the next call.
  */
-static int prep(struct uffd *u)
+static int prep_locked(struct uffd *u)
 {
 	unsigned start = u->qprep, i, j;
+	bool changed = false;
 	int ret = 0;
 
 	if (start == u->qtail)
 		return 0;
-	pthread_mutex_lock(&u->lock);
 	for (i = start; i != u->qtail; i = qnext(u, i)) {
 		struct uffd_qitem *it = &u->q[i];
 
@@ -251,8 +283,12 @@ static int prep(struct uffd *u)
 		ret = apply_layout(u, &it->ev);
 		if (ret)
 			break;
+		if (it->ev.kind == UFFD_EVT_UNMAP || it->ev.kind == UFFD_EVT_REMAP)
+			changed = true;
 		it->state = UFFD_Q_READY;
 	}
+	if (changed)
+		uffd_stat_add(&u->map_gen, 1);
 	/* Faults of this run: fill the range, or wake those whose page went away. */
 	for (j = start; j != i; j = qnext(u, j)) {
 		struct uffd_qitem *it = &u->q[j];
@@ -278,33 +314,86 @@ static int prep(struct uffd *u)
 			memset(&it->ev.pagefault.range, 0, sizeof(it->ev.pagefault.range));
 	}
 	u->qprep = i;
+	return ret;
+}
+
+static int prep(struct uffd *u)
+{
+	int ret;
+
+	if (u->qprep == u->qtail)
+		return 0;
+	pthread_mutex_lock(&u->lock);
+	ret = prep_locked(u);
 	pthread_mutex_unlock(&u->lock);
 	return ret;
 }
 
-/* Wait for the fd (spinning first in latency mode). 1 readable, 0 timeout, or -errno. */
-static int wait_fd(struct uffd *u, int timeout_ms)
+/*
+ * Latency mode: re-read the fd without blocking for up to spin_us (less if @timeout_ms is
+ * shorter), so that a message is taken the moment it arrives, without the cost of waking a
+ * sleeping thread (~20-50 us on another CPU). Returns what the last read returned; on 0,
+ * *timeout_ms is what is left of it.
+ */
+__attribute__((noinline)) static int spin_read(struct uffd *u, int *timeout_ms)
 {
-	if (u->spin_us && timeout_ms != 0) {
-		uint64_t t0 = now_us(), lim = u->spin_us;
+	uint64_t t0 = now_us(), lim = u->spin_us, spent;
+	int n;
 
-		if (timeout_ms > 0 && (uint64_t)timeout_ms * 1000u < lim)
-			lim = (uint64_t)timeout_ms * 1000u;
-		while (now_us() - t0 < lim) {
-			int r = uffd_sys_poll1(u->fd, 0);
+	if (*timeout_ms > 0 && (uint64_t)*timeout_ms * 1000u < lim)
+		lim = (uint64_t)*timeout_ms * 1000u;
+	do {
+		n = read_raw(u, u->batch);
+		if (n != 0)
+			return n;
+		spent = now_us() - t0;
+	} while (spent < lim);
+	if (*timeout_ms > 0)
+		*timeout_ms = spent / 1000u >= (uint64_t)*timeout_ms
+				      ? 0
+				      : *timeout_ms - (int)(spent / 1000u);
+	return 0;
+}
 
-			if (r != 0)
-				return r;
+/* After this many waits that polled first, the next one reads first again (see read_wait). */
+#define POLL_FIRST_RUN 8u
+
+/*
+ * Read a batch into u->msgs, waiting up to @timeout_ms for one. Returns the number of messages
+ * (with u->lock held, as read_raw() does), 0 on timeout, or a negative errno.
+ *
+ * A non-blocking fd needs a poll() to sleep and a read() to take the messages. When messages are
+ * already waiting (several faulting threads, a handler slower than its faulters) a read() alone
+ * does; when the fd is empty (one faulting thread, served faster than it faults again) reading
+ * first wastes a syscall on every fault. So a wait reads first while that finds messages; once a
+ * read finds the fd empty, the next waits poll first, until a read returns more than one message
+ * (they are piling up) or POLL_FIRST_RUN waits have passed, which costs an idle fd one wasted
+ * read in that many and lets a busy one be noticed.
+ */
+static inline __attribute__((always_inline)) int read_wait(struct uffd *u, int timeout_ms)
+{
+	int n;
+
+	if (timeout_ms == 0 || u->poll_first == 0 || u->spin_us) {
+		n = read_raw(u, u->batch);
+		if (n != 0 || timeout_ms == 0)
+			return n;
+		u->poll_first = 1;
+		if (u->spin_us) {
+			n = spin_read(u, &timeout_ms);
+			if (n != 0 || timeout_ms == 0)
+				return n;
 		}
-		if (timeout_ms > 0) {
-			uint64_t spent_ms = (now_us() - t0) / 1000u;
-
-			timeout_ms = spent_ms >= (uint64_t)timeout_ms
-					     ? 0
-					     : timeout_ms - (int)spent_ms;
-		}
+	} else if (++u->poll_first > POLL_FIRST_RUN) {
+		u->poll_first = 0;
 	}
-	return uffd_sys_poll1(u->fd, timeout_ms);
+	n = uffd_sys_poll1(u->fd, timeout_ms);
+	if (n <= 0)
+		return n;
+	n = read_raw(u, u->batch);
+	if (n > 1)
+		u->poll_first = 0;
+	return n;
 }
 
 /*
@@ -320,16 +409,12 @@ static int fill(struct uffd *u, int timeout_ms)
 		return prep(u);
 	if (u->qhead != u->qtail)
 		return 0;
-	/* Read first: on a busy fd that saves the poll. */
-	n = read_batch(u, u->batch);
-	if (n == 0 && timeout_ms != 0) {
-		n = wait_fd(u, timeout_ms);
-		if (n > 0)
-			n = read_batch(u, u->batch);
-	}
+	n = read_wait(u, timeout_ms);
 	if (n <= 0)
 		return n;
-	ret = prep(u);
+	enqueue(u, 0, (unsigned)n);
+	ret = prep_locked(u);
+	pthread_mutex_unlock(&u->lock);
 	return ret < 0 ? ret : n;
 }
 
@@ -372,14 +457,21 @@ static const void *zero_huge;
 static size_t zero_huge_len;
 static pthread_mutex_t zero_huge_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* A read-only source of zeros as large as a huge page, for missing faults on hugetlbfs. */
+/*
+ * A read-only source of zeros as large as a huge page, for missing faults on hugetlbfs. It is
+ * populated (with the zero page) up front: the kernel copies into a huge page with page faults
+ * disabled, and a source that is not mapped yet sends it down a slow path that takes a second,
+ * unreserved huge page from the pool - which fails with -ENOMEM when the pool holds only what
+ * the mappings reserved.
+ */
 static const void *zero_source(size_t len)
 {
 	const void *p;
 
 	pthread_mutex_lock(&zero_huge_lock);
 	if (!zero_huge || zero_huge_len < len) {
-		void *m = mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		void *m = mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
+			       -1, 0);
 
 		if (m != MAP_FAILED) {
 			/* The old one is leaked on purpose: another thread may be copying from it. */
@@ -393,7 +485,7 @@ static const void *zero_source(size_t len)
 }
 
 /* What a monitor with no fault callback does: never leave the thread blocked. */
-static int default_fault(struct uffd *u, const struct uffd_pagefault *pf)
+__attribute__((noinline)) static int default_fault(struct uffd *u, const struct uffd_pagefault *pf)
 {
 	uintptr_t ps = (uintptr_t)uffd_page_size();
 	uintptr_t a = (uintptr_t)pf->address & ~(ps - 1);
@@ -430,15 +522,35 @@ static bool still_registered(struct uffd *u, struct uffd_pagefault *pf)
 	return n || !had;
 }
 
-/* Deliver one fault, with the retry rules of the contract. 0 = go on, <0 = stop with it. */
-static int deliver_fault(struct uffd *u, struct uffd_pagefault *pf)
+/*
+ * Wait before redelivering a fault that met -EAGAIN. The kernel lowers its layout-changing state
+ * only when the blocked sender runs again after the read, which on a loaded machine takes longer
+ * than a few yields: yield first, then sleep a little longer each time (at most ~5 ms in all).
+ */
+static void eagain_backoff(unsigned tries)
+{
+	struct timespec ts = { 0, 0 };
+
+	if (tries <= 3) {
+		sched_yield();
+		return;
+	}
+	ts.tv_nsec = (long)(tries - 3) * 50000L;
+	nanosleep(&ts, NULL);
+}
+
+static inline int call_fault(struct uffd *u, const struct uffd_pagefault *pf)
+{
+	return u->cb.pagefault ? u->cb.pagefault(u, pf, u->cb.pagefault_arg) : default_fault(u, pf);
+}
+
+/* The retry rules of the contract, given the result @r of a first delivery of @pf.
+ * 0 = go on, <0 = stop with it. */
+static int finish_fault(struct uffd *u, struct uffd_pagefault *pf, int r)
 {
 	unsigned tries = 0;
 
-	for (;;) {
-		int r = u->cb.pagefault ? u->cb.pagefault(u, pf, u->cb.pagefault_arg)
-					: default_fault(u, pf);
-
+	for (;; r = call_fault(u, pf)) {
 		if (r == 0)
 			return 0;
 		if (r == -EAGAIN) {
@@ -454,7 +566,7 @@ static int deliver_fault(struct uffd *u, struct uffd_pagefault *pf)
 				return 0;
 			}
 			uffd_stat_add(&u->st.eagain_retries, 1);
-			sched_yield();
+			eagain_backoff(tries);
 			continue;
 		}
 		if (r == -EEXIST || r == -ENOENT) {
@@ -468,6 +580,11 @@ static int deliver_fault(struct uffd *u, struct uffd_pagefault *pf)
 		wake_page(u, (uintptr_t)pf->address);
 		return r;
 	}
+}
+
+static int deliver_fault(struct uffd *u, struct uffd_pagefault *pf)
+{
+	return finish_fault(u, pf, call_fault(u, pf));
 }
 
 /*
@@ -484,7 +601,9 @@ static int deliver_fork(struct uffd *u, struct uffd_qitem *it)
 	if (!it->tries && u->cb.fork)
 		r = u->cb.fork(u, child, u->cb.fork_arg);
 	it->tries = 1;
-	if (r == 0 && u->mon && child->mon == NULL) {
+	if (r == 0 && child->mon)
+		return 0; /* on_fork placed it in a monitor of its choosing: it is served there */
+	if (r == 0 && u->mon) {
 		r = uffd_monitor_adopt_child(u->mon, child);
 		if (r < 0)
 			return r;
@@ -545,6 +664,79 @@ static int complete(struct uffd *u, int *handled)
 	return 0;
 }
 
+/*
+ * The range of a fault, from a one-entry cache of the last piece hit: faults come in runs within
+ * one registration, and a hit needs neither the map lock nor a lookup. map_gen changes with every
+ * change of the map (register, unregister, prep), which empties the cache.
+ */
+static void fault_range(struct uffd *u, uintptr_t a, struct uffd_range *out)
+{
+	const struct uffd_node *n;
+	uint64_t gen = atomic_load_explicit(&u->map_gen, memory_order_acquire);
+
+	if (gen == u->rc_gen &&
+	    a - (uintptr_t)u->rc.start < (uintptr_t)u->rc.end - (uintptr_t)u->rc.start) {
+		*out = u->rc;
+		return;
+	}
+	pthread_mutex_lock(&u->lock);
+	n = uffd_rmap_find(&u->map, a);
+	uffd_rmap_fill(n, out);
+	gen = atomic_load_explicit(&u->map_gen, memory_order_relaxed);
+	pthread_mutex_unlock(&u->lock);
+	if (n) {
+		u->rc = *out;
+		u->rc_gen = gen;
+	}
+}
+
+static bool only_faults(const struct uffd_msg *m, unsigned n)
+{
+	unsigned i;
+
+	for (i = 0; i < n; i++)
+		if (m[i].event != UFFD_EVENT_PAGEFAULT)
+			return false;
+	return true;
+}
+
+/*
+ * The fast path, for a batch of page faults only (the common case). With no layout event in the
+ * batch prep has nothing to apply and nothing to wake, so each fault is decoded straight from the
+ * read buffer, given its range and delivered, without the queue. If a callback does not resolve
+ * its fault, the rest of the batch is queued (and prepped) first: the -EAGAIN retry reads more
+ * messages into the read buffer, and a stop leaves the rest for the next call, in order.
+ */
+static int serve_faults(struct uffd *u, unsigned cnt, int *handled)
+{
+	unsigned i;
+
+	for (i = 0; i < cnt; i++) {
+		struct uffd_pagefault pf;
+		int r;
+
+		(*handled)++;
+		if (uffd_decode_pagefault(&u->msgs[i], &pf) != 0) {
+			uffd_stat_add(&u->st.unknown, 1); /* as prep would: undeliverable */
+			continue;
+		}
+		uffd_stat_add(&u->st.faults, 1);
+		fault_range(u, (uintptr_t)pf.address, &pf.range);
+		r = call_fault(u, &pf);
+		if (r == 0)
+			continue;
+		enqueue(u, i + 1, cnt);
+		prep(u);
+		r = finish_fault(u, &pf, r);
+		if (r == -ESRCH)
+			return 0;
+		if (r < 0)
+			return r;
+		return complete(u, handled);
+	}
+	return 0;
+}
+
 int uffd_dispatch(struct uffd *u, int timeout_ms)
 {
 	int handled = 0;
@@ -552,7 +744,21 @@ int uffd_dispatch(struct uffd *u, int timeout_ms)
 
 	if (ret)
 		return ret;
-	ret = fill(u, timeout_ms);
+	if (u->qhead == u->qtail) {
+		ret = read_wait(u, timeout_ms);
+		if (ret <= 0)
+			return ret;
+		if (only_faults(u->msgs, (unsigned)ret)) {
+			pthread_mutex_unlock(&u->lock); /* no layout change to apply */
+			ret = serve_faults(u, (unsigned)ret, &handled);
+			return ret < 0 ? ret : handled;
+		}
+		enqueue(u, 0, (unsigned)ret);
+		ret = prep_locked(u);
+		pthread_mutex_unlock(&u->lock);
+	} else {
+		ret = fill(u, timeout_ms);
+	}
 	if (ret < 0 && u->qhead == u->qprep)
 		return ret;
 	ret = complete(u, &handled);

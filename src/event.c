@@ -72,11 +72,13 @@ static int decode_span(const uint8_t *b, struct uffd_span *span)
 /*
  * REMAP carries {from, to, old length}. mremap page-aligns the old address and length, and
  * mremap_userfaultfd_complete() sends nothing when the new address is unaligned (it is then an
- * error code). A zero length is NOT malformed: mremap(addr, 0, new_len, MREMAP_MAYMOVE) on a
- * shared mapping duplicates it (remap_is_valid() in mm/mremap.c allows old_len == 0 for
- * VM_SHARED/VM_MAYSHARE) and the kernel then sends REMAP with len 0 (seen on 6.18 with a
- * registered memfd mapping). Nothing moved, so it decodes as a remap of nothing; a monitor
- * must not fail on it. Unaligned fields and ranges that wrap the address space are -EPROTO.
+ * error code). Unaligned fields and ranges that wrap the address space are -EPROTO.
+ *
+ * A zero length is -EPROTO too, as the API contract says, with every field still filled in.
+ * Note that the 6.18 kernel does send it: mremap(addr, 0, new_len, MREMAP_MAYMOVE) on a shared
+ * mapping duplicates it (remap_is_valid() in mm/mremap.c allows old_len == 0 for VM_SHARED) and
+ * the REMAP then says len 0. The dispatcher knows this and delivers such a message as a REMAP
+ * of nothing rather than as an unknown event.
  */
 static int decode_remap(const uint8_t *b, struct uffd_remap *r)
 {
@@ -93,28 +95,13 @@ static int decode_remap(const uint8_t *b, struct uffd_remap *r)
 	r->from = (void *)(uintptr_t)from;
 	r->to = (void *)(uintptr_t)to;
 	r->len = (size_t)len;
-	return 0;
+	return len ? 0 : -EPROTO;
 }
 
-/*
- * A page fault. Flag bits this library does not know are kept: a newer kernel may add some,
- * and the dispatcher decides by the bits it knows. The address is kept as given: it is
- * page-masked unless EXACT_ADDRESS was granted, which decode cannot know. ptid is a u32 in the
- * message but a pid_t here: a value that is no pid (above INT_MAX) is -EPROTO.
- */
+/* A page fault: the rules are in internal.h, shared with the dispatcher's fast path. */
 static int decode_pagefault(const uint8_t *b, struct uffd_pagefault *pf)
 {
-	uint64_t flags = get_u64(b, OFF_ARG0);
-	uint64_t address = get_u64(b, OFF_ARG1);
-	uint32_t ptid = get_u32(b, OFF_ARG2);
-
-	if (!fits_ptr(address) || ptid > (uint32_t)INT_MAX)
-		return -EPROTO;
-	pf->address = (void *)(uintptr_t)address;
-	pf->flags = flags;
-	pf->tid = (pid_t)ptid;
-	/* range stays zeroed: decode knows no context. */
-	return 0;
+	return uffd_decode_pagefault(b, pf);
 }
 
 /* The child's fd was installed in the reader's fd table: it is an int, never negative. */

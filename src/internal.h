@@ -3,10 +3,13 @@
 #ifndef UFFD_INTERNAL_H
 #define UFFD_INTERNAL_H
 
+#include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/types.h>
 
 #include "uffd.h"
@@ -32,7 +35,15 @@ UFFD_HIDDEN int uffd_sys_poll1(int fd, int timeout_ms);
 UFFD_HIDDEN int uffd_sys_close(int fd);
 UFFD_HIDDEN void *uffd_sys_mmap(size_t len);
 UFFD_HIDDEN void uffd_sys_munmap(void *p, size_t len);
-UFFD_HIDDEN long uffd_page_size(void);
+/* The page size, read once (every resolving call checks alignment against it). */
+UFFD_HIDDEN extern _Atomic long uffd_page_size_cache;
+UFFD_HIDDEN __attribute__((cold)) long uffd_page_size_slow(void);
+static inline long uffd_page_size(void)
+{
+	long ps = atomic_load_explicit(&uffd_page_size_cache, memory_order_relaxed);
+
+	return ps ? ps : uffd_page_size_slow();
+}
 /* Test-only fault injection: when the hook returns non-zero for a site, that call fails with it. */
 enum uffd_fail_site { UFFD_FAIL_MMAP, UFFD_FAIL_READ, UFFD_FAIL_POLL, UFFD_FAIL__COUNT };
 UFFD_HIDDEN int uffd_fail_check(enum uffd_fail_site site);
@@ -125,6 +136,10 @@ struct uffd {
 	struct uffd_msg *msgs; /* batch read buffer, `batch` messages */
 	struct uffd_qitem *q;  /* queue of read-but-not-delivered events, qcap items */
 	unsigned qcap, qhead, qprep, qtail;
+	unsigned poll_first;	   /* waits that polled before reading, in a row (see read_wait) */
+	struct uffd_range rc;	   /* the piece the last fault hit (dispatcher-private cache) */
+	uint64_t rc_gen;	   /* map_gen when rc was looked up */
+	_Atomic uint64_t map_gen; /* bumped, under lock, by every change of map */
 	_Atomic int exited;	  /* the process is gone */
 	_Atomic int exit_reported; /* on_exit has run */
 
@@ -157,6 +172,31 @@ UFFD_HIDDEN void uffd_monitor_forget(struct uffd_monitor *m, struct uffd *u);
 static inline void uffd_stat_add(_Atomic uint64_t *c, uint64_t n)
 {
 	atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+
+/*
+ * The page-fault part of uffd_event_decode(), also used by the dispatcher's fast path; @pf's
+ * range is left alone. Flag bits this library does not know are kept: a newer kernel may add
+ * some, and the dispatcher decides by the bits it knows. The address is kept as given: it is
+ * page-masked unless EXACT_ADDRESS was granted, which decode cannot know. ptid is a u32 in the
+ * message but a pid_t here: a value that is no pid (above INT_MAX) is -EPROTO. The fields are
+ * read with memcpy: the message need not be aligned.
+ */
+static inline int uffd_decode_pagefault(const void *msg, struct uffd_pagefault *pf)
+{
+	const unsigned char *b = msg;
+	uint64_t flags, address;
+	uint32_t ptid;
+
+	memcpy(&flags, b + 8, sizeof(flags));
+	memcpy(&address, b + 16, sizeof(address));
+	memcpy(&ptid, b + 24, sizeof(ptid));
+	if ((uint64_t)(uintptr_t)address != address || ptid > (uint32_t)INT_MAX)
+		return -EPROTO;
+	pf->address = (void *)(uintptr_t)address;
+	pf->flags = flags;
+	pf->tid = (pid_t)ptid;
+	return 0;
 }
 
 static inline bool uffd_range_ok(uintptr_t addr, size_t len)

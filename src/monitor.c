@@ -25,7 +25,7 @@ struct uffd_monitor {
 	int timerfd;
 	pthread_mutex_t lock; /* guards the list against uffd_monitor_add from other threads */
 	struct uffd *head;
-	int count;
+	_Atomic int count; /* read without the lock by uffd_monitor_count() and run() */
 	struct uffd *dead; /* contexts to close at the end of the current round */
 	void *probe_page;  /* PROT_NONE: the source of liveness probes */
 	bool running;
@@ -162,17 +162,12 @@ void uffd_monitor_free(struct uffd_monitor *m)
 
 static int add_locked(struct uffd_monitor *m, struct uffd *u)
 {
-	int ret = ep_add(m, u->fd, tagged(u, TAG_CTX));
+	int ret;
 
-	if (ret)
-		return ret;
-	if (u->pidfd >= 0) {
-		ret = ep_add(m, u->pidfd, tagged(u, TAG_PID));
-		if (ret) {
-			epoll_ctl(m->epfd, EPOLL_CTL_DEL, u->fd, NULL);
-			return ret;
-		}
-	}
+	/*
+	 * Link first: once its fd is in the epoll set, a monitor running in another thread may see
+	 * the context's first event before epoll_ctl() returns here, and checks u->mon.
+	 */
 	u->mon = m;
 	u->mon_prev = NULL;
 	u->mon_next = m->head;
@@ -180,7 +175,12 @@ static int add_locked(struct uffd_monitor *m, struct uffd *u)
 		m->head->mon_prev = u;
 	m->head = u;
 	m->count++;
-	return 0;
+	ret = ep_add(m, u->fd, tagged(u, TAG_CTX));
+	if (!ret && u->pidfd >= 0)
+		ret = ep_add(m, u->pidfd, tagged(u, TAG_PID));
+	if (ret)
+		unlink_ctx(m, u); /* deleting an fd that was not added is harmless */
+	return ret;
 }
 
 int uffd_monitor_add(struct uffd_monitor *m, struct uffd *u)
@@ -302,10 +302,23 @@ static void probe_all(struct uffd_monitor *m)
 	struct uffd *u, *next;
 	pid_t self = getpid();
 
-	for (u = m->head; u; u = next) {
+	/*
+	 * Other threads may add contexts (at the head) meanwhile: walk under the lock, but drop it
+	 * around bury(), which runs on_exit. Only this thread takes contexts off the list.
+	 */
+	pthread_mutex_lock(&m->lock);
+	u = m->head;
+	pthread_mutex_unlock(&m->lock);
+	for (; u; u = next) {
+		pthread_mutex_lock(&m->lock);
 		next = u->mon_next;
-		/* A pidfd tells of the exit by itself; our own process is alive while we run. */
-		if (u->pidfd >= 0 || u->pid == self)
+		pthread_mutex_unlock(&m->lock);
+		/*
+		 * Our own process is alive while we run. A watched one is probed too: after an
+		 * exec() its old address space, and with it the context, is gone, while the pid
+		 * lives on and its pidfd stays quiet.
+		 */
+		if (u->pid == self)
 			continue;
 		if (atomic_load(&u->exited) || !probe_alive(m, u))
 			bury(m, u);
@@ -365,8 +378,15 @@ int uffd_monitor_run(struct uffd_monitor *m, int timeout_ms)
 		int wait = -1, n, i, err = 0;
 		bool stop = false;
 
-		if (m->count == 0)
+		if (m->count == 0) {
+			uint64_t ticks;
+
+			/* Nothing to probe, but clear the tick: a loop polling the fd would spin. */
+			if (read(m->timerfd, &ticks, sizeof(ticks)) < 0) {
+				/* no tick pending */
+			}
 			break;
+		}
 		err = serve_queued(m, &handled);
 		close_dead(m);
 		if (err) {

@@ -517,8 +517,10 @@ int uffd_register(struct uffd *u, void *addr, size_t len, uint64_t modes, void *
 	ret = uffd_rmap_reserve(&u->map, register_need(&u->map, start, start + len, modes));
 	if (!ret)
 		ret = uffd_sys_ioctl(u->fd, UFFDIO_REGISTER, &reg);
-	if (!ret)
+	if (!ret) {
 		register_apply(&u->map, start, start + len, data, modes);
+		uffd_stat_add(&u->map_gen, 1);
+	}
 	pthread_mutex_unlock(&u->lock);
 	return ret;
 }
@@ -540,6 +542,7 @@ int uffd_unregister(struct uffd *u, void *addr, size_t len)
 		ret = uffd_sys_ioctl(u->fd, UFFDIO_UNREGISTER, &range);
 	if (!ret)
 		ret = uffd_rmap_cut(&u->map, start, start + len);
+	uffd_stat_add(&u->map_gen, 1);
 	pthread_mutex_unlock(&u->lock);
 	return ret;
 }

@@ -5,8 +5,10 @@
 
 #include "internal.h"
 
-/* Bytes done by this thread's last resolving call: exact however many threads resolve. */
-static _Thread_local size_t last_done;
+/* Bytes done by this thread's last resolving call: exact however many threads resolve.
+ * initial-exec: set on every resolving call, it must not cost a __tls_get_addr() call each time
+ * in the shared library. */
+static _Thread_local size_t last_done __attribute__((tls_model("initial-exec")));
 
 size_t uffd_last_done(void)
 {
@@ -79,34 +81,47 @@ static int fill_once(struct uffd *u, enum fill_op op, uintptr_t dst, uintptr_t s
  * (> 0). The rest is tried from where it stopped, which either finishes or yields the real error
  * (EEXIST, ENOENT, ...). An EAGAIN with nothing done is a pending layout change (mmap_changing):
  * it is returned as is, because only reading the events can clear it and that is the caller's
- * (or dispatch's) job; spinning here would never end.
+ * (or dispatch's) job; spinning here would never end. @ret and @res are the first attempt's.
+ * Kept out of line: the fast path (everything done at once) is a dispatcher's every fault.
  */
-static int fill(struct uffd *u, enum fill_op op, uintptr_t dst, uintptr_t src, size_t len,
-		uint64_t mode)
+__attribute__((noinline)) static int fill_more(struct uffd *u, enum fill_op op, uintptr_t dst,
+					       uintptr_t src, size_t len, uint64_t mode, int ret,
+					       int64_t res)
 {
 	size_t done = 0;
-	int ret = 0;
 
-	while (done < len) {
-		int64_t res = 0;
-
-		ret = fill_once(u, op, dst + done, src ? src + done : 0, len - done, mode, &res);
+	for (;;) {
 		if (ret == 0) {
 			done = len;
 			break;
 		}
 		if (res > 0 && (uint64_t)res <= len - done) {
 			done += (size_t)res;
-			if (ret == -EAGAIN)
-				continue;
-		} else if (res < 0 && res >= -4095) {
-			/* The field carries the kernel's own error: it agrees with errno. */
-			ret = (int)res;
+			if (ret != -EAGAIN || done == len)
+				break;
+		} else {
+			if (res < 0 && res >= -4095)
+				ret = (int)res; /* the field carries the kernel's own error */
+			break;
 		}
-		break;
+		res = 0;
+		ret = fill_once(u, op, dst + done, src ? src + done : 0, len - done, mode, &res);
 	}
 	last_done = done;
 	return done == len ? 0 : ret;
+}
+
+static inline int fill(struct uffd *u, enum fill_op op, uintptr_t dst, uintptr_t src, size_t len,
+		       uint64_t mode)
+{
+	int64_t res = 0;
+	int ret = fill_once(u, op, dst, src, len, mode, &res);
+
+	if (ret == 0) {
+		last_done = len;
+		return 0;
+	}
+	return fill_more(u, op, dst, src, len, mode, ret, res);
 }
 
 /* Argument checks common to every resolving call; on failure nothing is called. */
@@ -115,23 +130,50 @@ static bool args_ok(const struct uffd *u, const void *addr, size_t len)
 	return u && uffd_range_ok((uintptr_t)addr, len);
 }
 
+/*
+ * copy and zeropage serve most faults, so their ioctl is made right here, with only what the
+ * rarer partial-progress path needs kept: the arguments are read back from the ioctl's struct.
+ */
 int uffd_copy(struct uffd *u, void *dst, const void *src, size_t len, uint64_t mode)
 {
-	last_done = 0;
-	if (!args_ok(u, dst, len) || (mode & ~(UFFDIO_COPY_MODE_DONTWAKE | UFFDIO_COPY_MODE_WP)))
-		return -EINVAL;
+	struct uffdio_copy a;
+	int ret;
+
 	/* The source may be unaligned, but may not wrap (the kernel says EINVAL too). */
-	if ((uintptr_t)src + len < (uintptr_t)src)
+	if (!args_ok(u, dst, len) || (mode & ~(UFFDIO_COPY_MODE_DONTWAKE | UFFDIO_COPY_MODE_WP)) ||
+	    (uintptr_t)src + len < (uintptr_t)src) {
+		last_done = 0;
 		return -EINVAL;
-	return fill(u, OP_COPY, (uintptr_t)dst, (uintptr_t)src, len, mode);
+	}
+	a = (struct uffdio_copy){
+		.dst = (uintptr_t)dst, .src = (uintptr_t)src, .len = len, .mode = mode, .copy = 0
+	};
+	ret = uffd_sys_ioctl(u->fd, UFFDIO_COPY, &a);
+	if (ret == 0) {
+		last_done = a.len;
+		return 0;
+	}
+	return fill_more(u, OP_COPY, a.dst, a.src, a.len, a.mode, ret, a.copy);
 }
 
 int uffd_zeropage(struct uffd *u, void *dst, size_t len, uint64_t mode)
 {
-	last_done = 0;
-	if (!args_ok(u, dst, len) || (mode & ~UFFDIO_ZEROPAGE_MODE_DONTWAKE))
+	struct uffdio_zeropage a;
+	int ret;
+
+	if (!args_ok(u, dst, len) || (mode & ~UFFDIO_ZEROPAGE_MODE_DONTWAKE)) {
+		last_done = 0;
 		return -EINVAL;
-	return fill(u, OP_ZEROPAGE, (uintptr_t)dst, 0, len, mode);
+	}
+	a = (struct uffdio_zeropage){
+		.range = { .start = (uintptr_t)dst, .len = len }, .mode = mode, .zeropage = 0
+	};
+	ret = uffd_sys_ioctl(u->fd, UFFDIO_ZEROPAGE, &a);
+	if (ret == 0) {
+		last_done = a.range.len;
+		return 0;
+	}
+	return fill_more(u, OP_ZEROPAGE, a.range.start, 0, a.range.len, a.mode, ret, a.zeropage);
 }
 
 int uffd_continue(struct uffd *u, void *dst, size_t len, uint64_t mode)

@@ -94,17 +94,15 @@ void uffd_sys_munmap(void *p, size_t len)
 		munmap(p, len);
 }
 
-long uffd_page_size(void)
-{
-	static _Atomic long cached;
-	long ps = atomic_load_explicit(&cached, memory_order_relaxed);
+_Atomic long uffd_page_size_cache;
 
-	if (!ps) {
-		ps = sysconf(_SC_PAGESIZE);
-		if (ps <= 0)
-			ps = 4096;
-		atomic_store_explicit(&cached, ps, memory_order_relaxed);
-	}
+long uffd_page_size_slow(void)
+{
+	long ps = sysconf(_SC_PAGESIZE);
+
+	if (ps <= 0)
+		ps = 4096;
+	atomic_store_explicit(&uffd_page_size_cache, ps, memory_order_relaxed);
 	return ps;
 }
 

@@ -149,9 +149,11 @@ START_TEST(remap)
 	m = mk_remap(0x1000, (uint64_t)0 - 2 * PG, PG);
 	ck_assert_int_eq(uffd_event_decode(&m, 32, &ev), 0);
 
-	/* The kernel sends len 0 when mremap duplicates a shared mapping (old_len 0). */
+	/* A zero length is -EPROTO (the contract), with the fields still decoded: the kernel sends
+	 * it when mremap duplicates a shared mapping (old_len 0), and the dispatcher uses them. */
 	m = mk_remap(0x10000000, 0x20000000, 0);
-	ck_assert_int_eq(uffd_event_decode(&m, 32, &ev), 0);
+	ck_assert_int_eq(uffd_event_decode(&m, 32, &ev), -EPROTO);
+	ck_assert_ptr_eq(ev.remap.to, (void *)0x20000000);
 	ck_assert_int_eq(ev.kind, UFFD_EVT_REMAP);
 	ck_assert_uint_eq(ev.remap.len, 0);
 }
@@ -472,14 +474,19 @@ static int open_raw(uint64_t features)
 }
 
 /* Read one message within 5 s and decode it. */
-static void read_event(int fd, struct uffd_event *ev)
+static int read_event_rc(int fd, struct uffd_event *ev)
 {
 	struct pollfd p = { .fd = fd, .events = POLLIN };
 	struct uffd_msg m;
 
 	ck_assert_int_eq(poll(&p, 1, 5000), 1);
 	ck_assert_int_eq(read(fd, &m, sizeof(m)), (ssize_t)sizeof(m));
-	ck_assert_int_eq(uffd_event_decode(&m, sizeof(m), ev), 0);
+	return uffd_event_decode(&m, sizeof(m), ev);
+}
+
+static void read_event(int fd, struct uffd_event *ev)
+{
+	ck_assert_int_eq(read_event_rc(fd, ev), 0);
 }
 
 struct op {
@@ -532,10 +539,10 @@ START_TEST(live_kernel_messages)
 	ck_assert_int_ge(fd, 0);
 	ck_assert_int_eq(ioctl(fd, UFFDIO_REGISTER, &reg), 0);
 
-	/* A shared mapping duplicated by mremap(old_len 0): REMAP with len 0. */
+	/* A shared mapping duplicated by mremap(old_len 0): REMAP with len 0 (-EPROTO). */
 	o = (struct op){ .kind = 0, .addr = p, .new_len = 4 * ps };
 	ck_assert_int_eq(pthread_create(&t, NULL, run_op, &o), 0);
-	read_event(fd, &ev);
+	ck_assert_int_eq(read_event_rc(fd, &ev), -EPROTO);
 	pthread_join(t, NULL);
 	ck_assert_ptr_ne(o.result, MAP_FAILED);
 	ck_assert_int_eq(ev.kind, UFFD_EVT_REMAP);

@@ -71,7 +71,7 @@ static int oracle(const uint8_t *b, struct uffd_event *want)
 		want->remap.from = (void *)(uintptr_t)a;
 		want->remap.to = (void *)(uintptr_t)c;
 		want->remap.len = (size_t)len;
-		return 0;
+		return len ? 0 : -EPROTO; /* the contract: a zero-length remap is malformed */
 	case 0x15:
 	case 0x16:
 		want->kind = b[0] == 0x15 ? UFFD_EVT_REMOVE : UFFD_EVT_UNMAP;
