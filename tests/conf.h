@@ -751,6 +751,36 @@ static inline bool conf_start(const char *program, bool need_root)
 	return why == NULL;
 }
 
+/*
+ * Under ThreadSanitizer, fork() holds the sanitizer's own locks while the kernel blocks the
+ * forking thread until the FORK event is read, and the monitor thread that must read it waits
+ * on those locks: a deadlock no library can avoid (glibc's malloc locks were the same, and
+ * libuffd avoids them). Scenarios that fork with EVENT_FORK served in the same process do not
+ * run there; this says so, and tells the coverage step.
+ */
+#if defined(__SANITIZE_THREAD__)
+#define CONF_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CONF_TSAN 1
+#endif
+#endif
+
+static inline bool conf_can_fork_monitored(const char *scenarios)
+{
+#ifdef CONF_TSAN
+	const char *why = "EVENT_FORK served in the forking process deadlocks in ThreadSanitizer's "
+			  "fork()";
+
+	fprintf(stderr, "note: %s not run: %s\n", scenarios, why);
+	cov_row("skip", scenarios, MEM_ANON, "refused", 0, why);
+	return false;
+#else
+	(void)scenarios;
+	return true;
+#endif
+}
+
 /* The loop bounds of a test run on every memory type this machine can give. */
 static inline int conf_mem_end(bool huge_ok)
 {
