@@ -670,6 +670,34 @@ static inline uint64_t pagemap_entry(const void *addr)
 	return e;
 }
 
+/* A "Field:  N kB" line of the /proc/self/smaps entry of the mapping that starts at @start, in
+ * bytes; -1 if there is no such mapping or field. */
+static inline long smaps_bytes(const void *start, const char *field)
+{
+	char line[256], want[32];
+	size_t flen = strlen(field);
+	FILE *f = fopen("/proc/self/smaps", "re");
+	bool in = false;
+	long kb = -1;
+
+	if (!f)
+		return -1;
+	snprintf(want, sizeof(want), "%lx-", (unsigned long)(uintptr_t)start);
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+		bool header = sscanf(line, "%lx-%lx ", &lo, &hi) == 2;
+
+		if (header && in)
+			break;
+		if (header)
+			in = strncmp(line, want, strlen(want)) == 0;
+		else if (in && strncmp(line, field, flen) == 0 && line[flen] == ':')
+			kb = strtol(line + flen + 1, NULL, 10);
+	}
+	fclose(f);
+	return kb < 0 ? -1 : kb * 1024;
+}
+
 /* ---- small things ---- */
 
 static inline pid_t conf_gettid(void)
