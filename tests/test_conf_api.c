@@ -120,7 +120,7 @@ START_TEST(api_handshake)
 	/* The handshake does not depend on memory: it counts for every type. */
 	for (int m = 0; m < MEM_N; m++) {
 		cov_ioctl(_UFFDIO_API, (enum mem)m);
-		if (_i == 1)
+		if (_i == 0)
 			cov_pass("api", (enum mem)m);
 	}
 }
@@ -254,13 +254,18 @@ int main(void)
 {
 	Suite *s = suite_create("conf_api");
 	TCase *api = tcase_create("api"), *reg = tcase_create("register_ioctls");
+	int doors_n;
 
 	huge_ok = conf_start("test_conf_api", false);
-	if (access("/dev/userfaultfd", R_OK | W_OK) != 0)
-		conf_skip("/dev/userfaultfd is not usable: %s", strerror(errno));
+	/* The device door needs read-write access to /dev/userfaultfd (root only, by default). */
+	doors_n = access("/dev/userfaultfd", R_OK | W_OK) == 0 ? 2 : 1;
+	if (doors_n == 1) {
+		fprintf(stderr, "note: /dev/userfaultfd not tested: %s\n", strerror(errno));
+		cov_row("skip", "/dev/userfaultfd", MEM_ANON, "refused", 0, strerror(errno));
+	}
 
 	tcase_set_timeout(api, 30);
-	tcase_add_loop_test(api, api_handshake, 0, 2);
+	tcase_add_loop_test(api, api_handshake, 0, doors_n);
 	tcase_add_test(api, api_probe_ioctls);
 	tcase_set_timeout(reg, 60);
 	tcase_add_loop_test(reg, register_ioctls, 0, conf_mem_end(huge_ok));
