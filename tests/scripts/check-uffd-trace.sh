@@ -16,6 +16,7 @@ name=uffd-trace tool=$1 lib=
 
 [[ $(id -u) -eq 0 ]] || skip "uffd-trace's full checks need root (kernel faults, fork following)"
 command -v python3 >/dev/null || skip "python3 is not installed"
+command -v strace >/dev/null || skip "strace (the independent witness) is not installed"
 
 # same DESCRIPTION CMD...: CMD run plainly and under uffd-trace -o, with the same stdout,
 # stderr and exit status; the trace is left in $tmp/trace.
@@ -30,6 +31,182 @@ same() {
 	cmp -s "$tmp/plain.out" "$tmp/traced.out" || fail "$what: stdout differs under uffd-trace"
 	cmp -s "$tmp/plain.err" "$tmp/traced.err" || { cat "$tmp/traced.err" >&2; fail "$what: stderr differs under uffd-trace"; }
 	echo "ok: $what: same output and status ($rc_plain) traced and untraced"
+}
+# witness DESCRIPTION CMD...: CMD under uffd-trace --json, all of it under strace -f -ttt (the
+# independent witness of every munmap, mremap, madvise, brk and mmap call, in the same run, so
+# that addresses agree). Sound comparisons, since uffd-trace registers only private anonymous
+# memory, and only from its attach and each re-scan on (a mapping made and unmapped between two
+# scans is never registered, so traced <= witnessed, and equality is not expected):
+#  (a) every traced unmap, remap and remove is a call of the witness in the same process with
+#      the same range (unmap: munmap, brk shrink, mmap MAP_FIXED, mremap shrink or move, whose
+#      kernel sends REMAP and then UNMAP of the old place; remove: one per VMA of a madvise
+#      DONTNEED/FREE/REMOVE), made before uffd-trace read it, no call claimed twice;
+#  (b) nothing lost: a page with a traced fault was registered then, and stays registered until
+#      the first call after the fault that ends or empties it; that call must be in the trace.
+#      Faults are timed before they are answered, while the faulting thread waits, so its own
+#      later calls are later in strace's clock too.
+# The program's output and status are those of an untraced run.
+witness() {
+	local what=$1 rc_plain=0 rc_traced=0
+	shift
+	timeout -k 5 120 "$@" >"$tmp/plain.out" 2>"$tmp/plain.err" </dev/null || rc_plain=$?
+	timeout -k 5 120 strace -f -qq -ttt --seccomp-bpf -o "$tmp/strace" \
+		-e trace=munmap,mremap,madvise,brk,mmap,execve,clone,clone3,fork,vfork \
+		"$tool" --json -o "$tmp/trace" -- "$@" >"$tmp/traced.out" 2>"$tmp/traced.err" \
+		</dev/null || rc_traced=$?
+	((rc_traced != 124 && rc_traced != 137)) || fail "$what: hung under strace and uffd-trace"
+	[[ $rc_plain -eq $rc_traced ]] || fail "$what: exit $rc_traced traced, $rc_plain plain"
+	cmp -s "$tmp/plain.out" "$tmp/traced.out" || fail "$what: stdout differs under the witness"
+	python3 - "$tmp/strace" "$tmp/trace" >"$tmp/witness" <<'PY' || fail "$what: the trace and strace disagree"
+import json, re, sys
+from collections import defaultdict
+
+PAGE = 4096
+def up(x): return (x + PAGE - 1) & ~(PAGE - 1)
+strace_path, trace_path = sys.argv[1], sys.argv[2]
+
+# ---- the witness: strace -f -ttt, one process's calls in the order they were made ----
+line_re = re.compile(r'^(\d+) +(\d+\.\d+) (\w+)\((.*)\) += (-?\w+)')
+tgid, pending, calls = {}, {}, []
+def num(x): return int(x, 0)
+for raw in open(strace_path):
+    raw = raw.rstrip('\n')
+    m = re.match(r'^(\d+) +(\d+\.\d+) (.*)$', raw)
+    if not m:
+        continue
+    tid, stamp, rest = int(m[1]), float(m[2]), m[3]
+    if rest.endswith('<unfinished ...>'):
+        pending[tid] = (stamp, rest[:-len('<unfinished ...>')].rstrip())
+        continue
+    r = re.match(r'^<\.\.\. \w+ resumed>(.*)$', rest)
+    if r:
+        if tid not in pending:
+            continue
+        stamp, head = pending.pop(tid)
+        rest = head + r[1]
+    m = re.match(r'^(\w+)\((.*)\) += (-?\w+)', rest)
+    if not m:
+        continue
+    name, args, ret = m[1], m[2], m[3]
+    t = tgid.setdefault(tid, tid)
+    if name in ('clone', 'clone3', 'fork', 'vfork') and ret.isdigit():
+        child = int(ret)
+        tgid[child] = t if 'CLONE_THREAD' in args else child
+        continue
+    if ret.startswith('-'):
+        continue
+    calls.append((stamp, t, name, [a.strip() for a in args.split(',')], num(ret) if ret != '?' else None))
+
+# Per process, in order: what each call did to memory that uffd-trace may have registered.
+#   ('unmap', start, end)   munmap, brk shrink, mremap shrink or FIXED target, mmap MAP_FIXED
+#   ('remap', from, to)     mremap that moved
+#   ('remove', start, end)  madvise DONTNEED/FREE/REMOVE/DONTNEED_LOCKED
+#   ('gone',)               execve: a new address space
+acts = defaultdict(list)   # tgid -> [(stamp, kind, a, b, id)]
+brk = {}
+for i, (stamp, t, name, a, ret) in enumerate(calls):
+    L = acts[t]
+    if name == 'execve':
+        L.append((stamp, 'gone', 0, 0, i)); brk.pop(t, None)
+    elif name == 'munmap':
+        s = num(a[0]); L.append((stamp, 'unmap', s, s + up(num(a[1])), i))
+    elif name == 'brk':
+        old = brk.get(t)
+        if old is not None and ret < old:
+            L.append((stamp, 'unmap', up(ret), up(old), i))
+        brk[t] = ret
+    elif name == 'mmap' and 'MAP_FIXED' in a[3] and 'MAP_FIXED_NOREPLACE' not in a[3]:
+        s = num(a[0]); L.append((stamp, 'unmap', s, s + up(num(a[1])), i))
+    elif name == 'mremap':
+        old, oldlen, newlen = num(a[0]), up(num(a[1])), up(num(a[2]))
+        if ret != old:
+            if 'MREMAP_FIXED' in a[3]:
+                L.append((stamp, 'unmap', ret, ret + newlen, i))
+            # The kernel sends REMAP, then UNMAP for the old place (move_vma() unmaps it).
+            L.append((stamp, 'remap', old, old + oldlen, i))
+            L.append((stamp, 'unmap', old, old + oldlen, i))
+        elif newlen < oldlen:
+            L.append((stamp, 'unmap', old + newlen, old + oldlen, i))
+    elif name == 'madvise' and re.fullmatch(r'MADV_(DONTNEED|FREE|REMOVE|DONTNEED_LOCKED)', a[2]):
+        s = num(a[0]); L.append((stamp, 'remove', s, s + up(num(a[1])), i))
+
+# ---- the trace ----
+t0 = None
+ev = []
+ctx_pid = {}
+for line in open(trace_path):
+    o = json.loads(line)
+    if o.get('summary') == 'process' and o['pid'] > 0:
+        ctx_pid[o['ctx']] = o['pid']
+    if 'event' not in o:
+        continue
+    if o['event'] == 'attach':
+        t0 = o['t0_unix']
+    if o.get('pid'):
+        ctx_pid[o['ctx']] = o['pid']
+    ev.append(o)
+assert t0 is not None, 'no attach line with t0_unix'
+
+# (a) Every traced unmap, remap and remove is a call the witness saw, in the same process, with
+# the same range; no call is claimed twice (a remove may come once per VMA of one madvise).
+claimed = defaultdict(list)   # call id -> ranges claimed
+bad = []
+def claim(e, kind, s, end):
+    # The caller waits until uffd-trace has read the event: its call is the latest one before
+    # the event's time that fits and is not claimed yet.
+    pid = ctx_pid.get(e['ctx'])
+    when = t0 + e['time']
+    cands = [x for p in ([pid] if pid else list(acts)) for x in acts[p]
+             if x[1] == kind and x[0] < when]
+    for (_, k, a, b, i) in sorted(cands, reverse=True):
+        if kind == 'remove':
+            if a <= s and end <= b and all(end <= x or s >= y for x, y in claimed[i, kind]):
+                claimed[i, kind].append((s, end)); return
+        elif kind == 'remap' and (a, b) == (s, end) and calls[i][4] == e['to'] and not claimed[i, kind]:
+            claimed[i, kind].append((s, end)); return
+        elif kind == 'unmap' and (a, b) == (s, end) and not claimed[i, kind]:
+            claimed[i, kind].append((s, end)); return
+    bad.append(e)
+n = {'unmap': 0, 'remap': 0, 'remove': 0, 'fault': 0}
+for e in ev:
+    k = e['event']
+    if k in ('unmap', 'remove'):
+        claim(e, k, int(e['start'], 16), int(e['end'], 16)); n[k] += 1
+    elif k == 'remap':
+        e['to'] = int(e['to'], 16)
+        claim(e, k, int(e['from'], 16), int(e['from'], 16) + e['len']); n[k] += 1
+    elif k == 'fault':
+        n[k] += 1
+assert not bad, 'traced events no call of the witness explains: %s' % bad[:5]
+
+# (b) Nothing lost: a page that faulted was registered, and stays so until the first call after
+# the fault that ends or empties it, which must then be in the trace.
+lost, required = [], set()
+for e in ev:
+    if e['event'] != 'fault' or not e.get('pid'):
+        continue
+    x, when = int(e['addr'], 16), t0 + e['time']
+    for (stamp, k, a, b, i) in acts[e['pid']]:
+        if stamp <= when:
+            continue
+        if k == 'gone':
+            break
+        if a <= x < b:
+            if k == 'remap' and not claimed[i, k]:
+                lost.append((e, calls[i]))
+            required.add(i)
+            k = 'unmap' if k == 'remap' else k   # its UNMAP of the old place follows
+            if not any(s <= x < t for s, t in claimed[i, k]):
+                lost.append((e, calls[i]))
+            break
+assert not lost, 'the witness saw calls on faulted pages that the trace lacks: %s' % lost[:5]
+wit = {k: sum(1 for L in acts.values() for x in L if x[1] == k) for k in ('unmap', 'remap', 'remove')}
+print('faults=%d unmaps=%d remaps=%d removes=%d traced; the witness saw %d unmaps, %d remaps, '
+      '%d removes; checked=%d calls on faulted pages' % (n['fault'], n['unmap'], n['remap'],
+      n['remove'], wit['unmap'], wit['remap'], wit['remove'], len(required)))
+PY
+	echo "ok: $what agrees with strace: $(cat "$tmp/witness")"
+	checked=$(grep -Eo 'checked=[0-9]+' "$tmp/witness" | sed 's/.*=//')
 }
 total() { grep -Eo "^total: .*" "$tmp/trace" | grep -Eo "(^| )$1=[0-9]+" | sed 's/.*=//'; }
 
@@ -57,6 +234,8 @@ grep -qE ' fault +0x[0-9a-f]+ (read|write) +(\[heap\]|anon)$' "$tmp/trace" ||
 lines=$(grep -cE ' fault ' "$tmp/trace")
 [[ $lines -eq $f ]] || fail "python3: $lines fault lines but the total says $f"
 echo "ok: python3: faults=$f unmaps=$u remaps=$(total remaps)"
+witness "python3 building and freeing lists" python3 -c "$prog"
+((checked > 0)) || fail "python3: no unmap of a faulted page to check against strace"
 
 # sort and gzip -9 of a 50 MB file: the same bytes out, and sort's buffers first-touched.
 seq 1 2800000 | sed 's/$/ uffd-trace/' >"$tmp/big"
@@ -64,6 +243,9 @@ truncate -s 50000000 "$tmp/big"
 same "sort of a 50 MB file" sort "$tmp/big"
 (($(total faults) > 5000)) || fail "sort: only $(total faults) first-touch faults traced"
 same "gzip -9 of a 50 MB file" gzip -9 -c "$tmp/big"
+witness "sort of a 50 MB file" sort "$tmp/big"
+((checked > 0)) || fail "sort: no unmap of a faulted page to check against strace"
+witness "gzip -9 of a 50 MB file" gzip -9 -c "$tmp/big"
 rm -f "$tmp/big"
 
 # A pipeline that forks: the children's contexts come through FORK events, and the programs
@@ -71,6 +253,7 @@ rm -f "$tmp/big"
 same "an sh -c pipeline" sh -c 'seq 1 20000 | sort -r | head -n 3; echo done'
 (($(total forks) >= 1)) || fail "the pipeline: no fork traced"
 (($(grep -c ' attach ' "$tmp/trace") >= 4)) || fail "the pipeline: fewer than 4 programs attached"
+witness "an sh -c pipeline" sh -c 'seq 1 20000 | sort -r | head -n 3; echo done'
 
 # --json: every line is a JSON object, and the summary is there too.
 trace_opts=(--json --summary)
