@@ -89,12 +89,9 @@ static void keep_dot(const struct proc *p, char kind, double t, uintptr_t addr, 
 		if (!T.dots)
 			tool_die("out of memory");
 	}
-	T.dots[T.ndots++] = (struct dot){ .t = t,
-					  .addr = addr,
-					  .end = end,
-					  .ctx = p->id,
-					  .tid = tid,
-					  .kind = kind };
+	T.dots[T.ndots++] = (struct dot){
+		.t = t, .addr = addr, .end = end, .ctx = p->id, .tid = tid, .kind = kind
+	};
 }
 
 /* ---- output ---- */
@@ -627,8 +624,7 @@ static void accept_one(int lsock)
 		if (T.json) {
 			json_head(p, "attach");
 			fprintf(T.out,
-				",\"exe\":\"%s\",\"registered\":%" PRIu64
-				",\"t0_unix\":%.6f}\n",
+				",\"exe\":\"%s\",\"registered\":%" PRIu64 ",\"t0_unix\":%.6f}\n",
 				exe, p->reg_bytes, T.t0_unix);
 		} else {
 			text_head(p, NULL, "attach");

@@ -3,14 +3,15 @@
 # Test of uffd-trace: a traced program's stdout, stderr and exit status are those of an untraced
 # run; its faults, unmaps, remaps and forks are printed (text and JSON) and summed up; a process
 # that uffd-trace did not start is refused; bad usage is refused in one line.
-# usage: check-uffd-trace.sh PATH-TO-uffd-trace
+# usage: check-uffd-trace.sh PATH-TO-uffd-trace PATH-TO-trace_target [PATH-TO-libuffd.so]
 # Exit: 0 pass, 1 fail, 77 skipped (1 instead under LIBUFFD_TEST_STRICT=1).
 set -euo pipefail
-if [[ $# -ne 1 ]]; then
-	echo "usage: $0 PATH-TO-uffd-trace" >&2
+if [[ $# -lt 2 || $# -gt 3 ]]; then
+	echo "usage: $0 PATH-TO-uffd-trace PATH-TO-trace_target [PATH-TO-libuffd.so]" >&2
 	exit 2
 fi
-name=uffd-trace tool=$1 lib=
+# shellcheck disable=SC2034 # lib is read by check-lib.sh (setup_nobody)
+name=uffd-trace tool=$1 target=$2 lib=${3:-}
 # shellcheck source=tests/scripts/check-lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/check-lib.sh"
 
@@ -45,6 +46,8 @@ same() {
 #      the first call after the fault that ends or empties it; that call must be in the trace.
 #      Faults are timed before they are answered, while the faulting thread waits, so its own
 #      later calls are later in strace's clock too.
+# Not run on trace_target: with 4 threads reusing the same addresses within milliseconds, which
+# call an event belongs to cannot be told from timestamps alone (its own log check is exact).
 # The program's output and status are those of an untraced run.
 witness() {
 	local what=$1 rc_plain=0 rc_traced=0
@@ -151,21 +154,29 @@ assert t0 is not None, 'no attach line with t0_unix'
 # the same range; no call is claimed twice (a remove may come once per VMA of one madvise).
 claimed = defaultdict(list)   # call id -> ranges claimed
 bad = []
+last = {}   # ctx -> stamp of the call its previous event was matched with
+SLACK = 0.005
 def claim(e, kind, s, end):
-    # The caller waits until uffd-trace has read the event: its call is the latest one before
-    # the event's time that fits and is not claimed yet.
+    # The caller waits until uffd-trace has read the event (which is before it is timed), so its
+    # call is before the event's time. A context's events come in the order the kernel made
+    # them, so its calls are in order too, give or take threads that entered their calls in
+    # another order (SLACK): the first call that fits, unclaimed, after the previous event's.
     pid = ctx_pid.get(e['ctx'])
     when = t0 + e['time']
+    low = last.get(e['ctx'], 0) - SLACK
     cands = [x for p in ([pid] if pid else list(acts)) for x in acts[p]
-             if x[1] == kind and x[0] < when]
-    for (_, k, a, b, i) in sorted(cands, reverse=True):
+             if x[1] == kind and low <= x[0] < when]
+    for (stamp, k, a, b, i) in sorted(cands):
         if kind == 'remove':
-            if a <= s and end <= b and all(end <= x or s >= y for x, y in claimed[i, kind]):
-                claimed[i, kind].append((s, end)); return
-        elif kind == 'remap' and (a, b) == (s, end) and calls[i][4] == e['to'] and not claimed[i, kind]:
-            claimed[i, kind].append((s, end)); return
-        elif kind == 'unmap' and (a, b) == (s, end) and not claimed[i, kind]:
-            claimed[i, kind].append((s, end)); return
+            ok = a <= s and end <= b and all(end <= x or s >= y for x, y in claimed[i, kind])
+        elif kind == 'remap':
+            ok = (a, b) == (s, end) and calls[i][4] == e['to'] and not claimed[i, kind]
+        else:
+            ok = (a, b) == (s, end) and not claimed[i, kind]
+        if ok:
+            claimed[i, kind].append((s, end))
+            last[e['ctx']] = max(last.get(e['ctx'], 0), stamp)
+            return
     bad.append(e)
 n = {'unmap': 0, 'remap': 0, 'remove': 0, 'fault': 0}
 for e in ev:
@@ -255,6 +266,51 @@ same "an sh -c pipeline" sh -c 'seq 1 20000 | sort -r | head -n 3; echo done'
 (($(grep -c ' attach ' "$tmp/trace") >= 4)) || fail "the pipeline: fewer than 4 programs attached"
 witness "an sh -c pipeline" sh -c 'seq 1 20000 | sort -r | head -n 3; echo done'
 
+# A multi-threaded C program with a log of what it did: exactly its faults (by the thread that
+# touched the page), removes, remaps and unmaps are traced, and nothing else at those addresses.
+trace_opts=(--json --summary)
+same "trace_target (4 threads)" "$target" "$tmp/log"
+python3 - "$tmp/log" "$tmp/trace" "$tmp/traced.out" <<'PY' || fail "trace_target: the trace is not what it did"
+import collections, json, re, sys
+PAGE, EMPTIED = 4096, 16
+want, spans = collections.Counter(), []
+for line in open(sys.argv[1]):
+    k, tid, *v = line.split()
+    tid, v = int(tid), [int(x, 16) for x in v]
+    if k == 'map':
+        spans.append((v[0], v[1]))
+        want.update(('fault', tid, a) for a in range(v[0], v[1], PAGE))
+    elif k == 'remove':
+        want[('remove', v[0], v[1])] += 1
+        want.update(('fault', tid, a) for a in range(v[0], v[1], PAGE))  # written again
+    elif k == 'remap':
+        spans.append((v[1], v[1] + v[2]))
+        want[('remap', v[0], v[1], v[2])] += 1
+        want[('unmap', v[0], v[0] + v[2])] += 1  # the kernel's UNMAP of the old place
+    elif k == 'unmap':
+        want[('unmap', v[0], v[1])] += 1
+def ours(a, b):
+    return any(a < e and s < b for s, e in spans)
+got, total = collections.Counter(), None
+for line in open(sys.argv[2]):
+    o = json.loads(line)
+    k = o.get('event')
+    if k == 'fault' and ours(int(o['addr'], 16), int(o['addr'], 16) + 1):
+        got[('fault', o['tid'], int(o['addr'], 16))] += 1
+    elif k in ('remove', 'unmap') and ours(int(o['start'], 16), int(o['end'], 16)):
+        got[(k, int(o['start'], 16), int(o['end'], 16))] += 1
+    elif k == 'remap' and ours(int(o['from'], 16), int(o['from'], 16) + o['len']):
+        got[('remap', int(o['from'], 16), int(o['to'], 16), o['len'])] += 1
+missing, extra = want - got, got - want
+assert not missing and not extra, ('missing', list(missing)[:5], 'extra', list(extra)[:5])
+said = dict(re.findall(r'(\w+)=(\d+)', open(sys.argv[3]).read()))
+for k in ('fault', 'unmap', 'remap', 'remove'):
+    n = sum(c for key, c in got.items() if key[0] == k)
+    assert n == int(said[k + 's']), (k, n, said)
+print('ok: trace_target: exactly its', ', '.join('%ss=%s' % (k, said[k + 's'])
+      for k in ('fault', 'unmap', 'remap', 'remove')), 'traced, by the threads that made them')
+PY
+
 # --json: every line is a JSON object, and the summary is there too.
 trace_opts=(--json --summary)
 same "python3 with --json" python3 -c "$prog"
@@ -312,6 +368,53 @@ wait "$tracer" || fail "uffd-trace with a refused connection exited $?"
 (($(total refused) == 1)) || fail "refused=$(total refused), expected 1"
 grep -q ' refused ' "$tmp/trace" || fail "the refusal is not in the trace"
 echo "ok: a foreign connection is refused and reported"
+
+# Without privilege (user nobody, from world-readable copies): two lines at the start say that
+# only user-mode faults are trapped and fork children are not followed; the program's stdout,
+# stderr (after those two lines) and status are unchanged; its exec'd programs are still traced.
+setup_nobody || skip "cannot run a copy of uffd-trace as user nobody"
+install -m 755 "$(dirname "$tool")/libuffd-trace-preload.so" "$target" "$tmp/bin/"
+mkdir -m 777 "$tmp/nobody"
+same_nobody() {
+	local what=$1 rc_plain=0 rc_traced=0
+	shift
+	timeout -k 5 60 env LD_LIBRARY_PATH="$tmp/bin" setpriv --reuid=nobody \
+		--regid="$(id -g nobody)" --clear-groups --inh-caps=-all "$@" >"$tmp/plain.out" \
+		2>"$tmp/plain.err" </dev/null || rc_plain=$?
+	rm -f "$tmp/nobody/trace"
+	timeout -k 5 60 env LD_LIBRARY_PATH="$tmp/bin" setpriv --reuid=nobody \
+		--regid="$(id -g nobody)" --clear-groups --inh-caps=-all "$tmp/bin/$name" \
+		-o "$tmp/nobody/trace" --summary -- "$@" >"$tmp/traced.out" 2>"$tmp/traced.err" \
+		</dev/null || rc_traced=$?
+	((rc_traced != 124 && rc_traced != 137)) || fail "$what: hung under uffd-trace as nobody"
+	[[ $rc_plain -eq $rc_traced ]] ||
+		{ cat "$tmp/traced.err" >&2; fail "$what: exit $rc_traced traced, $rc_plain plain (nobody)"; }
+	cmp -s "$tmp/plain.out" "$tmp/traced.out" || fail "$what: stdout differs under uffd-trace (nobody)"
+	if [[ $(cat /proc/sys/vm/unprivileged_userfaultfd) == 0 ]]; then
+		head -n 1 "$tmp/traced.err" | grep -q "^$name: note: user-mode faults only: " ||
+			{ cat "$tmp/traced.err" >&2; fail "$what: no 'user-mode faults only' line (nobody)"; }
+		sed -n 2p "$tmp/traced.err" | grep -q "^$name: note: fork children are not followed " ||
+			{ cat "$tmp/traced.err" >&2; fail "$what: no 'fork children are not followed' line (nobody)"; }
+		tail -n +3 "$tmp/traced.err" | cmp -s - "$tmp/plain.err" ||
+			fail "$what: stderr differs under uffd-trace (nobody)"
+	else
+		grep -q "^$name: note: fork children are not followed " "$tmp/traced.err" ||
+			fail "$what: no 'fork children are not followed' line (nobody)"
+		note "vm.unprivileged_userfaultfd=1: kernel faults are trapped for nobody too"
+	fi
+	cp "$tmp/nobody/trace" "$tmp/trace"
+	echo "ok: $what as nobody: same output and status ($rc_plain), $(grep '^total:' "$tmp/trace")"
+}
+# Not sort or gzip: they read() into memory they have not touched yet, which a user-mode-only
+# userfaultfd cannot serve (the kernel fails the read with EFAULT, as the first line says).
+same_nobody "/usr/bin/python3 building a list" /usr/bin/python3 -c 'print(len([i for i in range(1000000)]))'
+(($(total faults) > 1000)) || fail "python3 as nobody: only $(total faults) faults traced"
+(($(total unmaps) > 0)) || fail "python3 as nobody: no unmap traced"
+same_nobody "trace_target (4 threads)" "$tmp/bin/trace_target" "$tmp/nobody/log"
+(($(total faults) >= 960 && $(total remaps) == 12)) || fail "trace_target as nobody: $(grep '^total:' "$tmp/trace")"
+same_nobody "an sh -c pipeline" sh -c 'seq 1 20000 | sort -r | head -n 3; echo done'
+(($(total forks) == 0)) || fail "the pipeline as nobody: forks followed without EVENT_FORK"
+(($(grep -c ' attach ' "$tmp/trace") >= 3)) || fail "the pipeline as nobody: its exec'd programs were not traced"
 
 # Usage.
 run --help
