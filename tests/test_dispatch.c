@@ -588,7 +588,7 @@ START_TEST(eagain_redelivery)
 	ck_assert_int_eq(R.r[0].kind, UFFD_EVT_REMOVE);
 	ck_assert_int_eq(uffd_get_stats(u, &st), 0);
 	ck_assert_uint_ge(st.eagain_retries, 1);
-	ck_assert_uint_eq(st.faults, 1);
+	ck_assert_uint_ge(st.faults, 1); /* more if the retries ran out and it came back */
 	ck_assert_uint_eq(st.removes, 1);
 	uffd_close(u); /* first: an unmap under an unread context blocks */
 	munmap(p, 4 * PS);
