@@ -89,6 +89,7 @@ TEST_REQUIREMENTS=(
 	"${BASE_REQUIREMENTS[@]}"
 	g++:g++ doxygen:doxygen python3:python3 pc=check:check setpriv:util-linux
 	nm:binutils readelf:binutils
+	man:man-db groff:groff-base strace:strace valgrind:valgrind
 )
 
 print_machine() {

@@ -470,8 +470,8 @@ static const void *zero_source(size_t len)
 
 	pthread_mutex_lock(&zero_huge_lock);
 	if (!zero_huge || zero_huge_len < len) {
-		void *m = mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
-			       -1, 0);
+		void *m = mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1,
+			       0);
 
 		if (m != MAP_FAILED) {
 			/* The old one is leaked on purpose: another thread may be copying from it. */
