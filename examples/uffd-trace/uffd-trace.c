@@ -176,8 +176,12 @@ static const char *region_name(struct proc *p, uintptr_t addr)
 }
 
 /* The region a mapping of maps belongs to: the live one that starts there, else a new one. */
-static size_t region_for(struct proc *p, uintptr_t start, uintptr_t end, const char *name)
+static size_t region_for(struct proc *p, uintptr_t start, uintptr_t end, const char *name_in)
 {
+	char name[sizeof(p->regs[0].name)];
+
+	/* @name_in may be another region's name, which the realloc below would free. */
+	snprintf(name, sizeof(name), "%s", name_in);
 	for (size_t i = p->nregs; i-- > 0;) {
 		struct region *r = &p->regs[i];
 
