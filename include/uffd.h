@@ -334,8 +334,9 @@ UFFD_API_EXPORT long uffd_range_count(const struct uffd *u);
  *   mode the range was not registered with (ZEROPAGE on hugetlbfs, CONTINUE on anonymous
  *   memory, the WP mode of COPY or CONTINUE on a range not registered WP).
  * - -EEXIST: a page is already present.
- * - -ENOENT: no VMA there, or not registered with this context; for uffd_writeprotect(), a part
- *   of the range not registered WP (holes too).
+ * - -ENOENT: no VMA there, or a VMA no userfaultfd registered (the kernel checks only that
+ *   some context registered it, not that this one did); for uffd_writeprotect(), a part of the
+ *   range not registered WP (holes too).
  * - -EAGAIN: a layout change is pending (an event is waiting to be read), even after retries
  *   (see @ref trouble_eagain).
  * - -ESRCH: the process that owns the fd has exited.
