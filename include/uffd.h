@@ -552,7 +552,7 @@ UFFD_API_EXPORT const char *uffd_event_name(enum uffd_event_kind kind);
  *
  * Waits up to @p timeout_ms for the fd, reads one batch (up to min(@p max, the context's batch)
  * messages in one read()), and runs prep: the range map is brought up to date (UNMAP cuts, REMAP
- * moves, FORK makes the child context), exact duplicate spans are dropped, and faults inside
+ * moves, FORK makes the child context), exact duplicate UNMAP spans are dropped, and faults inside
  * spans this batch unmapped or moved away are woken (UFFDIO_WAKE), not returned. No callback is
  * called. Fork children returned belong to the caller: uffd_close() them (their threads then run
  * unmonitored) or serve them.
@@ -584,9 +584,10 @@ UFFD_API_EXPORT int uffd_read_events(struct uffd *u, struct uffd_event *evs, siz
  * `userfaultfd_unmap_prep()` / `userfaultfd_unmap_complete()`:
  *
  * **prep**, with the context's state locked and no user code running: decode every message;
- * apply UNMAP, REMAP and FORK to the range map in order; build one notification per (context,
- * start, end), dropping exact duplicates; wake faults that fall in a span this batch unmapped or
- * moved away. Reading the batch has already released every thread blocked in munmap, mremap,
+ * apply UNMAP, REMAP and FORK to the range map in order; build the notifications, one UNMAP per
+ * (context, start, end) as the kernel's has_unmap_ctx() does (a REMOVE repeated within a batch is
+ * a separate madvise() and is delivered each time); wake faults that fall in a span this batch
+ * unmapped or moved away. Reading the batch has already released every thread blocked in munmap, mremap,
  * madvise or fork on these events, so a slow callback never stalls the monitored process. No
  * memory is allocated with malloc before or during prep (glibc's fork() holds the malloc locks
  * until the FORK event is read): batch storage is made when a context is created, and a fork
