@@ -134,13 +134,13 @@ int main(int argc, char **argv)
 {
 	size_t pages, len;
 	uint64_t addr;
-	char arg[2][32], go = 'g';
+	char arg[3][32], go = 'g';
 	int sv[2], fd, st;
 	bool lib;
 	pid_t pid;
 
-	if (argc != 4 || (strcmp(argv[1], "lib") && strcmp(argv[1], "raw"))) {
-		fprintf(stderr, "usage: %s lib|raw PAGES FAULTER\n", argv[0]);
+	if ((argc != 4 && argc != 5) || (strcmp(argv[1], "lib") && strcmp(argv[1], "raw"))) {
+		fprintf(stderr, "usage: %s lib|raw PAGES FAULTER [PAUSE-US]\n", argv[0]);
 		return 2;
 	}
 	lib = strcmp(argv[1], "lib") == 0;
@@ -161,7 +161,8 @@ int main(int argc, char **argv)
 		close(sv[0]);
 		snprintf(arg[0], sizeof(arg[0]), "%d", sv[1]);
 		snprintf(arg[1], sizeof(arg[1]), "%zu", pages);
-		execl(argv[3], argv[3], arg[0], arg[1], (char *)NULL);
+		snprintf(arg[2], sizeof(arg[2]), "%s", argc == 5 ? argv[4] : "0");
+		execl(argv[3], argv[3], arg[0], arg[1], arg[2], (char *)NULL);
 		_exit(127);
 	}
 	close(sv[1]);

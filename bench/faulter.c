@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* The plain faulting process of the callgrind figure: it runs outside valgrind (which hangs on a
  * fault in a registered range taken in its own process). It makes a userfaultfd, sends it and
- * its region's address to the monitor over a unix socket, waits for "go", then reads every page. */
+ * its region's address to the monitor over a unix socket, waits for "go", then reads every page,
+ * optionally pausing between pages so that the monitor always finds its fd empty. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,8 +10,9 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
-#include <unistd.h>
 #include <fcntl.h>
+#include <time.h>
+#include <unistd.h>
 
 int main(int argc, char **argv)
 {
@@ -24,13 +26,16 @@ int main(int argc, char **argv)
 	struct cmsghdr *cm;
 	uint64_t addr;
 	size_t pages, len;
+	long pause_us = 0;
 	char *mem, go;
 	int sock, fd;
 
-	if (argc != 3) {
-		fprintf(stderr, "usage: %s SOCKET-FD PAGES\n", argv[0]);
+	if (argc != 3 && argc != 4) {
+		fprintf(stderr, "usage: %s SOCKET-FD PAGES [PAUSE-US]\n", argv[0]);
 		return 2;
 	}
+	if (argc == 4)
+		pause_us = atol(argv[3]);
 	sock = atoi(argv[1]);
 	pages = strtoul(argv[2], NULL, 0);
 	len = pages * (size_t)ps;
@@ -63,8 +68,14 @@ int main(int argc, char **argv)
 	}
 	if (read(sock, &go, 1) != 1)
 		return 1;
-	for (size_t off = 0; off < len; off += (size_t)ps)
+	for (size_t off = 0; off < len; off += (size_t)ps) {
+		if (pause_us > 0) {
+			struct timespec ts = { 0, pause_us * 1000 };
+
+			nanosleep(&ts, NULL);
+		}
 		(void)*(volatile char *)(mem + off);
+	}
 	go = 'd';
 	if (write(sock, &go, 1) != 1)
 		return 1;
