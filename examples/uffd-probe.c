@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* uffd-probe: what this kernel's userfaultfd offers, and whether (and how) this user may open one. */
+/* uffd-probe: what this kernel's userfaultfd offers, and whether and how this user may open it. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -12,19 +12,37 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
-#include <uffd.h>
-
-#define EXIT_USAGE 2
+#include "common.h"
 
 static const char usage_line[] = "usage: uffd-probe [--json] [--help] [--version]";
+
+/*
+ * The Linux release that added each ioctl, by number. libuffd names the ioctls but has no
+ * table of releases for them (it has one for features: uffd_feature_since()).
+ */
+static const char *ioctl_since(unsigned nr)
+{
+	static const char *const since[] = {
+		[_UFFDIO_REGISTER] = "4.3",	[_UFFDIO_UNREGISTER] = "4.3",
+		[_UFFDIO_WAKE] = "4.3",		[_UFFDIO_COPY] = "4.3",
+		[_UFFDIO_ZEROPAGE] = "4.3",	[_UFFDIO_MOVE] = "6.8",
+		[_UFFDIO_WRITEPROTECT] = "5.7", [_UFFDIO_CONTINUE] = "5.13",
+		[_UFFDIO_POISON] = "6.6",
+	};
+
+	if (nr == _UFFDIO_API)
+		return "4.3";
+	return nr < sizeof(since) / sizeof(since[0]) ? since[nr] : NULL;
+}
 
 static void help(void)
 {
 	printf("%s\n\n"
 	       "Print the userfaultfd features and ioctls the running kernel offers, by name and\n"
 	       "with the Linux release that added each, and whether this user may open a\n"
-	       "userfaultfd: with the defaults, with UFFD_OPEN_KERNEL_FAULTS, through\n"
-	       "/dev/userfaultfd only, with EVENT_FORK required, and with every feature optional.\n"
+	       "userfaultfd: with the defaults, through the userfaultfd(2) syscall only, through\n"
+	       "/dev/userfaultfd only, with UFFD_OPEN_KERNEL_FAULTS, with EVENT_FORK required, and\n"
+	       "with every feature optional.\n"
 	       "Each attempt that fails says what to change.\n\n"
 	       "  -j, --json     print one JSON object instead of text\n"
 	       "  -h, --help     print this help and exit\n"
@@ -57,7 +75,7 @@ struct report {
 	uint64_t features, ioctls;
 	uint64_t known; /* every feature bit libuffd can name */
 	struct sysinfo sys;
-	struct attempt att[5];
+	struct attempt att[6];
 	size_t natt;
 };
 
@@ -112,23 +130,29 @@ static void gather(struct report *r)
 			r->known |= UINT64_C(1) << i;
 
 	a[0] = (struct attempt){ .key = "default", .what = "default (user-mode faults only)" };
-	a[1] = (struct attempt){ .key = "kernel_faults",
-				 .what = "UFFD_OPEN_KERNEL_FAULTS (kernel-mode faults too)",
-				 .cfg.flags = UFFD_OPEN_KERNEL_FAULTS,
-				 .use_cfg = true };
+	a[1] = (struct attempt){
+		.key = "syscall_only",
+		.what = "UFFD_OPEN_SYSCALL_ONLY (through the userfaultfd(2) syscall)",
+		.cfg.flags = UFFD_OPEN_SYSCALL_ONLY,
+		.use_cfg = true
+	};
 	a[2] = (struct attempt){ .key = "device_only",
 				 .what = "UFFD_OPEN_DEVICE_ONLY (through /dev/userfaultfd)",
 				 .cfg.flags = UFFD_OPEN_DEVICE_ONLY,
 				 .use_cfg = true };
-	a[3] = (struct attempt){ .key = "event_fork",
+	a[3] = (struct attempt){ .key = "kernel_faults",
+				 .what = "UFFD_OPEN_KERNEL_FAULTS (kernel-mode faults too)",
+				 .cfg.flags = UFFD_OPEN_KERNEL_FAULTS,
+				 .use_cfg = true };
+	a[4] = (struct attempt){ .key = "event_fork",
 				 .what = "EVENT_FORK required (follows fork children)",
 				 .cfg.required = UFFD_FEATURE_EVENT_FORK,
 				 .use_cfg = true };
-	a[4] = (struct attempt){ .key = "all_optional",
+	a[5] = (struct attempt){ .key = "all_optional",
 				 .what = "every known feature optional",
 				 .cfg.optional = r->known,
 				 .use_cfg = true };
-	r->natt = 5;
+	r->natt = 6;
 
 	for (size_t i = 0; i < r->natt; i++) {
 		struct uffd *u = NULL;
@@ -200,7 +224,8 @@ static void print_text(const struct report *r)
 			if (!name && !(r->ioctls & bit))
 				continue;
 			if (name)
-				printf("  %-3s  %s\n", (r->ioctls & bit) ? "yes" : "no", name);
+				printf("  %-3s  %-20s since %s\n", (r->ioctls & bit) ? "yes" : "no",
+				       name, ioctl_since(nr));
 			else
 				printf("  yes  ioctl 0x%02x  unknown to libuffd %s\n", nr,
 				       uffd_version());
@@ -332,7 +357,9 @@ static void print_json(const struct report *r)
 			continue;
 		printf("%s\n    {\"name\": ", sep);
 		json_str(name);
-		printf(", \"nr\": %u, \"offered\": %s}", nr, (r->ioctls & bit) ? "true" : "false");
+		printf(", \"nr\": %u, \"since\": ", nr);
+		json_str(ioctl_since(nr));
+		printf(", \"offered\": %s}", (r->ioctls & bit) ? "true" : "false");
 		sep = ",";
 	}
 
@@ -384,8 +411,9 @@ int main(int argc, char **argv)
 	bool json = false;
 	int c;
 
+	tool_init("uffd-probe", usage_line);
 	opterr = 0; /* one line of our own instead of getopt's message */
-	while ((c = getopt_long(argc, argv, "jhV", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":jhV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'j':
 			json = true;
@@ -394,33 +422,20 @@ int main(int argc, char **argv)
 			help();
 			return 0;
 		case 'V':
-			printf("uffd-probe (libuffd %s)\n", uffd_version());
+			tool_print_version();
 			return 0;
 		default:
-			/* getopt leaves a long option's text in argv, a short one in optopt. */
-			if (strncmp(argv[optind - 1], "--", 2) == 0 || !optopt)
-				fprintf(stderr, "uffd-probe: unknown option '%s'; %s\n",
-					argv[optind - 1], usage_line);
-			else
-				fprintf(stderr, "uffd-probe: unknown option '-%c'; %s\n", optopt,
-					usage_line);
-			return EXIT_USAGE;
+			tool_bad_option(c, argv);
 		}
 	}
-	if (optind < argc) {
-		fprintf(stderr, "uffd-probe: unexpected argument '%s'; %s\n", argv[optind],
-			usage_line);
-		return EXIT_USAGE;
-	}
+	tool_no_operands(argc, argv);
 
 	gather(&r);
 	if (json)
 		print_json(&r);
 	else
 		print_text(&r);
-	if (fflush(stdout) != 0 || ferror(stdout)) {
-		fprintf(stderr, "uffd-probe: writing the report failed: %s\n", strerror(errno));
-		return 1;
-	}
+	if (fflush(stdout) != 0 || ferror(stdout))
+		tool_die("writing the report failed: %s", strerror(errno));
 	return (r.probe_rc == 0 && r.att[0].rc == 0) ? 0 : 1;
 }

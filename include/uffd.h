@@ -21,7 +21,8 @@
  *
  * Threads: a context may be dispatched (uffd_dispatch(), uffd_read_events()) by one thread at a
  * time. The resolving calls (uffd_copy() and its siblings), uffd_register(), uffd_unregister(),
- * uffd_range_find() and uffd_monitor_stop() are safe from any thread.
+ * uffd_range_find(), uffd_monitor_add() and uffd_monitor_stop() are safe from any thread, also
+ * while the context is being dispatched or the monitor runs.
  */
 #ifndef UFFD_H
 #define UFFD_H
@@ -220,6 +221,12 @@ UFFD_API_EXPORT const char *uffd_strerror(int err);
  * and moves a range the kernel has registered the grown tail but the event does not say how far
  * it reaches; faults in that tail arrive with `range` zeroed. Holes inside a registered span (no
  * VMA at register time) are skipped by the kernel but kept in the map.
+ *
+ * Address reuse: a uffd_register() that runs after the dispatcher has read an UNMAP waits until
+ * prep has applied it, so a thread that registers its range again the moment its munmap returns
+ * keeps the new registration. But if another thread maps and registers the same addresses while
+ * the munmap is still waiting for its UNMAP to be read, that UNMAP cuts the new registration out
+ * of the map too: the kernel's message does not say which mapping it was about.
  * @{
  */
 
@@ -580,8 +587,10 @@ UFFD_API_EXPORT int uffd_read_events(struct uffd *u, struct uffd_event *evs, siz
  *
  * Fault callbacks return 0 when resolved, or the negative errno of the resolving call:
  * - -EAGAIN: the pending events are read and applied, then the fault is delivered again if its
- *   address is still registered, else woken; a bounded number of times with a yield, after which
- *   it is woken (the thread faults again and the fault comes back).
+ *   address is still registered, else woken; a bounded number of times, first with a yield and
+ *   then with short sleeps (about 5 ms in all: the kernel lowers its layout-changing state only
+ *   when the blocked sender runs again), after which it is woken (the thread faults again and
+ *   the fault comes back).
  * - -EEXIST, -ENOENT: woken and counted (`faults_woken`); dispatch goes on.
  * - -ESRCH: the context is marked exited and `on_exit` runs once.
  * - anything else: the fault is woken, dispatch stops and returns the error; the rest of the
@@ -603,7 +612,8 @@ typedef int (*uffd_span_fn)(struct uffd *u, const struct uffd_span *span, void *
 /** A REMAP callback: the range map already shows the move. Return 0 or a negative errno. */
 typedef int (*uffd_remap_fn)(struct uffd *u, const struct uffd_remap *remap, void *arg);
 /** A FORK callback: return 0 to keep @p child (the caller then owns it, or the monitor does),
- *  or a negative errno to close it (the child process then runs unmonitored). */
+ *  or a negative errno to close it (the child process then runs unmonitored). A child that the
+ *  callback itself adds to a monitor (uffd_monitor_add()) is served there. */
 typedef int (*uffd_fork_fn)(struct uffd *parent, struct uffd *child, void *arg);
 /** An exit callback: the process behind @p u is gone; runs once per context. */
 typedef void (*uffd_exit_fn)(struct uffd *u, void *arg);
@@ -666,11 +676,13 @@ UFFD_API_EXPORT int uffd_dispatch(struct uffd *u, int timeout_ms);
  * @brief A monitor: one loop serving many contexts and their fork children, noticing exits.
  *
  * The kernel sends no event when a process exits. The monitor learns it from -ESRCH, from a
- * pidfd where the pid is known (uffd_monitor_watch_pid()), and for contexts whose pid is unknown,
- * such as fork children, from a liveness probe every 250 ms: a UFFDIO_COPY of one page, with
- * DONTWAKE, from a PROT_NONE page of the monitor, which can never change a live process's memory
- * or registrations. An exit is reported within one second: `on_exit` runs once and the context is
- * closed.
+ * pidfd where the pid is known (uffd_monitor_watch_pid()), and from a liveness probe every
+ * 250 ms of every context that does not belong to the monitor's own process (fork children,
+ * whose pid is unknown, and watched processes too: after an exec() the pid lives on but the
+ * address space the context served is gone, and only the probe sees it). The probe is a
+ * UFFDIO_COPY of one page, with DONTWAKE, from a PROT_NONE page of the monitor, which can never
+ * change a live process's memory or registrations. An exit is reported within one second:
+ * `on_exit` runs once and the context is closed.
  * @{
  */
 
@@ -702,7 +714,8 @@ UFFD_API_EXPORT int uffd_monitor_add(struct uffd_monitor *m, struct uffd *u);
 /**
  * uffd_monitor_watch_pid - tell the monitor which process a context serves.
  *
- * The monitor then learns of the exit through a pidfd at once, instead of by probing.
+ * The monitor then learns of the exit through a pidfd at once, instead of at the next probe
+ * (the probe still runs: it is what notices an exec()).
  * \param m the monitor.
  * \param u a context added to @p m.
  * \param pid the process behind @p u.

@@ -61,6 +61,12 @@ static void count_kind(struct uffd *u, enum uffd_event_kind kind)
  * One non-blocking read of up to @max messages (at most a batch) into u->msgs. Returns the number
  * of messages, 0 when none were waiting, or a negative errno (EMFILE and ENFILE mean a FORK
  * event's fd could not be installed: the kernel keeps the event).
+ *
+ * When it returns messages, it returns with u->lock HELD, and the caller releases it once prep
+ * has applied them. The read() itself releases the threads blocked in munmap, mremap or fork on
+ * these events; one of them may at once register the same addresses again, and uffd_register()
+ * takes u->lock, so it waits until prep has cut the old range and then records the new one.
+ * Without the lock, prep would cut the fresh registration out of the map.
  */
 static int read_raw(struct uffd *u, unsigned max)
 {
@@ -71,14 +77,13 @@ static int read_raw(struct uffd *u, unsigned max)
 		max = u->batch;
 	if (max == 0)
 		return 0;
+	pthread_mutex_lock(&u->lock);
 	n = uffd_sys_read(u->fd, u->msgs, (size_t)max * sizeof(struct uffd_msg));
-	if (n == -EAGAIN)
-		return 0;
-	if (n < 0)
-		return (int)n;
-	cnt = (unsigned)((size_t)n / sizeof(struct uffd_msg));
-	if (cnt == 0)
-		return 0;
+	cnt = n > 0 ? (unsigned)((size_t)n / sizeof(struct uffd_msg)) : 0;
+	if (cnt == 0) {
+		pthread_mutex_unlock(&u->lock);
+		return n == -EAGAIN || n >= 0 ? 0 : (int)n;
+	}
 	uffd_stat_add(&u->st.reads, 1);
 	uffd_stat_add(&u->st.messages, cnt);
 	return (int)cnt;
@@ -110,7 +115,9 @@ static void enqueue(struct uffd *u, unsigned from, unsigned to)
 	}
 }
 
-/* One non-blocking read of up to @max messages into the queue's tail, decoded but not prepped. */
+static int prep_locked(struct uffd *u);
+
+/* One non-blocking read of up to @max messages into the queue's tail, decoded and prepped. */
 static int read_batch(struct uffd *u, unsigned max)
 {
 	unsigned room = u->qcap - 1 - qused(u);
@@ -119,8 +126,11 @@ static int read_batch(struct uffd *u, unsigned max)
 	if (max > room)
 		max = room;
 	n = read_raw(u, max);
-	if (n > 0)
+	if (n > 0) {
 		enqueue(u, 0, (unsigned)n);
+		prep_locked(u);
+		pthread_mutex_unlock(&u->lock);
+	}
 	return n;
 }
 
@@ -188,7 +198,7 @@ static int copy_pieces(struct uffd *u, uintptr_t from, uintptr_t to, size_t len)
 	ret = uffd_rmap_reserve(&u->map, (size_t)(3 * pieces + 4));
 	if (ret)
 		return ret;
-	while ((n = uffd_rmap_next(&u->map, at)) && n->start < end) {
+	while (at < end && (n = uffd_rmap_next(&u->map, at)) && n->start < end) {
 		uintptr_t s = n->start > from ? n->start : from;
 		uintptr_t e = n->end < end ? n->end : end;
 		void *data = n->data;
@@ -254,7 +264,7 @@ static void wake_page(struct uffd *u, uintptr_t addr)
  * faults that lie in a span this run unmapped or moved away. Stops at the first item that
  * cannot be applied (-ENOMEM), leaving it raw for the next call.
  */
-static int prep(struct uffd *u)
+static int prep_locked(struct uffd *u)
 {
 	unsigned start = u->qprep, i, j;
 	bool changed = false;
@@ -262,7 +272,6 @@ static int prep(struct uffd *u)
 
 	if (start == u->qtail)
 		return 0;
-	pthread_mutex_lock(&u->lock);
 	for (i = start; i != u->qtail; i = qnext(u, i)) {
 		struct uffd_qitem *it = &u->q[i];
 
@@ -305,6 +314,17 @@ static int prep(struct uffd *u)
 			memset(&it->ev.pagefault.range, 0, sizeof(it->ev.pagefault.range));
 	}
 	u->qprep = i;
+	return ret;
+}
+
+static int prep(struct uffd *u)
+{
+	int ret;
+
+	if (u->qprep == u->qtail)
+		return 0;
+	pthread_mutex_lock(&u->lock);
+	ret = prep_locked(u);
 	pthread_mutex_unlock(&u->lock);
 	return ret;
 }
@@ -339,8 +359,8 @@ __attribute__((noinline)) static int spin_read(struct uffd *u, int *timeout_ms)
 #define POLL_FIRST_RUN 8u
 
 /*
- * Read a batch into u->msgs, waiting up to @timeout_ms for one. Returns the number of messages, 0
- * on timeout, or a negative errno.
+ * Read a batch into u->msgs, waiting up to @timeout_ms for one. Returns the number of messages
+ * (with u->lock held, as read_raw() does), 0 on timeout, or a negative errno.
  *
  * A non-blocking fd needs a poll() to sleep and a read() to take the messages. When messages are
  * already waiting (several faulting threads, a handler slower than its faulters) a read() alone
@@ -393,7 +413,8 @@ static int fill(struct uffd *u, int timeout_ms)
 	if (n <= 0)
 		return n;
 	enqueue(u, 0, (unsigned)n);
-	ret = prep(u);
+	ret = prep_locked(u);
+	pthread_mutex_unlock(&u->lock);
 	return ret < 0 ? ret : n;
 }
 
@@ -728,11 +749,13 @@ int uffd_dispatch(struct uffd *u, int timeout_ms)
 		if (ret <= 0)
 			return ret;
 		if (only_faults(u->msgs, (unsigned)ret)) {
+			pthread_mutex_unlock(&u->lock); /* no layout change to apply */
 			ret = serve_faults(u, (unsigned)ret, &handled);
 			return ret < 0 ? ret : handled;
 		}
 		enqueue(u, 0, (unsigned)ret);
-		ret = prep(u);
+		ret = prep_locked(u);
+		pthread_mutex_unlock(&u->lock);
 	} else {
 		ret = fill(u, timeout_ms);
 	}

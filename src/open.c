@@ -225,9 +225,9 @@ int uffd_open(struct uffd **out, const struct uffd_config *cfg)
 	ret = negotiate(fd, cfg, &granted);
 	if (ret == 0)
 		ret = uffd_ctx_new(fd, granted, cfg, &u);
-	if (ret < 0) {
+	if (ret != 0) {
 		uffd_sys_close(fd);
-		return ret;
+		return ret < 0 ? ret : -EINVAL;
 	}
 	u->flags = flags;
 	/* The fd is bound for life to the mm of the process that made it: this one. */

@@ -737,15 +737,25 @@ static void *one_fork_main(void *p)
 	return NULL;
 }
 
-START_TEST(emfile_on_fork_fd_then_recovery)
+/*
+ * One dispatch step while a fork's fd cannot be installed, or after: uffd_dispatch() on its own,
+ * or uffd_monitor_run() on a monitor holding the context. Allocates nothing.
+ */
+static int emfile_step(struct uffd *u, struct uffd_monitor *m, int timeout_ms)
+{
+	return m ? uffd_monitor_run(m, timeout_ms) : uffd_dispatch(u, timeout_ms);
+}
+
+static void emfile_case(bool in_monitor)
 {
 	struct uffd *u = open_fork_ctx();
 	char *p = tu_map_anon(4 * PS);
+	struct uffd_monitor *m = NULL;
 	struct rlimit old, low;
 	struct uffd_stats st;
 	struct one_fork o = { 0 };
 	pthread_t t;
-	int go[2], fill[1024], nfill = 0, i, r1, r2, r3, forks_mid;
+	int go[2], fill[1024], nfill = 0, i, r1, r2, r3 = 0, forks_mid;
 	bool blocked_mid;
 	ssize_t wr;
 	struct uffd *c;
@@ -754,6 +764,10 @@ START_TEST(emfile_on_fork_fd_then_recovery)
 	ck_assert_int_eq(uffd_register(u, p, 4 * PS, UFFDIO_REGISTER_MODE_MISSING, NULL), 0);
 	uffd_on_fork(u, fk_fork, &F);
 	F.parent = u;
+	if (in_monitor) {
+		ck_assert_int_eq(uffd_monitor_new(&m), 0);
+		ck_assert_int_eq(uffd_monitor_add(m, u), 0);
+	}
 	ck_assert_int_eq(pipe2(go, O_CLOEXEC), 0);
 	o.go = go[0];
 	ck_assert_int_eq(pthread_create(&t, NULL, one_fork_main, &o), 0);
@@ -780,20 +794,25 @@ START_TEST(emfile_on_fork_fd_then_recovery)
 	 * glibc's malloc locks (so no ck_assert, which allocates, until then).
 	 */
 	wr = write(go[1], "f", 1);
-	r1 = uffd_dispatch(u, 5000);
-	r2 = uffd_dispatch(u, 200);
+	r1 = emfile_step(u, m, 5000);
+	r2 = emfile_step(u, m, 200);
 	raw_sleep_ms(100);
 	blocked_mid = atomic_load(&o.state) == 1;
 	forks_mid = uffd_get_stats(u, &st) == 0 ? (int)st.forks : -1;
 	setrlimit(RLIMIT_NOFILE, &old);
-	r3 = uffd_dispatch(u, 5000);
 	end = now_s() + 10;
+	while (atomic_load(&F.forks) == 0 && now_s() < end && r3 >= 0)
+		r3 = emfile_step(u, m, 100);
 	while (atomic_load(&o.state) != 2 && now_s() < end)
 		raw_sleep_ms(1);
 	if (atomic_load(&o.state) != 2) {
 		/* Release a forker still stuck (closing the fd drops the event) before failing. */
-		uffd_close(u);
+		if (m)
+			uffd_monitor_free(m);
+		else
+			uffd_close(u);
 		u = NULL;
+		m = NULL;
 		while (atomic_load(&o.state) != 2)
 			raw_sleep_ms(1);
 	}
@@ -811,18 +830,36 @@ START_TEST(emfile_on_fork_fd_then_recovery)
 	ck_assert_int_eq(atomic_load(&F.forks), 1);
 	c = atomic_load(&F.child);
 	ck_assert_ptr_nonnull(c);
-	ck_assert_int_eq(uffd_range_count(c), 1);
 	ck_assert_int_eq(uffd_get_stats(u, &st), 0);
 	ck_assert_uint_eq(st.forks, 1);
 	ck_assert_uint_eq(st.messages, 1);
 
 	for (i = 0; i < nfill; i++)
 		close(fill[i]);
-	uffd_close(c);
-	uffd_close(u);
+	if (m) {
+		/* The child context joined the monitor (it may already be buried: its process exited). */
+		ck_assert_int_ge(uffd_monitor_count(m), 1);
+		ck_assert_int_le(uffd_monitor_count(m), 2);
+		uffd_monitor_free(m);
+	} else {
+		ck_assert_int_eq(uffd_range_count(c), 1);
+		uffd_close(c);
+		uffd_close(u);
+	}
 	close(go[0]);
 	close(go[1]);
 	munmap(p, 4 * PS);
+}
+
+START_TEST(emfile_on_fork_fd_then_recovery)
+{
+	emfile_case(false);
+}
+END_TEST
+
+START_TEST(emfile_in_monitor_then_recovery)
+{
+	emfile_case(true);
 }
 END_TEST
 
@@ -853,6 +890,7 @@ int main(void)
 	tcase_add_test(dl, two_threads_fork_under_monitor);
 	tcase_add_test(dl, two_threads_fork_under_dispatch_loop);
 	tcase_add_test(em, emfile_on_fork_fd_then_recovery);
+	tcase_add_test(em, emfile_in_monitor_then_recovery);
 	suite_add_tcase(s, tc);
 	suite_add_tcase(s, dl);
 	suite_add_tcase(s, em);

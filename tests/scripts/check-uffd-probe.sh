@@ -76,9 +76,11 @@ cat "$tmp/out"
 expect_line '^libuffd [0-9]+\.[0-9]+\.[0-9]+ on Linux ' "the header line"
 expect_line '^  yes  EVENT_UNMAP +since 4\.11$' "EVENT_UNMAP offered, with its release"
 expect_line '^  yes  PAGEFAULT_FLAG_WP ' "the first feature bit"
-expect_line '^  yes  (REGISTER|COPY)$' "ioctls by name"
-expect_line '^  yes  COPY$' "COPY offered"
+expect_line '^  yes  (REGISTER|COPY) +since 4\.3$' "ioctls by name, with their release"
+expect_line '^  yes  COPY +since 4\.3$' "COPY offered"
+expect_line '^  (yes|no )  WRITEPROTECT +since 5\.7$' "WRITEPROTECT with its release"
 expect_line '^  OK    default ' "the default open works for every user"
+expect_line '^  OK    UFFD_OPEN_SYSCALL_ONLY ' "the syscall works for every user (user-mode only)"
 for mode in 'UFFD_OPEN_KERNEL_FAULTS' 'UFFD_OPEN_DEVICE_ONLY' 'EVENT_FORK required' \
 	'every known feature optional'; do
 	expect_line "^  (OK  |FAIL)  $mode" "a line for $mode"
@@ -125,9 +127,12 @@ r = json.load(open(sys.argv[1]))
 assert r["probe"]["ok"] is True, r["probe"]
 names = {f["name"]: f for f in r["features"]}
 assert names["EVENT_UNMAP"]["offered"] and names["EVENT_UNMAP"]["since"] == "4.11", names
-assert any(i["name"] == "COPY" and i["offered"] for i in r["ioctls"]), r["ioctls"]
+assert any(i["name"] == "COPY" and i["offered"] and i["since"] == "4.3"
+           for i in r["ioctls"]), r["ioctls"]
+assert all(i["since"] for i in r["ioctls"] if i["name"]), r["ioctls"]
 modes = [o["mode"] for o in r["open"]]
-assert modes == ["default", "kernel_faults", "device_only", "event_fork", "all_optional"], modes
+assert modes == ["default", "syscall_only", "device_only", "kernel_faults", "event_fork",
+                 "all_optional"], modes
 assert r["open"][0]["ok"] is True, r["open"][0]
 for o in r["open"]:
     assert o["ok"] == (o["error"] is None), o
@@ -143,11 +148,11 @@ head -n 1 "$tmp/out" | grep -q '^usage: uffd-probe ' || fail "--help does not st
 probe --version
 [[ $(rc) -eq 0 ]] || fail "--version exited $(rc)"
 grep -q '^uffd-probe (libuffd [0-9.]*)$' "$tmp/out" || fail "--version printed: $(cat "$tmp/out")"
-for bad in --no-such-option -x extra-argument; do
+for bad in --no-such-option -x extra-argument --json=1; do
 	probe "$bad"
 	[[ $(rc) -ne 0 ]] || fail "'uffd-probe $bad' exited 0"
 	[[ ! -s $tmp/out ]] || fail "'uffd-probe $bad' wrote to stdout"
 	[[ $(wc -l <"$tmp/err") -eq 1 ]] || fail "'uffd-probe $bad' error is not one line: $(cat "$tmp/err")"
-	grep -q "^uffd-probe: .*'$bad'" "$tmp/err" || fail "'uffd-probe $bad' error does not name it"
+	grep -q "^uffd-probe: .*'${bad%=*}'" "$tmp/err" || fail "'uffd-probe $bad' error does not name it"
 done
 echo "uffd-probe checks passed$( ((unpriv)) && echo ' (as user nobody)')"

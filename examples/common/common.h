@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: MIT */
+/* Helpers shared by the example tools: messages and options, files, a dispatch thread, SHA-256. */
+#ifndef UFFD_EXAMPLES_COMMON_H
+#define UFFD_EXAMPLES_COMMON_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdnoreturn.h>
+
+#include <uffd.h>
+
+/* Exit status of a usage error; 1 means the tool ran and failed. */
+#define TOOL_EXIT_USAGE 2
+
+/* ---- cli.c: messages, options, small utilities ---- */
+
+/* Name the running tool and its usage line, once, first thing in main(). */
+void tool_init(const char *name, const char *usage);
+/* Print "name: message" on stderr. */
+void tool_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Print "name: message" on stderr and exit 1. */
+noreturn void tool_die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Print "name: message; usage: ..." on stderr and exit 2. */
+noreturn void tool_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* getopt_long() returned '?' or ':' (the option string must start with ':'): say which option
+ * was wrong, in one line, and exit 2. */
+noreturn void tool_bad_option(int c, char **argv);
+/* A whole decimal number in [min, max] given to @opt, or a usage error naming both. */
+unsigned long tool_number(const char *opt, const char *arg, unsigned long min, unsigned long max);
+/* No arguments may be left after the options. */
+void tool_no_operands(int argc, char **argv);
+/* Print "name (libuffd X.Y.Z)". */
+void tool_print_version(void);
+size_t tool_page_size(void);
+/* Seconds on the monotonic clock. */
+double tool_now(void);
+
+/* uffd_open(), or exit 1 with one line that names the problem (a missing feature by name). */
+struct uffd *tool_open(const struct uffd_config *cfg);
+
+/* A file mapped read-only. */
+struct tool_file {
+	const char *path;
+	size_t size;
+	const unsigned char *data;
+};
+
+/* Map @path, or exit 1 naming what is wrong: missing, unreadable, not a regular file, empty. */
+void tool_file_map(struct tool_file *f, const char *path);
+void tool_file_unmap(struct tool_file *f);
+
+/* ---- dispatcher.c: a thread that dispatches one context until told to stop ---- */
+
+struct tool_dispatcher {
+	struct uffd *u;
+	pthread_t thread;
+	atomic_bool stop;
+	int err; /* the first error uffd_dispatch() returned, 0 if none */
+};
+
+/* Start dispatching @u on a new thread: 0 or a positive errno from pthread_create(). */
+int tool_dispatcher_start(struct tool_dispatcher *d, struct uffd *u);
+/* Stop the thread and wait for it; returns its first error (0 if none). Call it only when the
+ * workload is done: events the workload caused were read before its calls returned. */
+int tool_dispatcher_stop(struct tool_dispatcher *d);
+
+/* ---- sha256.c: SHA-256 (FIPS 180-4), so the tools need no crypto library ---- */
+
+#define SHA256_DIGEST_LEN 32
+
+struct sha256 {
+	uint32_t h[8];
+	uint64_t bytes; /* message length so far */
+	unsigned char block[64];
+	size_t fill; /* bytes waiting in block */
+};
+
+void sha256_init(struct sha256 *s);
+void sha256_update(struct sha256 *s, const void *data, size_t len);
+void sha256_final(struct sha256 *s, unsigned char digest[SHA256_DIGEST_LEN]);
+/* @hex receives 64 lower-case hex digits and a NUL. */
+void sha256_hex(const unsigned char digest[SHA256_DIGEST_LEN], char hex[2 * SHA256_DIGEST_LEN + 1]);
+
+#endif /* UFFD_EXAMPLES_COMMON_H */

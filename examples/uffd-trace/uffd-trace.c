@@ -1,0 +1,1111 @@
+/* SPDX-License-Identifier: MIT */
+/* uffd-trace: run an unmodified program and print its page faults, unmaps, remaps and forks. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "trace-proto.h"
+
+static const char usage_line[] =
+	"usage: uffd-trace [-o FILE] [--json] [--summary] [--quiet] [--order FILE] [--svg FILE] "
+	"[--preload PATH] "
+	"[--help] [--version] -- PROGRAM [ARGS...]";
+
+#define PRELOAD_NAME "libuffd-trace-preload.so"
+/* How often the traced processes' maps are read again for memory mapped since. */
+#define RESCAN_MS 10
+/* After the program has exited, how long to wait for the contexts of processes whose pid is not
+ * known (fork children) to be found gone by the monitor's probe. */
+#define DRAIN_MS 1500
+
+/* One mapping as first registered: what its events are counted against. */
+struct region {
+	uintptr_t start, end;
+	char name[24];
+	bool gone; /* wholly unmapped: a new mapping at the same place is a new region */
+	uint64_t faults, unmaps, remaps, removes;
+};
+
+/* One traced address space: a process from its start or exec, or a fork child. */
+struct proc {
+	struct uffd *u; /* NULL once its process has gone */
+	pid_t pid;	/* 0 while unknown (a fork child before its first fault) */
+	unsigned id;
+	struct region *regs;
+	size_t nregs, cap;
+	uint64_t reg_bytes, peak_bytes;
+	uint64_t faults, unmaps, remaps, removes, forks;
+};
+
+static struct {
+	FILE *out;
+	bool json, summary, quiet, kernel_faults;
+	double t0;
+	size_t page;
+	pid_t child;
+	struct uffd_monitor *m;
+	struct proc **procs;
+	size_t nprocs, cap;
+	bool rescan;
+	unsigned long refused;
+	FILE *order;	  /* --order: "region offset" per first touch */
+	struct dot *dots; /* --svg: every event, drawn at the end */
+	size_t ndots, dotcap;
+} T;
+
+/* One event for --svg: a fault is a dot, an unmap or remove a band [addr, end). */
+struct dot {
+	double t;
+	uintptr_t addr, end;
+	unsigned ctx;
+	pid_t tid;
+	char kind; /* 'f' fault, 'u' unmap, 'r' remove */
+};
+
+static void keep_dot(const struct proc *p, char kind, uintptr_t addr, uintptr_t end, pid_t tid)
+{
+	if (T.dotcap == (size_t)-1)
+		return; /* no --svg */
+	if (T.ndots == T.dotcap) {
+		T.dotcap = T.dotcap ? 2 * T.dotcap : 4096;
+		T.dots = realloc(T.dots, T.dotcap * sizeof(*T.dots));
+		if (!T.dots)
+			tool_die("out of memory");
+	}
+	T.dots[T.ndots++] = (struct dot){ .t = tool_now() - T.t0,
+					  .addr = addr,
+					  .end = end,
+					  .ctx = p->id,
+					  .tid = tid,
+					  .kind = kind };
+}
+
+/* ---- output ---- */
+
+static double since(void)
+{
+	return tool_now() - T.t0;
+}
+
+static const char *pid_text(pid_t pid, char buf[16])
+{
+	if (pid > 0)
+		snprintf(buf, 16, "%d", (int)pid);
+	else
+		snprintf(buf, 16, "?");
+	return buf;
+}
+
+/* The process's fields of a JSON line: "pid" is null while unknown. */
+static void json_head(const struct proc *p, const char *kind)
+{
+	fprintf(T.out, "{\"time\":%.6f,\"pid\":", since());
+	if (p->pid > 0)
+		fprintf(T.out, "%d", (int)p->pid);
+	else
+		fprintf(T.out, "null");
+	fprintf(T.out, ",\"ctx\":%u,\"event\":\"%s\"", p->id, kind);
+}
+
+static void text_head(const struct proc *p, const char *who, const char *kind)
+{
+	char b[16];
+
+	fprintf(T.out, "%10.6f %-13s %-7s ", since(), who ? who : pid_text(p->pid, b), kind);
+	(void)p;
+}
+
+/* ---- processes and their regions ---- */
+
+static struct proc *proc_new(struct uffd *u, pid_t pid)
+{
+	struct proc *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		tool_die("out of memory");
+	if (T.nprocs == T.cap) {
+		T.cap = T.cap ? 2 * T.cap : 16;
+		T.procs = realloc(T.procs, T.cap * sizeof(*T.procs));
+		if (!T.procs)
+			tool_die("out of memory");
+	}
+	p->u = u;
+	p->pid = pid;
+	p->id = (unsigned)T.nprocs;
+	T.procs[T.nprocs++] = p;
+	return p;
+}
+
+static struct region *region_at(struct proc *p, uintptr_t addr)
+{
+	/* Newest first: a place unmapped and mapped again belongs to the later region. */
+	for (size_t i = p->nregs; i-- > 0;)
+		if (addr >= p->regs[i].start && addr < p->regs[i].end)
+			return &p->regs[i];
+	return NULL;
+}
+
+static const char *region_name(struct proc *p, uintptr_t addr)
+{
+	struct region *r = region_at(p, addr);
+
+	return r ? r->name : "unregistered";
+}
+
+/* The region a mapping of maps belongs to: the live one that starts there, else a new one. */
+static size_t region_for(struct proc *p, uintptr_t start, uintptr_t end, const char *name)
+{
+	for (size_t i = p->nregs; i-- > 0;) {
+		struct region *r = &p->regs[i];
+
+		if (!r->gone && r->start == start && strcmp(r->name, name) == 0) {
+			if (end > r->end)
+				r->end = end;
+			return i;
+		}
+	}
+	if (p->nregs == p->cap) {
+		p->cap = p->cap ? 2 * p->cap : 32;
+		p->regs = realloc(p->regs, p->cap * sizeof(*p->regs));
+		if (!p->regs)
+			tool_die("out of memory");
+	}
+	p->regs[p->nregs] = (struct region){ .start = start, .end = end };
+	snprintf(p->regs[p->nregs].name, sizeof(p->regs[0].name), "%s", name);
+	return p->nregs++;
+}
+
+static void count_registered(struct proc *p)
+{
+	struct uffd_range r;
+	const void *at = NULL;
+	uint64_t sum = 0;
+
+	if (!p->u)
+		return;
+	for (; uffd_range_next(p->u, at, &r) == 0; at = r.end)
+		sum += (uint64_t)((char *)r.end - (char *)r.start);
+	p->reg_bytes = sum;
+	if (sum > p->peak_bytes)
+		p->peak_bytes = sum;
+}
+
+/*
+ * Register what of @p's private anonymous memory is not registered yet: the heap and anonymous
+ * private writable mappings. Stacks, vdso/vvar, guard pages (no access) and file mappings are
+ * left alone. A mapping may vanish between reading maps and registering it: such failures only
+ * mean there is nothing left to trace there.
+ */
+static void rescan(struct proc *p)
+{
+	char path[64], line[512];
+	FILE *f;
+
+	if (!p->u || p->pid <= 0)
+		return;
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)p->pid);
+	f = fopen(path, "re");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long s, e, ino;
+		char perms[8], name[256] = "";
+		int n = sscanf(line, "%lx-%lx %7s %*s %*s %lu %255s", &s, &e, perms, &ino, name);
+		struct uffd_range r;
+		uintptr_t at;
+		size_t idx;
+
+		if (n < 4 || strcmp(perms, "rw-p") != 0 || ino != 0)
+			continue;
+		if (name[0] && strcmp(name, "[heap]") != 0)
+			continue;
+		idx = region_for(p, s, e, name[0] ? name : "anon");
+		/* Register the gaps between what the map already holds. */
+		for (at = s; at < e;) {
+			uintptr_t gap_end = e;
+
+			if (uffd_range_next(p->u, (void *)at, &r) == 0 && (uintptr_t)r.start < e) {
+				if ((uintptr_t)r.start <= at) {
+					at = (uintptr_t)r.end;
+					continue;
+				}
+				gap_end = (uintptr_t)r.start;
+			}
+			uffd_register(p->u, (void *)at, gap_end - at, UFFDIO_REGISTER_MODE_MISSING,
+				      (void *)(idx + 1));
+			at = gap_end;
+		}
+	}
+	fclose(f);
+	count_registered(p);
+}
+
+/* The process a thread belongs to. */
+static pid_t tgid_of(pid_t tid)
+{
+	char path[64], line[128];
+	pid_t tgid = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)tid);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "Tgid: %d", &tgid) == 1)
+			break;
+	fclose(f);
+	return tgid;
+}
+
+/* ---- the callbacks: one line per event ---- */
+
+static int on_fault(struct uffd *u, const struct uffd_pagefault *pf, void *arg)
+{
+	struct proc *p = arg;
+	uintptr_t addr = (uintptr_t)pf->address & ~(uintptr_t)(T.page - 1);
+	struct region *r = NULL;
+	bool write = pf->flags & UFFD_PAGEFAULT_FLAG_WRITE;
+	/* A zero page, as the kernel would have given: the program cannot tell the difference. */
+	int err = uffd_zeropage(u, (void *)addr, T.page, 0);
+
+	if (err)
+		return err; /* the library wakes or retries it; a fault served later is counted then */
+	if (p->pid <= 0 && pf->tid > 0) {
+		p->pid = tgid_of(pf->tid);
+		if (p->pid > 0) {
+			uffd_monitor_watch_pid(T.m, u, p->pid);
+			T.rescan = true;
+		}
+	}
+	if (pf->range.data) {
+		size_t idx = (size_t)(uintptr_t)pf->range.data - 1;
+
+		if (idx < p->nregs)
+			r = &p->regs[idx];
+	}
+	if (!r)
+		r = region_at(p, addr);
+	if (r)
+		r->faults++;
+	p->faults++;
+	keep_dot(p, 'f', addr, addr + T.page, pf->tid);
+	if (T.order)
+		fprintf(T.order, "%s@0x%" PRIxPTR " 0x%" PRIxPTR "\n", r ? r->name : "unregistered",
+			r ? r->start : 0, r ? addr - r->start : addr);
+	if (T.quiet)
+		return 0;
+	if (T.json) {
+		json_head(p, "fault");
+		fprintf(T.out,
+			",\"tid\":%d,\"addr\":\"0x%" PRIxPTR "\",\"access\":\"%s\","
+			"\"region\":\"%s\"}\n",
+			(int)pf->tid, addr, write ? "write" : "read", r ? r->name : "unregistered");
+	} else {
+		char who[32], b[16];
+
+		snprintf(who, sizeof(who), "%s/%d", pid_text(p->pid, b), (int)pf->tid);
+		text_head(p, who, "fault");
+		fprintf(T.out, "0x%" PRIxPTR " %-5s %s\n", addr, write ? "write" : "read",
+			r ? r->name : "unregistered");
+	}
+	return 0;
+}
+
+/* An UNMAP or REMOVE: count it against every region it touches, print it once. */
+static void span_event(struct proc *p, const struct uffd_span *s, bool unmap)
+{
+	uintptr_t a = (uintptr_t)s->start, b = (uintptr_t)s->end;
+	const char *name = region_name(p, a);
+
+	for (size_t i = 0; i < p->nregs; i++) {
+		struct region *r = &p->regs[i];
+
+		if (r->gone || r->end <= a || r->start >= b)
+			continue;
+		if (unmap) {
+			r->unmaps++;
+			if (a <= r->start && b >= r->end)
+				r->gone = true;
+		} else {
+			r->removes++;
+		}
+	}
+	keep_dot(p, unmap ? 'u' : 'r', a, b, 0);
+	if (unmap) {
+		p->unmaps++;
+		count_registered(p);
+	} else {
+		p->removes++;
+	}
+	if (T.quiet)
+		return;
+	if (T.json) {
+		json_head(p, unmap ? "unmap" : "remove");
+		fprintf(T.out,
+			",\"start\":\"0x%" PRIxPTR "\",\"end\":\"0x%" PRIxPTR
+			"\",\"region\":\"%s\"}\n",
+			a, b, name);
+	} else {
+		text_head(p, NULL, unmap ? "unmap" : "remove");
+		fprintf(T.out, "0x%" PRIxPTR "-0x%" PRIxPTR " %zu pages %s\n", a, b,
+			(size_t)(b - a) / T.page, name);
+	}
+}
+
+static int on_unmap(struct uffd *u, const struct uffd_span *s, void *arg)
+{
+	(void)u;
+	span_event(arg, s, true);
+	return 0;
+}
+
+static int on_remove(struct uffd *u, const struct uffd_span *s, void *arg)
+{
+	(void)u;
+	span_event(arg, s, false);
+	return 0;
+}
+
+static int on_remap(struct uffd *u, const struct uffd_remap *m, void *arg)
+{
+	struct proc *p = arg;
+	uintptr_t from = (uintptr_t)m->from, to = (uintptr_t)m->to;
+	struct region *r = region_at(p, from);
+	const char *name = r ? r->name : "unregistered";
+
+	(void)u;
+	if (r) {
+		r->remaps++;
+		/* The region follows its pages: faults at the new place count for it. */
+		if (m->len) {
+			size_t idx = region_for(p, to, to + m->len, r->name);
+
+			(void)idx;
+		}
+	}
+	p->remaps++;
+	T.rescan = true; /* a grown move registered a tail the event does not describe */
+	if (T.quiet)
+		return 0;
+	if (T.json) {
+		json_head(p, "remap");
+		fprintf(T.out,
+			",\"from\":\"0x%" PRIxPTR "\",\"to\":\"0x%" PRIxPTR "\",\"len\":%zu,"
+			"\"region\":\"%s\"}\n",
+			from, to, m->len, name);
+	} else {
+		text_head(p, NULL, "remap");
+		fprintf(T.out, "0x%" PRIxPTR "-0x%" PRIxPTR " -> 0x%" PRIxPTR " %zu pages %s\n",
+			from, from + m->len, to, m->len / T.page, name);
+	}
+	return 0;
+}
+
+static void set_callbacks(struct uffd *u, struct proc *p);
+
+static int on_fork(struct uffd *parent, struct uffd *child, void *arg)
+{
+	struct proc *p = arg, *c = proc_new(child, 0);
+
+	(void)parent;
+	/* The child starts with the parent's mappings, and its range map holds the parent's
+	 * region numbers. */
+	if (p->nregs) {
+		c->regs = malloc(p->nregs * sizeof(*c->regs));
+		if (!c->regs)
+			tool_die("out of memory");
+		memcpy(c->regs, p->regs, p->nregs * sizeof(*c->regs));
+		for (size_t i = 0; i < p->nregs; i++) {
+			struct region *r = &c->regs[i];
+
+			r->faults = r->unmaps = r->remaps = r->removes = 0;
+		}
+		c->nregs = c->cap = p->nregs;
+	}
+	set_callbacks(child, c);
+	count_registered(c);
+	p->forks++;
+	if (T.quiet)
+		return 0;
+	if (T.json) {
+		json_head(p, "fork");
+		fprintf(T.out, ",\"child_ctx\":%u}\n", c->id);
+	} else {
+		text_head(p, NULL, "fork");
+		fprintf(T.out, "child context #%u (its pid is learnt from its first fault)\n",
+			c->id);
+	}
+	return 0;
+}
+
+static void on_exit_cb(struct uffd *u, void *arg)
+{
+	struct proc *p = arg;
+
+	(void)u;
+	p->u = NULL; /* the monitor closes the context after this */
+	if (T.quiet)
+		return;
+	if (T.json) {
+		json_head(p, "exit");
+		fprintf(T.out, "}\n");
+	} else {
+		text_head(p, NULL, "exit");
+		fprintf(T.out, "address space gone (exit or exec)\n");
+	}
+}
+
+static void set_callbacks(struct uffd *u, struct proc *p)
+{
+	uffd_on_pagefault(u, on_fault, p);
+	uffd_on_unmap(u, on_unmap, p);
+	uffd_on_remove(u, on_remove, p);
+	uffd_on_remap(u, on_remap, p);
+	uffd_on_fork(u, on_fork, p);
+	uffd_on_exit(u, on_exit_cb, p);
+}
+
+/* ---- the socket: who may hand over a userfaultfd ---- */
+
+/* Whether @pid is the program uffd-trace started or one of its descendants. */
+static bool started_by_us(pid_t pid)
+{
+	for (int depth = 0; depth < 256 && pid > 1; depth++) {
+		char path[64], buf[512], *close_paren;
+		int ppid;
+		FILE *f;
+
+		if (pid == T.child)
+			return true;
+		snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+		f = fopen(path, "re");
+		if (!f)
+			return false;
+		if (!fgets(buf, sizeof(buf), f)) {
+			fclose(f);
+			return false;
+		}
+		fclose(f);
+		/* The command name may hold spaces and parentheses: the fields follow the last ')'. */
+		close_paren = strrchr(buf, ')');
+		if (!close_paren || sscanf(close_paren + 1, " %*c %d", &ppid) != 1)
+			return false;
+		pid = ppid;
+	}
+	return false;
+}
+
+static int recv_fd(int sock)
+{
+	char byte = 0;
+	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	struct msghdr msg = {
+		.msg_iov = &iov,
+		.msg_iovlen = 1,
+		.msg_control = ctl.buf,
+		.msg_controllen = sizeof(ctl.buf),
+	};
+	struct cmsghdr *c;
+	int fd = -1;
+
+	if (recvmsg(sock, &msg, MSG_CMSG_CLOEXEC) != 1)
+		return -1;
+	c = CMSG_FIRSTHDR(&msg);
+	if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+	    c->cmsg_len == CMSG_LEN(sizeof(int)))
+		memcpy(&fd, CMSG_DATA(c), sizeof(int));
+	if (byte != TRACE_HELLO && fd >= 0) {
+		close(fd);
+		fd = -1;
+	}
+	return fd;
+}
+
+static void refuse(pid_t pid, uid_t uid)
+{
+	char b[16];
+
+	T.refused++;
+	if (T.json)
+		fprintf(T.out, "{\"time\":%.6f,\"pid\":%d,\"event\":\"refused\",\"uid\":%u}\n",
+			since(), (int)pid, (unsigned)uid);
+	else
+		fprintf(T.out,
+			"%10.6f %-13s %-7s connection refused: uid %u, not a process "
+			"uffd-trace started\n",
+			since(), pid_text(pid, b), "refused", (unsigned)uid);
+}
+
+/* One process of the traced program calls in from the preload library. */
+static void accept_one(int lsock)
+{
+	struct uffd_config cfg = {
+		.required = UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP |
+			    UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_THREAD_ID,
+	};
+	struct timeval tv = { .tv_sec = 2 };
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	struct uffd *u;
+	struct proc *p;
+	char ready = TRACE_READY, exe[PATH_MAX] = "?", path[64];
+	int sock = accept4(lsock, NULL, NULL, SOCK_CLOEXEC), fd;
+	ssize_t n;
+
+	if (sock < 0)
+		return;
+	if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+		close(sock);
+		return;
+	}
+	if (cred.uid != getuid() || !started_by_us(cred.pid)) {
+		refuse(cred.pid, cred.uid);
+		close(sock);
+		return;
+	}
+	/* A process that connects and then sends nothing must not stall every other one. */
+	setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	fd = recv_fd(sock);
+	if (fd >= 0 && (read(sock, &ready, 1) != 1 || ready != TRACE_CLOSED)) {
+		close(fd);
+		fd = -1;
+	}
+	ready = TRACE_READY;
+	if (fd < 0 || uffd_adopt(&u, fd, &cfg) != 0) {
+		if (fd >= 0)
+			close(fd);
+		close(sock);
+		return;
+	}
+	if (uffd_monitor_add(T.m, u) != 0) {
+		uffd_close(u);
+		close(sock);
+		return;
+	}
+	p = proc_new(u, cred.pid);
+	set_callbacks(u, p);
+	uffd_monitor_watch_pid(T.m, u, cred.pid);
+	rescan(p);
+	snprintf(path, sizeof(path), "/proc/%d/exe", (int)cred.pid);
+	n = readlink(path, exe, sizeof(exe) - 1);
+	exe[n > 0 ? n : 1] = '\0';
+	if (!T.quiet) {
+		if (T.json) {
+			json_head(p, "attach");
+			fprintf(T.out, ",\"exe\":\"%s\",\"registered\":%" PRIu64 "}\n", exe,
+				p->reg_bytes);
+		} else {
+			text_head(p, NULL, "attach");
+			fprintf(T.out, "%s, %" PRIu64 " KiB registered\n", exe, p->reg_bytes >> 10);
+		}
+	}
+	n = write(sock, &ready, 1);
+	(void)n; /* a process that went away meanwhile is found gone by the monitor */
+	close(sock);
+}
+
+/* ---- --svg ---- */
+
+static int cmp_uptr(const void *a, const void *b)
+{
+	uintptr_t x = *(const uintptr_t *)a, y = *(const uintptr_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * Address (y) against time (x). Addresses are far apart (heap low, mappings near the top of the
+ * address space), so y is not linear: each 64 KiB block that saw an event gets its own row band,
+ * in address order, and blocks more than 1 MiB apart are separated by a gap line. Faults are dots
+ * coloured by thread; unmaps (red) and removes (orange) are translucent bands.
+ */
+static void write_svg(const char *path)
+{
+	static const char *const colours[] = { "#1f77b4", "#2ca02c", "#9467bd", "#8c564b",
+					       "#e377c2", "#17becf", "#bcbd22", "#7f7f7f" };
+	const uintptr_t blk = 64 << 10;
+	const double W = 1000, H = 600, L = 60, top = 20;
+	uintptr_t *blocks = malloc((T.ndots + 1) * sizeof(*blocks));
+	size_t nb = 0, i;
+	double tmax = 1e-6, rowh;
+	FILE *f = fopen(path, "we");
+
+	if (!f || !blocks)
+		tool_die("cannot write '%s': %s", path, strerror(errno));
+	for (i = 0; i < T.ndots; i++) {
+		blocks[nb++] = T.dots[i].addr / blk;
+		if (T.dots[i].t > tmax)
+			tmax = T.dots[i].t;
+	}
+	qsort(blocks, nb, sizeof(*blocks), cmp_uptr);
+	{
+		size_t w = 0;
+
+		for (i = 0; i < nb; i++)
+			if (!w || blocks[w - 1] != blocks[i])
+				blocks[w++] = blocks[i];
+		nb = w;
+	}
+	rowh = nb ? H / (double)nb : H;
+	fprintf(f,
+		"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+		"font-family=\"sans-serif\" font-size=\"11\">\n",
+		L + W + 20, top + H + 40);
+	fprintf(f, "<title>uffd-trace: address against time</title>\n");
+	fprintf(f,
+		"<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" "
+		"stroke=\"black\"/>\n",
+		L, top, W, H);
+	fprintf(f, "<text x=\"%.0f\" y=\"%.0f\">time (s), 0 to %.3f</text>\n", L, top + H + 30,
+		tmax);
+	for (i = 0; i < nb; i++)
+		if (i && blocks[i] - blocks[i - 1] > 16)
+			fprintf(f,
+				"<line class=\"gap\" x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" "
+				"y2=\"%.1f\" stroke=\"#ccc\"/>\n",
+				L, L + W, top + H - (double)i * rowh, top + H - (double)i * rowh);
+	for (i = 0; i < T.ndots; i++) {
+		const struct dot *d = &T.dots[i];
+		uintptr_t *at = bsearch(&(uintptr_t){ d->addr / blk }, blocks, nb, sizeof(*blocks),
+					cmp_uptr);
+		double x = L + W * d->t / tmax, y;
+
+		if (!at)
+			continue;
+		y = top + H -
+		    ((double)(at - blocks) + (double)(d->addr % blk) / (double)blk) * rowh;
+		if (d->kind == 'f')
+			fprintf(f,
+				"<circle class=\"fault\" data-addr=\"0x%" PRIxPTR "\" "
+				"data-t=\"%.6f\" data-tid=\"%d\" cx=\"%.1f\" cy=\"%.1f\" r=\"1.5\" "
+				"fill=\"%s\"/>\n",
+				d->addr, d->t, (int)d->tid, x, y,
+				colours[(unsigned)d->tid % (sizeof(colours) / sizeof(colours[0]))]);
+		else
+			fprintf(f,
+				"<rect class=\"%s\" data-addr=\"0x%" PRIxPTR "\" "
+				"data-end=\"0x%" PRIxPTR "\" data-t=\"%.6f\" x=\"%.1f\" "
+				"y=\"%.1f\" width=\"2\" height=\"%.1f\" fill=\"%s\" "
+				"fill-opacity=\"0.4\"/>\n",
+				d->kind == 'u' ? "unmap" : "remove", d->addr, d->end, d->t, x,
+				y - rowh, rowh, d->kind == 'u' ? "red" : "orange");
+	}
+	fprintf(f, "<text x=\"5\" y=\"%.0f\">address</text>\n", top + 12);
+	fprintf(f, "</svg>\n");
+	free(blocks);
+	if (fclose(f) != 0)
+		tool_die("cannot write '%s': %s", path, strerror(errno));
+}
+
+/* ---- summary ---- */
+
+static void print_summary(void)
+{
+	uint64_t f = 0, um = 0, rm = 0, rv = 0, fk = 0;
+	char b[16];
+
+	if (!T.json)
+		fprintf(T.out,
+			"summary: per region of each address space (ctx), first-touch faults, "
+			"unmaps, remaps, removes\n");
+	for (size_t i = 0; i < T.nprocs; i++) {
+		struct proc *p = T.procs[i];
+
+		for (size_t j = 0; j < p->nregs; j++) {
+			struct region *r = &p->regs[j];
+
+			if (!r->faults && !r->unmaps && !r->remaps && !r->removes)
+				continue;
+			if (T.json)
+				fprintf(T.out,
+					"{\"summary\":\"region\",\"ctx\":%u,\"pid\":%d,"
+					"\"region\":\"%s\",\"start\":\"0x%" PRIxPTR "\","
+					"\"faults\":%" PRIu64 ",\"unmaps\":%" PRIu64
+					",\"remaps\":%" PRIu64 ",\"removes\":%" PRIu64 "}\n",
+					p->id, (int)p->pid, r->name, r->start, r->faults, r->unmaps,
+					r->remaps, r->removes);
+			else
+				fprintf(T.out,
+					"  ctx %-3u pid %-7s %-7s 0x%-14" PRIxPTR " faults=%" PRIu64
+					" unmaps=%" PRIu64 " remaps=%" PRIu64 " removes=%" PRIu64
+					"\n",
+					p->id, pid_text(p->pid, b), r->name, r->start, r->faults,
+					r->unmaps, r->remaps, r->removes);
+		}
+		if (T.json)
+			fprintf(T.out,
+				"{\"summary\":\"process\",\"ctx\":%u,\"pid\":%d,\"faults\":%" PRIu64
+				",\"unmaps\":%" PRIu64 ",\"remaps\":%" PRIu64
+				",\"removes\":%" PRIu64 ",\"forks\":%" PRIu64
+				",\"peak_registered\":%" PRIu64 "}\n",
+				p->id, (int)p->pid, p->faults, p->unmaps, p->remaps, p->removes,
+				p->forks, p->peak_bytes);
+		else
+			fprintf(T.out,
+				"process: ctx %u pid %s faults=%" PRIu64 " unmaps=%" PRIu64
+				" remaps=%" PRIu64 " removes=%" PRIu64 " forks=%" PRIu64
+				" peak_registered=%" PRIu64 "\n",
+				p->id, pid_text(p->pid, b), p->faults, p->unmaps, p->remaps,
+				p->removes, p->forks, p->peak_bytes);
+		f += p->faults;
+		um += p->unmaps;
+		rm += p->remaps;
+		rv += p->removes;
+		fk += p->forks;
+	}
+	if (T.json)
+		fprintf(T.out,
+			"{\"summary\":\"total\",\"contexts\":%zu,\"faults\":%" PRIu64
+			",\"unmaps\":%" PRIu64 ",\"remaps\":%" PRIu64 ",\"removes\":%" PRIu64
+			",\"forks\":%" PRIu64 ",\"refused\":%lu}\n",
+			T.nprocs, f, um, rm, rv, fk, T.refused);
+	else
+		fprintf(T.out,
+			"total: contexts=%zu faults=%" PRIu64 " unmaps=%" PRIu64 " remaps=%" PRIu64
+			" removes=%" PRIu64 " forks=%" PRIu64 " refused=%lu\n",
+			T.nprocs, f, um, rm, rv, fk, T.refused);
+}
+
+/* ---- starting the program ---- */
+
+/* The preload library: --preload, else next to this program (build tree), else in the
+ * library directory of the prefix it is installed in. */
+static char *find_preload(const char *given)
+{
+	char exe[PATH_MAX], *dir, *cand;
+	ssize_t n;
+
+	if (given)
+		return realpath(given, NULL);
+	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n <= 0)
+		return NULL;
+	exe[n] = '\0';
+	dir = strrchr(exe, '/');
+	if (!dir)
+		return NULL;
+	*dir = '\0';
+	const char *tries[] = { "/" PRELOAD_NAME, "/../" UFFD_TRACE_LIBDIR "/" PRELOAD_NAME };
+	for (size_t i = 0; i < sizeof(tries) / sizeof(tries[0]); i++) {
+		if (asprintf(&cand, "%s%s", exe, tries[i]) < 0)
+			return NULL;
+		if (access(cand, R_OK) == 0) {
+			char *real = realpath(cand, NULL);
+
+			free(cand);
+			return real;
+		}
+		free(cand);
+	}
+	return NULL;
+}
+
+/* The signals whose handling uffd-trace changes for itself, and how it found them. */
+static const int saved_sigs[] = { SIGINT, SIGQUIT, SIGTERM, SIGHUP, SIGPIPE };
+#define NSAVED (sizeof(saved_sigs) / sizeof(saved_sigs[0]))
+static struct sigaction saved_acts[NSAVED];
+
+static void forward_signal(int sig)
+{
+	if (T.child > 0)
+		kill(T.child, sig);
+}
+
+static pid_t start_program(char **argv, const char *preload, const char *sockpath)
+{
+	const char *old = getenv("LD_PRELOAD");
+	char *pre;
+	pid_t pid;
+
+	if (old && *old) {
+		if (asprintf(&pre, "%s:%s", old, preload) < 0)
+			tool_die("out of memory");
+	} else {
+		pre = strdup(preload);
+		if (!pre)
+			tool_die("out of memory");
+	}
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0)
+		tool_die("cannot fork: %s", strerror(errno));
+	if (pid == 0) {
+		/* The program gets the signal dispositions uffd-trace was given, not its own. */
+		for (size_t i = 0; i < NSAVED; i++)
+			sigaction(saved_sigs[i], &saved_acts[i], NULL);
+		if (setenv("LD_PRELOAD", pre, 1) || setenv(TRACE_ENV_SOCKET, sockpath, 1) ||
+		    setenv(TRACE_ENV_KFAULTS, T.kernel_faults ? "1" : "0", 1))
+			_exit(127);
+		execvp(argv[0], argv);
+		/* As a shell says it: 127 not found, 126 found but not runnable. */
+		tool_warn("cannot run '%s': %s", argv[0], strerror(errno));
+		_exit(errno == ENOENT ? 127 : 126);
+	}
+	free(pre);
+	return pid;
+}
+
+/* Exit as the program did: its code, or the signal that killed it (without a core). */
+static noreturn void exit_like(int status)
+{
+	if (WIFSIGNALED(status)) {
+		int sig = WTERMSIG(status);
+		struct rlimit none = { 0, 0 };
+		sigset_t set;
+
+		fflush(NULL);
+		setrlimit(RLIMIT_CORE, &none);
+		signal(sig, SIG_DFL);
+		sigemptyset(&set);
+		sigaddset(&set, sig);
+		sigprocmask(SIG_UNBLOCK, &set, NULL);
+		raise(sig);
+		exit(128 + sig);
+	}
+	exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);
+}
+
+static void help(void)
+{
+	printf("%s\n\n"
+	       "Runs PROGRAM under a userfaultfd monitor and prints, as they happen, its first\n"
+	       "touches of private anonymous memory (heap and anonymous mappings), and every\n"
+	       "munmap, mremap, madvise(DONTNEED/FREE) and fork that affects that memory. Faults\n"
+	       "are answered with zero pages, as the kernel would: the program's output and exit\n"
+	       "status are unchanged. A preload library (" PRELOAD_NAME ") hands each\n"
+	       "process's userfaultfd to uffd-trace before main(); exec'd programs are followed.\n\n"
+	       "Each line: seconds since start, pid[/tid], event, address or range, region.\n\n"
+	       "  -o, --output FILE    write the trace to FILE instead of stderr\n"
+	       "  -j, --json           one JSON object per line\n"
+	       "  -s, --summary        at the end, per region: first-touch faults, unmaps, remaps,\n"
+	       "                       removes; per process and in total\n"
+	       "  -q, --quiet          no line per event (with --summary: the summary only)\n"
+	       "      --order FILE     the first-touch order, one 'REGION@START OFFSET' per line:\n"
+	       "                       a prefetch list for restoring a snapshot\n"
+	       "      --svg FILE       a picture of address against time: faults as dots coloured\n"
+	       "                       by thread, unmaps and removes as bands\n"
+	       "  -p, --preload PATH   the preload library (default: found next to uffd-trace)\n"
+	       "  -h, --help           print this help and exit\n"
+	       "  -V, --version        print the libuffd version and exit\n\n"
+	       "Exit status: the program's; 1 when uffd-trace itself fails, 2 on a usage error.\n",
+	       usage_line);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "output", required_argument, NULL, 'o' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "summary", no_argument, NULL, 's' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "preload", required_argument, NULL, 'p' },
+		{ "order", required_argument, NULL, 'O' },
+		{ "svg", required_argument, NULL, 'G' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *outpath = NULL, *preload_opt = NULL, *orderpath = NULL, *svgpath = NULL,
+		   *tmpdir = getenv("TMPDIR");
+	char dir[PATH_MAX], sockpath[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct uffd_config probe_cfg = { .flags = UFFD_OPEN_KERNEL_FAULTS,
+					 .optional = UFFD_FEATURE_EVENT_FORK };
+	bool child_done = false;
+	double drain_until = 0, next_scan = 0;
+	int c, lsock, pidfd, status = 0, err;
+	uint64_t offered = 0;
+	struct uffd *probe;
+	char *preload;
+
+	tool_init("uffd-trace", usage_line);
+	opterr = 0;
+	/* '+': options end at PROGRAM, whose own options are its own. */
+	while ((c = getopt_long(argc, argv, "+:o:jsqp:hV", opts, NULL)) != -1) {
+		switch (c) {
+		case 'o':
+			outpath = optarg;
+			break;
+		case 'j':
+			T.json = true;
+			break;
+		case 's':
+			T.summary = true;
+			break;
+		case 'q':
+			T.quiet = true;
+			break;
+		case 'p':
+			preload_opt = optarg;
+			break;
+		case 'O':
+			orderpath = optarg;
+			break;
+		case 'G':
+			svgpath = optarg;
+			break;
+		case 'h':
+			help();
+			return 0;
+		case 'V':
+			tool_print_version();
+			return 0;
+		default:
+			tool_bad_option(c, argv);
+		}
+	}
+	if (optind >= argc)
+		tool_usage_error("no program to run");
+
+	T.page = tool_page_size();
+	T.out = stderr;
+	if (outpath) {
+		T.out = fopen(outpath, "we");
+		if (!T.out)
+			tool_die("cannot open '%s': %s", outpath, strerror(errno));
+	}
+	if (orderpath) {
+		T.order = fopen(orderpath, "we");
+		if (!T.order)
+			tool_die("cannot open '%s': %s", orderpath, strerror(errno));
+	}
+	if (!svgpath)
+		T.dotcap = (size_t)-1;
+	preload = find_preload(preload_opt);
+	if (!preload)
+		tool_die(preload_opt ? "cannot find the preload library '%s'" :
+				       "cannot find the preload library %s next to uffd-trace "
+				       "(give it with --preload)",
+			 preload_opt ? preload_opt : PRELOAD_NAME);
+
+	/* What the traced processes will be allowed: the same as this process. */
+	err = uffd_probe(&offered, NULL);
+	if (err)
+		tool_die("cannot open a userfaultfd: %s", uffd_strerror(err));
+	if (uffd_open(&probe, &probe_cfg) == 0) {
+		T.kernel_faults = true;
+		if (!(uffd_features(probe) & UFFD_FEATURE_EVENT_FORK))
+			tool_warn("note: fork children are not followed (EVENT_FORK needs "
+				  "CAP_SYS_PTRACE); exec'd programs still are");
+		uffd_close(probe);
+	} else {
+		tool_warn("note: user-mode faults only: a system call that writes into untouched "
+			  "traced memory fails with EFAULT (needs CAP_SYS_PTRACE or "
+			  "vm.unprivileged_userfaultfd=1)");
+		tool_warn("note: fork children are not followed (EVENT_FORK needs CAP_SYS_PTRACE); "
+			  "exec'd programs still are");
+	}
+	(void)offered;
+
+	err = uffd_monitor_new(&T.m);
+	if (err)
+		tool_die("cannot make a monitor: %s", uffd_strerror(err));
+	/* The socket lives in a directory only this user can enter. */
+	snprintf(dir, sizeof(dir), "%s/uffd-trace.XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
+	if (!mkdtemp(dir))
+		tool_die("cannot make a directory in '%s': %s", tmpdir ? tmpdir : "/tmp",
+			 strerror(errno));
+	if ((size_t)snprintf(sockpath, sizeof(sockpath), "%s/sock", dir) >= sizeof(sockpath)) {
+		rmdir(dir);
+		tool_die("the socket path under '%s' is too long", dir);
+	}
+	memcpy(sa.sun_path, sockpath, strlen(sockpath) + 1);
+	lsock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (lsock < 0 || bind(lsock, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+	    listen(lsock, 64) != 0) {
+		err = errno;
+		rmdir(dir);
+		tool_die("cannot listen on '%s': %s", sockpath, strerror(err));
+	}
+
+	for (size_t i = 0; i < NSAVED; i++)
+		sigaction(saved_sigs[i], NULL, &saved_acts[i]);
+	signal(SIGINT, SIG_IGN); /* the terminal signals the program itself; report how it ends */
+	signal(SIGQUIT, SIG_IGN);
+	signal(SIGTERM, forward_signal);
+	signal(SIGHUP, forward_signal);
+	signal(SIGPIPE, SIG_IGN);
+	T.t0 = tool_now();
+	T.child = start_program(argv + optind, preload, sockpath);
+	free(preload);
+	pidfd = (int)syscall(SYS_pidfd_open, T.child, 0);
+	if (pidfd < 0)
+		tool_die("cannot watch the program: %s", strerror(errno));
+
+	for (;;) {
+		struct pollfd pfd[3] = {
+			{ .fd = lsock, .events = POLLIN },
+			{ .fd = uffd_monitor_fd(T.m), .events = POLLIN },
+			{ .fd = child_done ? -1 : pidfd, .events = POLLIN },
+		};
+		double now;
+
+		if (poll(pfd, 3, RESCAN_MS) < 0 && errno != EINTR)
+			tool_die("poll: %s", strerror(errno));
+		if (pfd[0].revents & POLLIN)
+			accept_one(lsock);
+		err = uffd_monitor_run(T.m, 0);
+		if (err < 0)
+			tool_warn("monitor: %s", uffd_strerror(err));
+		now = tool_now();
+		if (T.rescan || now >= next_scan) {
+			for (size_t i = 0; i < T.nprocs; i++)
+				rescan(T.procs[i]);
+			T.rescan = false;
+			next_scan = now + RESCAN_MS / 1000.0;
+		}
+		if (!child_done && (pfd[2].revents & POLLIN)) {
+			if (waitpid(T.child, &status, 0) == T.child) {
+				child_done = true;
+				drain_until = now + DRAIN_MS / 1000.0;
+			}
+		}
+		if (child_done && (uffd_monitor_count(T.m) == 0 || now >= drain_until))
+			break;
+	}
+	/* One last pass: whatever was read is printed before the contexts are closed. */
+	uffd_monitor_run(T.m, 0);
+	if (T.summary)
+		print_summary();
+	if (svgpath)
+		write_svg(svgpath);
+	if (T.order && fclose(T.order) != 0)
+		tool_die("cannot write '%s': %s", orderpath, strerror(errno));
+	free(T.dots);
+	fflush(T.out);
+	if (T.out != stderr)
+		fclose(T.out);
+	/* Closing the contexts lets any process still running (a daemon the program left
+	 * behind) run on unmonitored. */
+	uffd_monitor_free(T.m);
+	close(lsock);
+	close(pidfd);
+	unlink(sockpath);
+	rmdir(dir);
+	for (size_t i = 0; i < T.nprocs; i++) {
+		free(T.procs[i]->regs);
+		free(T.procs[i]);
+	}
+	free(T.procs);
+	exit_like(status);
+}
