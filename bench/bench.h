@@ -66,6 +66,7 @@ void check_sys(long ret, const char *what);
 /* ---- paired runs and the table ---- */
 struct sample {
 	double a, b; /* A = libuffd, B = the raw loop: a value per unit (ns per fault, ...) */
+	double ratio; /* A/B of this pair, when it is not simply a / b (see faults.c); or 0 */
 	double a_cpu, b_cpu; /* optional: CPU ns per unit of the handler */
 	double a_extra, b_extra; /* optional: a figure-specific number (messages per read, ...) */
 };

@@ -4,6 +4,8 @@
  * from here and serves exactly PAGES faults in a handler thread, as monitors do, with libuffd or
  * with a raw read()+ioctl() loop. */
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -45,13 +47,22 @@ __attribute__((noinline)) static void serve_lib(struct uffd *u, size_t pages)
 	}
 }
 
-/* The raw loop: what a careful hand-written monitor does, and nothing else. */
-__attribute__((noinline)) static void serve_raw(int fd, uintptr_t base, size_t pages)
+/* The raw loop: what a careful hand-written monitor does, and nothing else: a blocking read(),
+ * or with @poll_first a poll() and a read() on a non-blocking fd, as libuffd must. */
+__attribute__((noinline)) static void serve_raw(int fd, uintptr_t base, size_t pages,
+						bool poll_first)
 {
 	struct uffd_msg msgs[64];
 
 	while (served < pages) {
-		ssize_t n = read(fd, msgs, sizeof(msgs));
+		ssize_t n;
+
+		if (poll_first) {
+			struct pollfd p = { .fd = fd, .events = POLLIN };
+
+			poll(&p, 1, -1);
+		}
+		n = read(fd, msgs, sizeof(msgs));
 
 		if (n < 0) {
 			if (errno == EINTR || errno == EAGAIN)
@@ -99,7 +110,7 @@ static int recv_fd(int sock, uint64_t *addr)
 }
 
 struct handler {
-	bool lib;
+	bool lib, poll;
 	struct uffd *u;
 	int fd;
 	uintptr_t base;
@@ -115,7 +126,7 @@ static void *handler(void *arg)
 	if (h->lib)
 		serve_lib(h->u, h->pages);
 	else
-		serve_raw(h->fd, h->base, h->pages);
+		serve_raw(h->fd, h->base, h->pages, h->poll);
 	return NULL;
 }
 
@@ -134,16 +145,19 @@ int main(int argc, char **argv)
 {
 	size_t pages, len;
 	uint64_t addr;
-	char arg[2][32], go = 'g';
+	char arg[4][32], go = 'g';
 	int sv[2], fd, st;
-	bool lib;
+	bool lib, rawpoll;
 	pid_t pid;
 
-	if (argc != 4 || (strcmp(argv[1], "lib") && strcmp(argv[1], "raw"))) {
-		fprintf(stderr, "usage: %s lib|raw PAGES FAULTER\n", argv[0]);
+	if (argc < 4 || argc > 6 ||
+	    (strcmp(argv[1], "lib") && strcmp(argv[1], "raw") && strcmp(argv[1], "rawpoll"))) {
+		fprintf(stderr, "usage: %s lib|raw|rawpoll PAGES FAULTER [PAUSE-US [THREADS]]\n",
+			argv[0]);
 		return 2;
 	}
 	lib = strcmp(argv[1], "lib") == 0;
+	rawpoll = strcmp(argv[1], "rawpoll") == 0;
 	pages = strtoul(argv[2], NULL, 0);
 	ps = (size_t)sysconf(_SC_PAGESIZE);
 	len = pages * ps;
@@ -161,7 +175,9 @@ int main(int argc, char **argv)
 		close(sv[0]);
 		snprintf(arg[0], sizeof(arg[0]), "%d", sv[1]);
 		snprintf(arg[1], sizeof(arg[1]), "%zu", pages);
-		execl(argv[3], argv[3], arg[0], arg[1], (char *)NULL);
+		snprintf(arg[2], sizeof(arg[2]), "%s", argc >= 5 ? argv[4] : "0");
+		snprintf(arg[3], sizeof(arg[3]), "%s", argc == 6 ? argv[5] : "1");
+		execl(argv[3], argv[3], arg[0], arg[1], arg[2], arg[3], (char *)NULL);
 		_exit(127);
 	}
 	close(sv[1]);
@@ -195,13 +211,14 @@ int main(int argc, char **argv)
 			.range = { .start = addr, .len = len }, .mode = UFFDIO_REGISTER_MODE_MISSING,
 		};
 
-		if (ioctl(fd, UFFDIO_API, &api) || ioctl(fd, UFFDIO_REGISTER, &reg)) {
+		if (ioctl(fd, UFFDIO_API, &api) || ioctl(fd, UFFDIO_REGISTER, &reg) ||
+		    (rawpoll && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK))) {
 			perror("raw set-up");
 			return 1;
 		}
 		if (write(sv[0], &go, 1) != 1)
 			return 1;
-		serve(&(struct handler){ .fd = fd, .base = addr, .pages = pages });
+		serve(&(struct handler){ .fd = fd, .base = addr, .pages = pages, .poll = rawpoll });
 		close(fd);
 	}
 	if (read(sv[0], &go, 1) != 1 || go != 'd')

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Events: munmap latency under an EVENT_UNMAP monitor, and decoding messages. */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,8 @@
 struct unmap_run {
 	struct uffd *u;
 	int fd;
+	bool poll; /* raw: a non-blocking fd, poll() then read() */
+	pthread_t h;
 	volatile uintptr_t kick; /* the handler stops at the UNMAP of this address */
 	volatile bool stopped;
 	uint64_t events;
@@ -54,7 +57,15 @@ static void *raw_unmap_handler(void *arg)
 	struct uffd_msg msgs[64];
 
 	while (!r->stopped) {
-		ssize_t n = read(r->fd, msgs, sizeof(msgs));
+		ssize_t n;
+
+		if (r->poll) {
+			struct pollfd p = { .fd = r->fd, .events = POLLIN };
+
+			if (poll(&p, 1, -1) < 0 && errno != EINTR)
+				die("poll: %s", strerror(errno));
+		}
+		n = read(r->fd, msgs, sizeof(msgs));
 
 		if (n < 0) {
 			if (errno == EINTR || errno == EAGAIN)
@@ -87,62 +98,100 @@ static void *map_registered(struct unmap_run *r, size_t len)
 	return p;
 }
 
-static double unmap_once(bool lib)
+static void unmap_open(struct unmap_run *r, bool lib, bool poll_raw)
 {
-	struct unmap_run r = { .fd = -1 };
-	const size_t len = UNMAP_PAGES * page_size;
-	uint64_t total = 0;
-	pthread_t h;
-	char *k;
-
+	r->fd = -1;
+	r->poll = poll_raw;
 	if (lib) {
 		struct uffd_config cfg = { .required = UFFD_FEATURE_EVENT_UNMAP };
 
-		check_uffd(uffd_open(&r.u, &cfg), "uffd_open");
-		uffd_on_unmap(r.u, lib_unmapped, &r);
+		check_uffd(uffd_open(&r->u, &cfg), "uffd_open");
+		uffd_on_unmap(r->u, lib_unmapped, r);
 	} else {
-		r.fd = raw_open(UFFD_FEATURE_EVENT_UNMAP, false);
+		r->fd = raw_open(UFFD_FEATURE_EVENT_UNMAP, poll_raw);
 	}
 	place_handler();
-	if (pthread_create(&h, NULL, lib ? lib_unmap_handler : raw_unmap_handler, &r))
+	if (pthread_create(&r->h, NULL, lib ? lib_unmap_handler : raw_unmap_handler, r))
 		die("pthread_create");
 	place_faulters();
-	for (size_t i = 0; i < opt.munmaps; i++) {
-		char *p = map_registered(&r, len);
-		uint64_t t0 = now_ns();
+}
 
-		check_sys(munmap(p, len), "munmap");
-		total += now_ns() - t0;
-	}
-	k = map_registered(&r, page_size);
-	r.kick = (uintptr_t)k;
+static void unmap_close(struct unmap_run *r)
+{
+	char *k = map_registered(r, page_size);
+
+	r->kick = (uintptr_t)k;
 	check_sys(munmap(k, page_size), "munmap");
-	pthread_join(h, NULL);
-	if (r.events != opt.munmaps + 1)
-		die("munmap: %llu UNMAP events for %zu munmaps", (unsigned long long)r.events,
+	pthread_join(r->h, NULL);
+	if (r->events != opt.munmaps + 1)
+		die("munmap: %llu UNMAP events for %zu munmaps", (unsigned long long)r->events,
 		    opt.munmaps + 1);
-	if (lib)
-		uffd_close(r.u);
+	if (r->u)
+		uffd_close(r->u);
 	else
-		close(r.fd);
-	return (double)total / (double)opt.munmaps;
+		close(r->fd);
+}
+
+/*
+ * One pair: a libuffd monitor and a raw one run at once, each with its own context, and the
+ * munmaps alternate between them (A B B A ...), so that load from other processes falls on both
+ * alike. Returns the median of the per-munmap ratios; *a and *b get the median latencies.
+ */
+static double unmap_pair(bool poll_raw, double *a, double *b)
+{
+	struct unmap_run r[2] = { 0 };
+	const size_t len = UNMAP_PAGES * page_size, n = opt.munmaps;
+	double *lat[2], *ratio, m;
+
+	lat[0] = malloc(n * sizeof(double));
+	lat[1] = malloc(n * sizeof(double));
+	ratio = malloc(n * sizeof(double));
+	if (!lat[0] || !lat[1] || !ratio)
+		die("out of memory");
+	unmap_open(&r[0], true, false);
+	unmap_open(&r[1], false, poll_raw);
+	for (size_t i = 0; i < n; i++) {
+		for (int j = 0; j < 2; j++) {
+			int side = (int)((i + (size_t)j) & 1);
+			char *p = map_registered(&r[side], len);
+			uint64_t t0 = now_ns();
+
+			check_sys(munmap(p, len), "munmap");
+			lat[side][i] = (double)(now_ns() - t0);
+		}
+		ratio[i] = lat[0][i] / lat[1][i];
+	}
+	unmap_close(&r[0]);
+	unmap_close(&r[1]);
+	*a = median(lat[0], (int)n);
+	*b = median(lat[1], (int)n);
+	m = median(ratio, (int)n);
+	free(lat[0]);
+	free(lat[1]);
+	free(ratio);
+	return m;
 }
 
 static void unmap_cpu(enum cpu_mode pinned)
 {
-	struct row row = { .figure = "munmap", .cpu = cpu_name(pinned), .unit = "per munmap",
-			   .max_ratio = 1.05 };
+	for (int poll_raw = 0; poll_raw < 2; poll_raw++) {
+		struct row row = { .figure = "munmap", .cpu = cpu_name(pinned),
+				   .unit = "per munmap", .max_ratio = poll_raw ? 0 : 1.05 };
+		double a, b;
 
-	snprintf(row.variant, sizeof(row.variant), "munmap %d KiB registered, EVENT_UNMAP",
-		 (int)(UNMAP_PAGES * page_size / 1024));
-	unmap_once(true);
-	unmap_once(false);
-	for (int i = 0; i < opt.pairs; i++) {
-		row.s[row.n].a = unmap_once(true);
-		row.s[row.n].b = unmap_once(false);
-		row.n++;
+		if (poll_raw)
+			snprintf(row.variant, sizeof(row.variant), "... vs raw poll()+read() monitor");
+		else
+			snprintf(row.variant, sizeof(row.variant),
+				 "munmap %d KiB registered, EVENT_UNMAP",
+				 (int)(UNMAP_PAGES * page_size / 1024));
+		unmap_pair(poll_raw, &a, &b);
+		for (int i = 0; i < opt.pairs; i++) {
+			row.s[row.n].ratio = unmap_pair(poll_raw, &row.s[row.n].a, &row.s[row.n].b);
+			row.n++;
+		}
+		row_print(&row);
 	}
-	row_print(&row);
 }
 
 void fig_munmap(void)
@@ -218,6 +267,41 @@ static double decode_raw(const struct uffd_msg *m, size_t n)
 	return (double)(t1 - t0) / (double)n;
 }
 
+/* Messages per chunk: a pair alternates chunks of libuffd and raw decoding (A B B A ...). */
+#define DECODE_CHUNK 10000
+
+/* One pair over all of @m; returns the median chunk ratio, *a and *b the median ns per event. */
+static double decode_pair(const struct uffd_msg *m, size_t n, uint64_t *allocs, double *a,
+			  double *b)
+{
+	int nc = (int)((n + DECODE_CHUNK - 1) / DECODE_CHUNK);
+	double *la = malloc(sizeof(double) * (size_t)nc), *lb = malloc(sizeof(double) * (size_t)nc);
+	double *ra = malloc(sizeof(double) * (size_t)nc), r;
+
+	if (!la || !lb || !ra)
+		die("out of memory");
+	for (int c = 0; c < nc; c++) {
+		size_t from = (size_t)c * DECODE_CHUNK;
+		size_t cnt = n - from < DECODE_CHUNK ? n - from : DECODE_CHUNK;
+
+		if (c & 1) {
+			lb[c] = decode_raw(m + from, cnt);
+			la[c] = decode_lib(m + from, cnt, allocs);
+		} else {
+			la[c] = decode_lib(m + from, cnt, allocs);
+			lb[c] = decode_raw(m + from, cnt);
+		}
+		ra[c] = la[c] / lb[c];
+	}
+	*a = median(la, nc);
+	*b = median(lb, nc);
+	r = median(ra, nc);
+	free(la);
+	free(lb);
+	free(ra);
+	return r;
+}
+
 static void make_messages(struct uffd_msg *m, size_t n, bool mixed)
 {
 	memset(m, 0, n * sizeof(*m));
@@ -267,15 +351,15 @@ void fig_decode(void)
 	for (int mixed = 0; mixed < 2; mixed++) {
 		struct row row = { .figure = "decode", .cpu = "any", .unit = "per event" };
 		uint64_t allocs = 0;
+		double a, b;
 
 		snprintf(row.variant, sizeof(row.variant), "uffd_event_decode, %zuk %s", n / 1000,
 			 mixed ? "mixed kinds" : "page faults");
 		make_messages(m, n, mixed);
-		decode_lib(m, n, &allocs);
-		decode_raw(m, n);
+		decode_pair(m, n, &allocs, &a, &b);
 		for (int i = 0; i < opt.pairs; i++) {
-			row.s[row.n].a = decode_lib(m, n, &allocs);
-			row.s[row.n].b = decode_raw(m, n);
+			row.s[row.n].ratio = decode_pair(m, n, &allocs, &row.s[row.n].a,
+							 &row.s[row.n].b);
 			row.n++;
 		}
 		snprintf(row.note, sizeof(row.note),

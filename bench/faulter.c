@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* The plain faulting process of the callgrind figure: it runs outside valgrind (which hangs on a
  * fault in a registered range taken in its own process). It makes a userfaultfd, sends it and
- * its region's address to the monitor over a unix socket, waits for "go", then reads every page. */
+ * its region's address to the monitor over a unix socket, waits for "go", then reads every page,
+ * from one or more threads, optionally pausing between pages so that the monitor always finds its
+ * fd empty. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,12 +11,32 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
-#include <unistd.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <time.h>
+#include <unistd.h>
+
+static char *mem;
+static size_t len, per;
+static long ps, pause_us;
+
+static void *toucher(void *arg)
+{
+	size_t from = (size_t)(uintptr_t)arg * per, to = from + per;
+
+	for (size_t off = from; off < to && off < len; off += (size_t)ps) {
+		if (pause_us > 0) {
+			struct timespec ts = { 0, pause_us * 1000 };
+
+			nanosleep(&ts, NULL);
+		}
+		(void)*(volatile char *)(mem + off);
+	}
+	return NULL;
+}
 
 int main(int argc, char **argv)
 {
-	long ps = sysconf(_SC_PAGESIZE);
 	union {
 		char buf[CMSG_SPACE(sizeof(int))];
 		struct cmsghdr align;
@@ -23,14 +45,23 @@ int main(int argc, char **argv)
 	struct iovec iov;
 	struct cmsghdr *cm;
 	uint64_t addr;
-	size_t pages, len;
-	char *mem, go;
+	size_t pages;
+	pthread_t t[16];
+	long threads = 1;
+	char go;
 	int sock, fd;
 
-	if (argc != 3) {
-		fprintf(stderr, "usage: %s SOCKET-FD PAGES\n", argv[0]);
+	if (argc < 3 || argc > 5) {
+		fprintf(stderr, "usage: %s SOCKET-FD PAGES [PAUSE-US [THREADS]]\n", argv[0]);
 		return 2;
 	}
+	ps = sysconf(_SC_PAGESIZE);
+	if (argc >= 4)
+		pause_us = atol(argv[3]);
+	if (argc == 5)
+		threads = atol(argv[4]);
+	if (threads < 1 || threads > 16)
+		return 2;
 	sock = atoi(argv[1]);
 	pages = strtoul(argv[2], NULL, 0);
 	len = pages * (size_t)ps;
@@ -63,8 +94,13 @@ int main(int argc, char **argv)
 	}
 	if (read(sock, &go, 1) != 1)
 		return 1;
-	for (size_t off = 0; off < len; off += (size_t)ps)
-		(void)*(volatile char *)(mem + off);
+	/* Each thread reads its own slice of whole pages. */
+	per = (pages + (size_t)threads - 1) / (size_t)threads * (size_t)ps;
+	for (long i = 0; i < threads; i++)
+		if (pthread_create(&t[i], NULL, toucher, (void *)(uintptr_t)i))
+			return 1;
+	for (long i = 0; i < threads; i++)
+		pthread_join(t[i], NULL);
 	go = 'd';
 	if (write(sock, &go, 1) != 1)
 		return 1;

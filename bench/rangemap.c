@@ -99,6 +99,75 @@ static double churn_raw(int fd, char *base, long n, size_t k, uint64_t seed)
 	return (double)(t1 - t0) / (double)k;
 }
 
+/* A pair alternates chunks of libuffd and raw work (A B B A ...): lookups, then churns. */
+#define LOOKUP_CHUNK 10000
+#define CHURN_CHUNK 100
+
+static double pair_stats(double *la, double *lb, int nc, double *a, double *b)
+{
+	double *ra = malloc(sizeof(double) * (size_t)nc), r;
+
+	if (!ra)
+		die("out of memory");
+	for (int c = 0; c < nc; c++)
+		ra[c] = la[c] / lb[c];
+	*a = median(la, nc);
+	*b = median(lb, nc);
+	r = median(ra, nc);
+	free(ra);
+	free(la);
+	free(lb);
+	return r;
+}
+
+static double look_pair(struct uffd *u, const struct sorted *s, const uintptr_t *addr, size_t n,
+			double *a, double *b)
+{
+	int nc = (int)((n + LOOKUP_CHUNK - 1) / LOOKUP_CHUNK);
+	double *la = malloc(sizeof(double) * (size_t)nc), *lb = malloc(sizeof(double) * (size_t)nc);
+
+	if (!la || !lb)
+		die("out of memory");
+	for (int c = 0; c < nc; c++) {
+		size_t from = (size_t)c * LOOKUP_CHUNK;
+		size_t cnt = n - from < LOOKUP_CHUNK ? n - from : LOOKUP_CHUNK;
+
+		if (c & 1) {
+			lb[c] = lookups_raw(s, addr + from, cnt);
+			la[c] = lookups_lib(u, addr + from, cnt);
+		} else {
+			la[c] = lookups_lib(u, addr + from, cnt);
+			lb[c] = lookups_raw(s, addr + from, cnt);
+		}
+	}
+	return pair_stats(la, lb, nc, a, b);
+}
+
+static double churn_pair(struct uffd *u, int fd, char *lib_mem, char *raw_mem, long n,
+			 uint64_t seed, double *a, double *b)
+{
+	int nc = (int)((opt.churns + CHURN_CHUNK - 1) / CHURN_CHUNK);
+	double *la = malloc(sizeof(double) * (size_t)nc), *lb = malloc(sizeof(double) * (size_t)nc);
+
+	if (!la || !lb)
+		die("out of memory");
+	for (int c = 0; c < nc; c++) {
+		uint64_t sd = seed * 1000003u + (uint64_t)c;
+		size_t cnt = opt.churns - (size_t)c * CHURN_CHUNK;
+
+		if (cnt > CHURN_CHUNK)
+			cnt = CHURN_CHUNK;
+		if (c & 1) {
+			lb[c] = churn_raw(fd, raw_mem, n, cnt, sd);
+			la[c] = churn_lib(u, lib_mem, n, cnt, sd);
+		} else {
+			la[c] = churn_lib(u, lib_mem, n, cnt, sd);
+			lb[c] = churn_raw(fd, raw_mem, n, cnt, sd);
+		}
+	}
+	return pair_stats(la, lb, nc, a, b);
+}
+
 void fig_rangemap(void)
 {
 	double look_lib[3] = { 0 }, look_raw[3] = { 0 }, ch_lib[3] = { 0 }, ch_raw[3] = { 0 };
@@ -141,22 +210,19 @@ void fig_rangemap(void)
 		for (size_t i = 0; i < nl; i++)
 			addr[i] = (uintptr_t)lib_mem + (size_t)(xorshift(&x) % len);
 
-		lookups_lib(u, addr, nl);
-		lookups_raw(&s, addr, nl);
-		for (int i = 0; i < opt.pairs; i++) {
-			look.s[look.n].a = lookups_lib(u, addr, nl);
-			look.s[look.n].b = lookups_raw(&s, addr, nl);
-			look.n++;
+		for (int i = -1; i < opt.pairs; i++) {
+			struct sample *sm = &look.s[i < 0 ? 0 : look.n++];
+
+			sm->ratio = look_pair(u, &s, addr, nl, &sm->a, &sm->b);
 		}
 		snprintf(look.variant, sizeof(look.variant), "uffd_range_find, %ld ranges", n);
 		row_print(&look);
 
-		churn_lib(u, lib_mem, n, opt.churns / 4 + 1, 1);
-		churn_raw(fd, raw_mem, n, opt.churns / 4 + 1, 1);
-		for (int i = 0; i < opt.pairs; i++) {
-			churn.s[churn.n].a = churn_lib(u, lib_mem, n, opt.churns, (uint64_t)i + 2);
-			churn.s[churn.n].b = churn_raw(fd, raw_mem, n, opt.churns, (uint64_t)i + 2);
-			churn.n++;
+		for (int i = -1; i < opt.pairs; i++) {
+			struct sample *sm = &churn.s[i < 0 ? 0 : churn.n++];
+
+			sm->ratio = churn_pair(u, fd, lib_mem, raw_mem, n, (uint64_t)i + 2, &sm->a,
+					       &sm->b);
 		}
 		snprintf(churn.variant, sizeof(churn.variant), "unregister+register, %ld ranges",
 			 n);

@@ -132,13 +132,18 @@ static int cmp_double(const void *a, const void *b)
 
 double median(double *v, int n)
 {
-	double tmp[64];
+	double *tmp, m;
 
 	if (n <= 0)
 		return 0;
+	tmp = malloc(sizeof(double) * (size_t)n);
+	if (!tmp)
+		die("out of memory");
 	memcpy(tmp, v, sizeof(double) * (size_t)n);
 	qsort(tmp, (size_t)n, sizeof(double), cmp_double);
-	return n % 2 ? tmp[n / 2] : (tmp[n / 2 - 1] + tmp[n / 2]) / 2;
+	m = n % 2 ? tmp[n / 2] : (tmp[n / 2 - 1] + tmp[n / 2]) / 2;
+	free(tmp);
+	return m;
 }
 
 const char *cpu_name(enum cpu_mode mode)
@@ -244,7 +249,7 @@ void row_print(struct row *r)
 	int i;
 
 	for (i = 0; i < r->n; i++) {
-		ra[i] = r->s[i].b > 0 ? r->s[i].a / r->s[i].b : 0;
+		ra[i] = r->s[i].ratio ? r->s[i].ratio : r->s[i].b > 0 ? r->s[i].a / r->s[i].b : 0;
 		a[i] = r->s[i].a;
 		b[i] = r->s[i].b;
 		ac[i] = r->s[i].a_cpu;

@@ -57,19 +57,37 @@ static void count_kind(struct uffd *u, enum uffd_event_kind kind)
 	}
 }
 
+/* Whether a read may return events that change the map (UNMAP, REMAP, FORK): see read_raw(). */
+static bool read_locks(const struct uffd *u)
+{
+	return u->features &
+	       (UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_FORK);
+}
+
+/* After read_raw() returned messages: take u->lock for prep, unless the read holds it already. */
+static void lock_for_prep(struct uffd *u)
+{
+	if (!read_locks(u))
+		pthread_mutex_lock(&u->lock);
+}
+
 /*
  * One non-blocking read of up to @max messages (at most a batch) into u->msgs. Returns the number
  * of messages, 0 when none were waiting, or a negative errno (EMFILE and ENFILE mean a FORK
  * event's fd could not be installed: the kernel keeps the event).
  *
- * When it returns messages, it returns with u->lock HELD, and the caller releases it once prep
- * has applied them. The read() itself releases the threads blocked in munmap, mremap or fork on
- * these events; one of them may at once register the same addresses again, and uffd_register()
- * takes u->lock, so it waits until prep has cut the old range and then records the new one.
- * Without the lock, prep would cut the fresh registration out of the map.
+ * When it returns messages of a context that can receive layout events (read_locks()), it
+ * returns with u->lock HELD, and the caller releases it once prep has applied them. The read()
+ * itself releases the threads blocked in munmap, mremap or fork on these events; one of them may
+ * at once register the same addresses again, and uffd_register() takes u->lock, so it waits until
+ * prep has cut the old range and then records the new one. Without the lock, prep would cut the
+ * fresh registration out of the map. A context without those features reads only page faults
+ * (and REMOVE, which changes no registration), so it reads without the lock, which would cost
+ * about as much as the rest of serving a fault (callgrind: uffd-bench --only callgrind).
  */
-static int read_raw(struct uffd *u, unsigned max)
+static inline __attribute__((always_inline)) int read_raw(struct uffd *u, unsigned max)
 {
+	bool locks = read_locks(u);
 	ssize_t n;
 	unsigned cnt;
 
@@ -77,11 +95,13 @@ static int read_raw(struct uffd *u, unsigned max)
 		max = u->batch;
 	if (max == 0)
 		return 0;
-	pthread_mutex_lock(&u->lock);
+	if (locks)
+		pthread_mutex_lock(&u->lock);
 	n = uffd_sys_read(u->fd, u->msgs, (size_t)max * sizeof(struct uffd_msg));
 	cnt = n > 0 ? (unsigned)((size_t)n / sizeof(struct uffd_msg)) : 0;
 	if (cnt == 0) {
-		pthread_mutex_unlock(&u->lock);
+		if (locks)
+			pthread_mutex_unlock(&u->lock);
 		return n == -EAGAIN || n >= 0 ? 0 : (int)n;
 	}
 	uffd_stat_add(&u->st.reads, 1);
@@ -127,6 +147,7 @@ static int read_batch(struct uffd *u, unsigned max)
 		max = room;
 	n = read_raw(u, max);
 	if (n > 0) {
+		lock_for_prep(u);
 		enqueue(u, 0, (unsigned)n);
 		prep_locked(u);
 		pthread_mutex_unlock(&u->lock);
@@ -365,7 +386,7 @@ __attribute__((noinline)) static int spin_read(struct uffd *u, int *timeout_ms)
 
 /*
  * Read a batch into u->msgs, waiting up to @timeout_ms for one. Returns the number of messages
- * (with u->lock held, as read_raw() does), 0 on timeout, or a negative errno.
+ * (with u->lock held where read_raw() takes it), 0 on timeout, or a negative errno.
  *
  * A non-blocking fd needs a poll() to sleep and a read() to take the messages. When messages are
  * already waiting (several faulting threads, a handler slower than its faulters) a read() alone
@@ -417,6 +438,7 @@ static int fill(struct uffd *u, int timeout_ms)
 	n = read_wait(u, timeout_ms);
 	if (n <= 0)
 		return n;
+	lock_for_prep(u);
 	enqueue(u, 0, (unsigned)n);
 	ret = prep_locked(u);
 	pthread_mutex_unlock(&u->lock);
@@ -754,10 +776,12 @@ int uffd_dispatch(struct uffd *u, int timeout_ms)
 		if (ret <= 0)
 			return ret;
 		if (only_faults(u->msgs, (unsigned)ret)) {
-			pthread_mutex_unlock(&u->lock); /* no layout change to apply */
+			if (read_locks(u))
+				pthread_mutex_unlock(&u->lock); /* no layout change to apply */
 			ret = serve_faults(u, (unsigned)ret, &handled);
 			return ret < 0 ? ret : handled;
 		}
+		lock_for_prep(u);
 		enqueue(u, 0, (unsigned)ret);
 		ret = prep_locked(u);
 		pthread_mutex_unlock(&u->lock);
