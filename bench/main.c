@@ -108,9 +108,10 @@ static void print_machine(void)
 	printf("machine: %s %s, %ld x %s%s, load %.2f %.2f %.2f\n", un.sysname, un.release,
 	       sysconf(_SC_NPROCESSORS_ONLN), model, vm ? " (virtual machine)" : "", load[0],
 	       load[1], load[2]);
-	printf("runs: %d pairs per figure (A = libuffd, B = raw loop, back to back) after 1 "
-	       "warm-up pair\ncpus: any = unpinned, 1 CPU = all on CPU %d, split = handler on CPU "
-	       "%d and faulters on CPU %d\n\n",
+	printf("runs: %d pairs per figure after 1 warm-up pair; in a pair A = libuffd and B = the "
+	       "raw loop run at once,\n      their work interleaved in chunks (A B B A ...); a "
+	       "pair's ratio is the median chunk ratio\ncpus: any = unpinned, 1 CPU = all on CPU "
+	       "%d, split = handlers on CPU %d and faulting threads on CPU %d\n\n",
 	       opt.pairs, opt.cpu, opt.other_cpu, opt.cpu);
 }
 

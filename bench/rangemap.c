@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "internal.h" /* the map's tree, for its depth: the benchmark links the static library */
 
 static uint64_t sink;
 
@@ -97,6 +98,17 @@ static double churn_raw(int fd, char *base, long n, size_t k, uint64_t seed)
 	}
 	t1 = now_ns();
 	return (double)(t1 - t0) / (double)k;
+}
+
+/* Sum of the depths of every node below @n (the root has depth 1), and the deepest. */
+static void tree_depth(const struct uffd_node *n, long d, double *sum, long *max)
+{
+	for (; n; n = n->right, d++) {
+		*sum += (double)d;
+		if (d > *max)
+			*max = d;
+		tree_depth(n->left, d + 1, sum, max);
+	}
 }
 
 /* A pair alternates chunks of libuffd and raw work (A B B A ...): lookups, then churns. */
@@ -216,6 +228,15 @@ void fig_rangemap(void)
 			sm->ratio = look_pair(u, &s, addr, nl, &sm->a, &sm->b);
 		}
 		snprintf(look.variant, sizeof(look.variant), "uffd_range_find, %ld ranges", n);
+		{
+			double sum = 0;
+			long max = 0;
+
+			tree_depth(u->map.root, 1, &sum, &max);
+			snprintf(look.note, sizeof(look.note),
+				 "tree depth: mean %.1f, max %ld (log2 of %ld ranges: %.1f)",
+				 sum / (double)n, max, n, log2((double)n));
+		}
 		row_print(&look);
 
 		for (int i = -1; i < opt.pairs; i++) {
