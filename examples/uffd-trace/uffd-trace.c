@@ -402,9 +402,11 @@ static int on_remap(struct uffd *u, const struct uffd_remap *m, void *arg)
 	struct proc *p = arg;
 	uintptr_t from = (uintptr_t)m->from, to = (uintptr_t)m->to;
 	struct region *r = region_at(p, from);
-	const char *name = r ? r->name : "unregistered";
+	char name[sizeof(r->name)];
 
 	(void)u;
+	/* A copy: region_for() below may grow the table that r and its name live in. */
+	snprintf(name, sizeof(name), "%s", r ? r->name : "unregistered");
 	if (r) {
 		r->remaps++;
 		/* The region follows its pages: faults at the new place count for it. */
