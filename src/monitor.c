@@ -135,6 +135,19 @@ void uffd_monitor_forget(struct uffd_monitor *m, struct uffd *u)
 	pthread_mutex_unlock(&m->lock);
 }
 
+/* Close the contexts bury() set aside; they are no longer linked or in the epoll set. */
+static void close_dead(struct uffd_monitor *m)
+{
+	while (m->dead) {
+		struct uffd *u = m->dead;
+
+		m->dead = u->dead_next;
+		u->dead = false;
+		u->mon = NULL;
+		uffd_close(u);
+	}
+}
+
 void uffd_monitor_free(struct uffd_monitor *m)
 {
 	if (!m)
@@ -144,14 +157,7 @@ void uffd_monitor_free(struct uffd_monitor *m)
 
 		uffd_close(u); /* unlinks itself */
 	}
-	while (m->dead) {
-		struct uffd *u = m->dead;
-
-		m->dead = u->dead_next;
-		u->dead = false;
-		u->mon = NULL;
-		uffd_close(u);
-	}
+	close_dead(m);
 	close(m->timerfd);
 	close(m->stopfd);
 	close(m->epfd);
@@ -266,18 +272,6 @@ static void bury(struct uffd_monitor *m, struct uffd *u)
 	u->dead_next = m->dead;
 	m->dead = u;
 	pthread_mutex_unlock(&m->lock);
-}
-
-static void close_dead(struct uffd_monitor *m)
-{
-	while (m->dead) {
-		struct uffd *u = m->dead;
-
-		m->dead = u->dead_next;
-		u->dead = false;
-		u->mon = NULL;
-		uffd_close(u);
-	}
 }
 
 /*
