@@ -94,6 +94,12 @@ static char *reserve(void)
 	return r + page;
 }
 
+static void unmap_guards(char *inside)
+{
+	if (munmap(inside - page, page) != 0 || munmap(inside + PAGES * page, page) != 0)
+		die("munmap of a guard page");
+}
+
 static void touch(char *p, size_t pages, unsigned char v)
 {
 	for (size_t i = 0; i < pages; i++)
@@ -131,9 +137,13 @@ static void *worker(void *arg)
 		if (munmap(m, len) != 0)
 			die("munmap");
 		log_line("unmap %ld %#lx %#lx\n", (unsigned long)m, (unsigned long)(m + len), 0);
-		/* The guard pages: never registered, so never traced. */
-		munmap(a - page, (PAGES + 2) * page);
-		munmap(b - page, (PAGES + 2) * page);
+		/*
+		 * The guard pages, never registered, so never traced. Only they: the holes the
+		 * mremap and munmap left between them are no longer ours, and another thread's
+		 * mmap (the sanitizer runtime's, malloc's) may already have been placed there.
+		 */
+		unmap_guards(a);
+		unmap_guards(b);
 	}
 	return NULL;
 }

@@ -28,7 +28,13 @@ same() {
 	timeout -k 5 60 "$tool" -o "$tmp/trace" "${trace_opts[@]}" -- "$@" >"$tmp/traced.out" \
 		2>"$tmp/traced.err" </dev/null || rc_traced=$?
 	((rc_traced != 124 && rc_traced != 137)) || fail "$what: hung under uffd-trace"
-	[[ $rc_plain -eq $rc_traced ]] || { cat "$tmp/traced.err" >&2; fail "$what: exit $rc_traced traced, $rc_plain plain"; }
+	if [[ $rc_plain -ne $rc_traced ]]; then
+		echo "--- stderr untraced:" >&2
+		cat "$tmp/plain.err" >&2
+		echo "--- stderr traced:" >&2
+		cat "$tmp/traced.err" >&2
+		fail "$what: exit $rc_traced traced, $rc_plain plain"
+	fi
 	cmp -s "$tmp/plain.out" "$tmp/traced.out" || fail "$what: stdout differs under uffd-trace"
 	cmp -s "$tmp/plain.err" "$tmp/traced.err" || { cat "$tmp/traced.err" >&2; fail "$what: stderr differs under uffd-trace"; }
 	echo "ok: $what: same output and status ($rc_plain) traced and untraced"
