@@ -175,12 +175,15 @@ static double unmap_pair(bool poll_raw, double *a, double *b)
 static void unmap_cpu(enum cpu_mode pinned)
 {
 	for (int poll_raw = 0; poll_raw < 2; poll_raw++) {
-		struct row row = { .figure = "munmap", .cpu = cpu_name(pinned),
-				   .unit = "per munmap", .max_ratio = poll_raw ? 0 : 1.05 };
+		struct row row = { .figure = "munmap",
+				   .cpu = cpu_name(pinned),
+				   .unit = "per munmap",
+				   .max_ratio = poll_raw ? 0 : 1.05 };
 		double a, b;
 
 		if (poll_raw)
-			snprintf(row.variant, sizeof(row.variant), "... vs raw poll()+read() monitor");
+			snprintf(row.variant, sizeof(row.variant),
+				 "... vs raw poll()+read() monitor");
 		else
 			snprintf(row.variant, sizeof(row.variant),
 				 "munmap %d KiB registered, EVENT_UNMAP",
@@ -358,8 +361,8 @@ void fig_decode(void)
 		make_messages(m, n, mixed);
 		decode_pair(m, n, &allocs, &a, &b);
 		for (int i = 0; i < opt.pairs; i++) {
-			row.s[row.n].ratio = decode_pair(m, n, &allocs, &row.s[row.n].a,
-							 &row.s[row.n].b);
+			row.s[row.n].ratio =
+				decode_pair(m, n, &allocs, &row.s[row.n].a, &row.s[row.n].b);
 			row.n++;
 		}
 		snprintf(row.note, sizeof(row.note),
