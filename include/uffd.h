@@ -19,6 +19,9 @@
  *   `UFFDIO_COPY_MODE_*`, `UFFD_FEATURE_*`, `UFFD_PAGEFAULT_FLAG_*`); this header makes every one
  *   of them up to Linux 6.18 visible even on older kernel headers.
  *
+ * The guide explains the model behind these calls (@ref concepts, @ref prep_complete), shows
+ * them at work (@ref cookbook) and what to do when they fail (@ref troubleshooting).
+ *
  * Threads: a context may be dispatched (uffd_dispatch(), uffd_read_events()) by one thread at a
  * time. The resolving calls (uffd_copy() and its siblings), uffd_register(), uffd_unregister(),
  * uffd_range_find(), uffd_monitor_add() and uffd_monitor_stop() are safe from any thread, also
@@ -96,8 +99,9 @@ struct uffd_config {
  * - -EINVAL: @p out is NULL, unknown bits in `flags` or `optional`, both `_SYSCALL_ONLY` and
  *   `_DEVICE_ONLY`, or `batch`/`spin_us` out of range.
  * - -EOPNOTSUPP: a `required` feature bit is not offered by this kernel (known bit or not).
- * - -EPERM: no door may be used by this caller (uffd_strerror() names the fixes), or a required
- *   feature needs a privilege the caller lacks (EVENT_FORK needs CAP_SYS_PTRACE).
+ * - -EPERM: no door may be used by this caller (uffd_strerror() names the fixes; see
+ *   @ref trouble_eperm), or a required feature needs a privilege the caller lacks (EVENT_FORK
+ *   needs CAP_SYS_PTRACE).
  * - -ENOSYS: the kernel has no userfaultfd at all.
  * - -EMFILE, -ENFILE, -ENOMEM: out of fds or memory.
  */
@@ -120,8 +124,11 @@ UFFD_API_EXPORT int uffd_open(struct uffd **out, const struct uffd_config *cfg);
  * - -EINVAL: @p out is NULL, @p fd is negative or not a userfaultfd, or bad @p cfg.
  * - -EBADF: @p fd is not an open file descriptor.
  * - -EOPNOTSUPP: a required feature was not granted on this fd or is not offered.
- * - -EPERM: a required feature needs a privilege the caller lacks.
+ * - -EPERM: a required feature needs a privilege the caller lacks, or, as below, the probe
+ *   may not open a userfaultfd.
  * - -ENOMEM: out of memory.
+ * - -ENOSYS, -EMFILE, -ENFILE: for an fd whose handshake is not done, as uffd_probe():
+ *   negotiating needs the kernel's offer, probed once per process on a throwaway fd.
  */
 UFFD_API_EXPORT int uffd_adopt(struct uffd **out, int fd, const struct uffd_config *cfg);
 
@@ -215,7 +222,7 @@ UFFD_API_EXPORT const char *uffd_strerror(int err);
  * The context keeps a map of what it registered. UNMAP events and uffd_unregister() cut pieces
  * out (splitting where needed), REMAP moves them, FORK copies them into the child. `data` and
  * `offset` survive splits and moves, so a fault anywhere maps back to "byte N of what I
- * registered". Lookups are O(log n).
+ * registered". Lookups are O(log n). The guide shows it at work: @ref concepts_map.
  *
  * Limits of what the kernel says: REMAP carries the old length, so after an mremap that grows
  * and moves a range the kernel has registered the grown tail but the event does not say how far
@@ -325,10 +332,13 @@ UFFD_API_EXPORT long uffd_range_count(const struct uffd *u);
  * The errno set, for all of them:
  * - -EINVAL: NULL @p u, unaligned address, zero or overflowing length, unknown mode bits, or a
  *   mode the range was not registered with (ZEROPAGE on hugetlbfs, CONTINUE on anonymous
- *   memory, write-protect on a range not registered WP).
+ *   memory, the WP mode of COPY or CONTINUE on a range not registered WP).
  * - -EEXIST: a page is already present.
- * - -ENOENT: no VMA there, or not registered with this context.
- * - -EAGAIN: a layout change is pending (an event is waiting to be read), even after retries.
+ * - -ENOENT: no VMA there, or a VMA no userfaultfd registered (the kernel checks only that
+ *   some context registered it, not that this one did); for uffd_writeprotect(), a part of the
+ *   range not registered WP (holes too).
+ * - -EAGAIN: a layout change is pending (an event is waiting to be read), even after retries
+ *   (see @ref trouble_eagain).
  * - -ESRCH: the process that owns the fd has exited.
  * - -EFAULT: the source cannot be read.
  * - -EBUSY: (move) a source page is pinned.
@@ -444,6 +454,9 @@ UFFD_API_EXPORT size_t uffd_last_done(void);
 /**
  * @defgroup events Events
  * @brief Typed events decoded from the kernel's 32-byte messages.
+ *
+ * What each of the five events means, and why each but the fault stops the process until it is
+ * read: @ref concepts_events.
  * @{
  */
 
@@ -539,7 +552,7 @@ UFFD_API_EXPORT const char *uffd_event_name(enum uffd_event_kind kind);
  *
  * Waits up to @p timeout_ms for the fd, reads one batch (up to min(@p max, the context's batch)
  * messages in one read()), and runs prep: the range map is brought up to date (UNMAP cuts, REMAP
- * moves, FORK makes the child context), exact duplicate spans are dropped, and faults inside
+ * moves, FORK makes the child context), exact duplicate UNMAP spans are dropped, and faults inside
  * spans this batch unmapped or moved away are woken (UFFDIO_WAKE), not returned. No callback is
  * called. Fork children returned belong to the caller: uffd_close() them (their threads then run
  * unmonitored) or serve them.
@@ -571,9 +584,10 @@ UFFD_API_EXPORT int uffd_read_events(struct uffd *u, struct uffd_event *evs, siz
  * `userfaultfd_unmap_prep()` / `userfaultfd_unmap_complete()`:
  *
  * **prep**, with the context's state locked and no user code running: decode every message;
- * apply UNMAP, REMAP and FORK to the range map in order; build one notification per (context,
- * start, end), dropping exact duplicates; wake faults that fall in a span this batch unmapped or
- * moved away. Reading the batch has already released every thread blocked in munmap, mremap,
+ * apply UNMAP, REMAP and FORK to the range map in order; build the notifications, one UNMAP per
+ * (context, start, end) as the kernel's has_unmap_ctx() does (a REMOVE repeated within a batch is
+ * a separate madvise() and is delivered each time); wake faults that fall in a span this batch
+ * unmapped or moved away. Reading the batch has already released every thread blocked in munmap, mremap,
  * madvise or fork on these events, so a slow callback never stalls the monitored process. No
  * memory is allocated with malloc before or during prep (glibc's fork() holds the malloc locks
  * until the FORK event is read): batch storage is made when a context is created, and a fork
@@ -602,6 +616,8 @@ UFFD_API_EXPORT int uffd_read_events(struct uffd *u, struct uffd_event *evs, siz
  * fault with UFFDIO_CONTINUE, a write-protect fault by un-protecting the page. Without `on_fork`
  * (and outside a monitor) a child context is closed, which lets the child run unmonitored.
  * Setting a callback to NULL restores the default.
+ *
+ * @ref prep_complete walks through one batch, with sequence diagrams.
  * @{
  */
 
@@ -683,6 +699,9 @@ UFFD_API_EXPORT int uffd_dispatch(struct uffd *u, int timeout_ms);
  * UFFDIO_COPY of one page, with DONTWAKE, from a PROT_NONE page of the monitor, which can never
  * change a live process's memory or registrations. An exit is reported within one second:
  * `on_exit` runs once and the context is closed.
+ *
+ * The guide has a monitor following forks (@ref cookbook_fork), one inside an existing epoll
+ * loop (@ref cookbook_epoll) and one serving another process (@ref cookbook_adopt).
  * @{
  */
 
@@ -706,8 +725,9 @@ UFFD_API_EXPORT void uffd_monitor_free(struct uffd_monitor *m);
  * uffd_monitor_add - add a context; the monitor takes ownership of it.
  * \param m the monitor.
  * \param u the context; it must not belong to another monitor.
- * \return 0, or -EINVAL (NULL argument), -EBUSY (@p u already belongs to a monitor), -ENOMEM.
- *         On failure ownership stays with the caller.
+ * \return 0, or -EINVAL (NULL argument), -EBUSY (@p u already belongs to a monitor), -ENOMEM,
+ *         -ENOSPC (the user's limit of epoll watches, `fs.epoll.max_user_watches`). On failure
+ *         ownership stays with the caller.
  */
 UFFD_API_EXPORT int uffd_monitor_add(struct uffd_monitor *m, struct uffd *u);
 
@@ -728,7 +748,12 @@ UFFD_API_EXPORT int uffd_monitor_watch_pid(struct uffd_monitor *m, struct uffd *
  * uffd_monitor_run - serve every context until stopped, all are gone, or a timeout.
  * \param m the monitor.
  * \param timeout_ms -1 for ever, 0 for one pass without waiting.
- * \return the number of events handled, or a negative errno (-EINVAL, or a callback's error).
+ * \return the number of events handled, or a negative errno; what was left is served by the
+ *         next run:
+ * - -EINVAL: NULL @p m or @p timeout_ms < -1.
+ * - -EBUSY: the monitor is running already (in another thread, or in a callback it called).
+ * - -EMFILE, -ENFILE, -ENOMEM: as uffd_dispatch().
+ * - a callback's error, as uffd_dispatch() returns it.
  */
 UFFD_API_EXPORT int uffd_monitor_run(struct uffd_monitor *m, int timeout_ms);
 

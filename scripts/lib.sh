@@ -22,11 +22,25 @@ cmake_ok() {
 	((major > 3 || (major == 3 && minor >= 25)))
 }
 
+# clang can link programs with ThreadSanitizer and libFuzzer (the compiler-rt runtimes).
+clang_rt_ok() {
+	local dir ok=0
+	command -v clang >/dev/null || return 1
+	dir=$(mktemp -d) || return 1
+	printf 'int main(void) { return 0; }\n' >"$dir/t.c"
+	printf '#include <stddef.h>\n#include <stdint.h>\nint LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) { (void)d; (void)n; return 0; }\n' >"$dir/f.c"
+	clang -fsanitize=thread -o "$dir/t" "$dir/t.c" 2>/dev/null &&
+		clang -fsanitize=fuzzer,address,undefined -o "$dir/f" "$dir/f.c" 2>/dev/null || ok=1
+	rm -rf "$dir"
+	return $ok
+}
+
 # Each requirement is "what:package": what is a command name, "pc=<module>" for a pkg-config
-# module, or "file=<path>" for a header or library.
+# module, "file=<path>" for a header or library, or "clang-rt" for clang's sanitizer runtimes.
 have() {
 	case $1 in
 	cmake) cmake_ok ;;
+	clang-rt) clang_rt_ok ;;
 	pc=*) command -v pkg-config >/dev/null && pkg-config --exists "${1#pc=}" ;;
 	file=*) [[ -e ${1#file=} ]] ;;
 	*) command -v "$1" >/dev/null ;;
@@ -75,6 +89,7 @@ TEST_REQUIREMENTS=(
 	"${BASE_REQUIREMENTS[@]}"
 	g++:g++ doxygen:doxygen python3:python3 pc=check:check setpriv:util-linux
 	nm:binutils readelf:binutils
+	man:man-db groff:groff-base strace:strace valgrind:valgrind
 )
 
 print_machine() {
@@ -84,5 +99,6 @@ print_machine() {
 	echo "cc:       $(gcc --version | head -n 1)"
 	if command -v clang >/dev/null; then echo "clang:    $(clang --version | head -n 1)"; fi
 	if command -v doxygen >/dev/null; then echo "doxygen:  $(doxygen --version)"; fi
+	if command -v valgrind >/dev/null; then echo "valgrind: $(valgrind --version)"; fi
 	echo "sysctl:   vm.unprivileged_userfaultfd=$(cat /proc/sys/vm/unprivileged_userfaultfd 2>/dev/null || echo '?')"
 }

@@ -281,7 +281,7 @@ static void wake_page(struct uffd *u, uintptr_t addr)
 
 /*
  * prep: with the map locked and no user code running, apply every raw item's layout change in
- * kernel order, drop duplicate spans, fill each fault's range, and wake (instead of delivering)
+ * kernel order, drop duplicate UNMAP spans, fill each fault's range, and wake (instead of delivering)
  * faults that lie in a span this run unmapped or moved away. Stops at the first item that
  * cannot be applied (-ENOMEM), leaving it raw for the next call.
  */
@@ -296,8 +296,13 @@ static int prep_locked(struct uffd *u)
 	for (i = start; i != u->qtail; i = qnext(u, i)) {
 		struct uffd_qitem *it = &u->q[i];
 
-		if ((it->ev.kind == UFFD_EVT_UNMAP || it->ev.kind == UFFD_EVT_REMOVE) &&
-		    duplicate_span(u, start, i, &it->ev)) {
+		/*
+		 * One UNMAP per (context, start, end), as has_unmap_ctx() does in the kernel. Not
+		 * REMOVE: a thread released by the read() can madvise the same span again before the
+		 * read returns, and that second REMOVE is a real, separate event (the soak test
+		 * counts them against the target's log).
+		 */
+		if (it->ev.kind == UFFD_EVT_UNMAP && duplicate_span(u, start, i, &it->ev)) {
 			it->state = UFFD_Q_DROP;
 			continue;
 		}
@@ -492,8 +497,8 @@ static const void *zero_source(size_t len)
 
 	pthread_mutex_lock(&zero_huge_lock);
 	if (!zero_huge || zero_huge_len < len) {
-		void *m = mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
-			       -1, 0);
+		void *m = mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1,
+			       0);
 
 		if (m != MAP_FAILED) {
 			/* The old one is leaked on purpose: another thread may be copying from it. */

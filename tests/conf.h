@@ -670,6 +670,34 @@ static inline uint64_t pagemap_entry(const void *addr)
 	return e;
 }
 
+/* A "Field:  N kB" line of the /proc/self/smaps entry of the mapping that starts at @start, in
+ * bytes; -1 if there is no such mapping or field. */
+static inline long smaps_bytes(const void *start, const char *field)
+{
+	char line[256], want[32];
+	size_t flen = strlen(field);
+	FILE *f = fopen("/proc/self/smaps", "re");
+	bool in = false;
+	long kb = -1;
+
+	if (!f)
+		return -1;
+	snprintf(want, sizeof(want), "%lx-", (unsigned long)(uintptr_t)start);
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+		bool header = sscanf(line, "%lx-%lx ", &lo, &hi) == 2;
+
+		if (header && in)
+			break;
+		if (header)
+			in = strncmp(line, want, strlen(want)) == 0;
+		else if (in && strncmp(line, field, flen) == 0 && line[flen] == ':')
+			kb = strtol(line + flen + 1, NULL, 10);
+	}
+	fclose(f);
+	return kb < 0 ? -1 : kb * 1024;
+}
+
 /* ---- small things ---- */
 
 static inline pid_t conf_gettid(void)
@@ -749,6 +777,36 @@ static inline bool conf_start(const char *program, bool need_root)
 		cov_row("skip", "hugetlbfs", MEM_HUGETLB, "refused", 0, why);
 	}
 	return why == NULL;
+}
+
+/*
+ * Under ThreadSanitizer, fork() holds the sanitizer's own locks while the kernel blocks the
+ * forking thread until the FORK event is read, and the monitor thread that must read it waits
+ * on those locks: a deadlock no library can avoid (glibc's malloc locks were the same, and
+ * libuffd avoids them). Scenarios that fork with EVENT_FORK served in the same process do not
+ * run there; this says so, and tells the coverage step.
+ */
+#if defined(__SANITIZE_THREAD__)
+#define CONF_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CONF_TSAN 1
+#endif
+#endif
+
+static inline bool conf_can_fork_monitored(const char *scenarios)
+{
+#ifdef CONF_TSAN
+	const char *why = "EVENT_FORK served in the forking process deadlocks in ThreadSanitizer's "
+			  "fork()";
+
+	fprintf(stderr, "note: %s not run: %s\n", scenarios, why);
+	cov_row("skip", scenarios, MEM_ANON, "refused", 0, why);
+	return false;
+#else
+	(void)scenarios;
+	return true;
+#endif
 }
 
 /* The loop bounds of a test run on every memory type this machine can give. */

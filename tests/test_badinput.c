@@ -19,7 +19,7 @@
 #include "testutil.h"
 
 #define EVENTS (UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_REMOVE)
-#define NP 16		  /* pages of the fixture's mapping */
+#define NP 16 /* pages of the fixture's mapping */
 #define SENTINEL ((void *)0x5e47)
 #define HUGE_LEN (SIZE_MAX - (size_t)PS + 1) /* page-aligned, and wraps any address */
 
@@ -37,8 +37,8 @@ struct fx {
 	char *mem, *hole;
 	char *P, *WP, *Q, *R; /* the four quarters */
 	int pipefd, evfd, nullfd, closedfd, rawfd;
-	struct uffd *out_u;	      /* receives nothing: stays SENTINEL */
-	struct uffd_monitor *out_m;   /* idem */
+	struct uffd *out_u;	    /* receives nothing: stays SENTINEL */
+	struct uffd_monitor *out_m; /* idem */
 	struct uffd_event evs[4];
 	struct uffd_range range;
 	struct uffd_stats stats;
@@ -225,12 +225,11 @@ static void same(const struct state *a, const struct state *b, const char *name)
 		      "%s: the counters changed", name);
 	ck_assert_msg(a->feat_u == b->feat_u && a->fd_u == b->fd_u, "%s: the context changed",
 		      name);
-	ck_assert_msg(!memcmp(&a->cb_u, &b->cb_u, sizeof(a->cb_u)), "%s: a callback changed",
-		      name);
+	ck_assert_msg(!memcmp(&a->cb_u, &b->cb_u, sizeof(a->cb_u)), "%s: a callback changed", name);
 	for (i = 0; i < NP; i++) {
 		ck_assert_msg(a->modes[i] == b->modes[i],
-			      "%s: the kernel's registration of page %d changed (%u -> %u)", name, i,
-			      a->modes[i], b->modes[i]);
+			      "%s: the kernel's registration of page %d changed (%u -> %u)", name,
+			      i, a->modes[i], b->modes[i]);
 		ck_assert_msg((a->resident[i] & 1) == (b->resident[i] & 1),
 			      "%s: page %d was filled or dropped", name, i);
 	}
@@ -258,16 +257,18 @@ static void same(const struct state *a, const struct state *b, const char *name)
 #define BAD_CASES(X)                                                                               \
 	/* contexts */                                                                             \
 	X(open_null_out, -EINVAL, uffd_open(NULL, NULL))                                           \
-	X(open_null_out_cfg, -EINVAL, uffd_open(NULL, &(struct uffd_config){ .optional = EVENTS })) \
-	X(open_unknown_flag, -EINVAL, uffd_open(&F.out_u, &(struct uffd_config){ .flags = 0x80 }))  \
+	X(open_null_out_cfg, -EINVAL,                                                              \
+	  uffd_open(NULL, &(struct uffd_config){ .optional = EVENTS }))                            \
+	X(open_unknown_flag, -EINVAL, uffd_open(&F.out_u, &(struct uffd_config){ .flags = 0x80 })) \
 	X(open_both_doors, -EINVAL,                                                                \
-	  uffd_open(&F.out_u, &(struct uffd_config){                                               \
-				      .flags = UFFD_OPEN_SYSCALL_ONLY | UFFD_OPEN_DEVICE_ONLY }))  \
+	  uffd_open(&F.out_u, &(struct uffd_config){ .flags = UFFD_OPEN_SYSCALL_ONLY |             \
+							      UFFD_OPEN_DEVICE_ONLY }))            \
 	X(open_unknown_optional, -EINVAL,                                                          \
 	  uffd_open(&F.out_u, &(struct uffd_config){ .optional = 1ull << 40 }))                    \
 	X(open_unknown_required, -EOPNOTSUPP,                                                      \
 	  uffd_open(&F.out_u, &(struct uffd_config){ .required = 1ull << 40 }))                    \
-	X(open_batch_too_big, -EINVAL, uffd_open(&F.out_u, &(struct uffd_config){ .batch = 4097 }))  \
+	X(open_batch_too_big, -EINVAL,                                                             \
+	  uffd_open(&F.out_u, &(struct uffd_config){ .batch = 4097 }))                             \
 	X(open_spin_too_long, -EINVAL,                                                             \
 	  uffd_open(&F.out_u, &(struct uffd_config){ .spin_us = 1000001 }))                        \
 	X(adopt_null_out, -EINVAL, uffd_adopt(NULL, F.rawfd, NULL))                                \
@@ -301,7 +302,8 @@ static void same(const struct state *a, const struct state *b, const char *name)
 	X(register_unknown_mode, -EINVAL, uffd_register(U, F.Q, PS, 8, NULL))                      \
 	X(register_high_mode, -EINVAL, uffd_register(U, F.Q, PS, MISS | 1ull << 40, NULL))         \
 	X(register_no_mapping, -EINVAL, uffd_register(U, NOMAP, PS, MISS, NULL))                   \
-	X(register_minor_on_anon, -EINVAL, uffd_register(U, F.Q, PS, UFFDIO_REGISTER_MODE_MINOR, NULL)) \
+	X(register_minor_on_anon, -EINVAL,                                                         \
+	  uffd_register(U, F.Q, PS, UFFDIO_REGISTER_MODE_MINOR, NULL))                             \
 	X(register_foreign_range, -EBUSY, uffd_register(U, F.R, PS, MISS, NULL))                   \
 	X(unregister_null, -EINVAL, uffd_unregister(NULL, F.P, PS))                                \
 	X(unregister_unaligned, -EINVAL, uffd_unregister(U, F.P + 1, PS))                          \
@@ -375,7 +377,7 @@ static void same(const struct state *a, const struct state *b, const char *name)
 	X(decode_null_ev, -EINVAL, uffd_event_decode(F.msg, 32, NULL))                             \
 	X(decode_short, -EINVAL, uffd_event_decode(F.msg, 31, &F.evs[0]))                          \
 	X(decode_empty_span, -EPROTO, uffd_event_decode(F.msg, 32, &F.evs[0]))                     \
-	X(event_name_unknown /* "unknown" */, 0, strcmp(uffd_event_name(0x42), "unknown"))        \
+	X(event_name_unknown /* "unknown" */, 0, strcmp(uffd_event_name(0x42), "unknown"))         \
 	X(read_events_null, -EINVAL, uffd_read_events(NULL, F.evs, 4, 0))                          \
 	X(read_events_null_evs, -EINVAL, uffd_read_events(U, NULL, 4, 0))                          \
 	X(read_events_max_zero, -EINVAL, uffd_read_events(U, F.evs, 0, 0))                         \
@@ -408,10 +410,10 @@ static void same(const struct state *a, const struct state *b, const char *name)
 	X(get_stats_null, -EINVAL, uffd_get_stats(NULL, &F.stats))                                 \
 	X(get_stats_null_out, -EINVAL, uffd_get_stats(U, NULL))
 
-#define CASE_FN(name, expected, call)                                                              \
-	static long case_##name(void)                                                              \
-	{                                                                                          \
-		return (long)(call);                                                               \
+#define CASE_FN(name, expected, call) \
+	static long case_##name(void) \
+	{                             \
+		return (long)(call);  \
 	}
 BAD_CASES(CASE_FN)
 

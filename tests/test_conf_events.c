@@ -331,8 +331,10 @@ int main(void)
 	huge_ok = conf_start("test_conf_events", true);
 
 	tcase_set_timeout(ev, 30);
-	tcase_add_loop_test(ev, events, 0, conf_mem_end(huge_ok));
-	tcase_add_loop_test(ev, events_wp, 0, conf_mem_end(huge_ok));
+	if (conf_can_fork_monitored("events, events-wp")) {
+		tcase_add_loop_test(ev, events, 0, conf_mem_end(huge_ok));
+		tcase_add_loop_test(ev, events_wp, 0, conf_mem_end(huge_ok));
+	}
 	tcase_set_timeout(fd, 30);
 	tcase_add_loop_test(fd, fault_details, 0, conf_mem_end(huge_ok));
 	suite_add_tcase(s, ev);

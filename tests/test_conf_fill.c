@@ -122,8 +122,16 @@ static int mv_fault(struct uffd *u, const struct uffd_pagefault *pf, void *arg)
 	return uffd_move(u, mv->dst + off, mv->src + off, mv->chunk, 0);
 }
 
-/* Move every chunk of a populated source into a registered destination, one fault each. */
-static void move_common(size_t chunk, int src_advice, int dst_advice, const char *scenario)
+enum pmd_expect { PMD_ANY, PMD_MOVED, PMD_SPLIT };
+
+/*
+ * Move every chunk of a populated source into a registered destination, one fault each. With a
+ * source made of transparent huge pages and 2 MB chunks, the kernel moves whole PMDs when the
+ * destination's PMD is empty (PMD_MOVED), and must split them when the destination faulted in
+ * a page table of small pages (PMD_SPLIT, a MADV_NOHUGEPAGE destination).
+ */
+static void move_common(size_t chunk, int src_advice, int dst_advice, enum pmd_expect pmd,
+			const char *scenario)
 {
 	const size_t ps = tu_page();
 	const size_t len = 8 * ((size_t)2 << 20);
@@ -132,6 +140,7 @@ static void move_common(size_t chunk, int src_advice, int dst_advice, const char
 	struct mv_server mv = { .chunk = chunk };
 	struct server s;
 	char *src, *dst;
+	long src_thp;
 
 	cov_scenario = scenario;
 	src = conf_mmap_aligned(len, (size_t)2 << 20, PROT_READ | PROT_WRITE,
@@ -145,6 +154,7 @@ static void move_common(size_t chunk, int src_advice, int dst_advice, const char
 	ck_assert_int_eq(madvise(dst, len, dst_advice), 0);
 	ck_assert_int_eq(madvise(src, len, MADV_DONTFORK), 0);
 	fill_counters(src, ps, npages);
+	src_thp = smaps_bytes(src, "AnonHugePages");
 
 	mv.src = src;
 	mv.dst = dst;
@@ -171,6 +181,15 @@ static void move_common(size_t chunk, int src_advice, int dst_advice, const char
 	ck_assert_int_eq(server_stop(&s), 0);
 	ck_assert_int_eq(atomic_load(&mv.faults), (int)(len / chunk));
 	ck_assert_int_eq(atomic_load(&mv.bad_flags), 0);
+	if (pmd != PMD_ANY && src_thp != (long)len)
+		fprintf(stderr,
+			"note: %s: the source got %ld of %zu bytes in huge pages; the PMD "
+			"path was not (fully) taken\n",
+			scenario, src_thp, len);
+	else if (pmd == PMD_MOVED)
+		ck_assert_int_eq(smaps_bytes(dst, "AnonHugePages"), (long)len);
+	else if (pmd == PMD_SPLIT)
+		ck_assert_int_eq(smaps_bytes(dst, "AnonHugePages"), 0);
 	cov_ioctl(_UFFDIO_MOVE, MEM_ANON);
 	cov_feature(UFFD_FEATURE_MOVE, MEM_ANON);
 	uffd_close(u);
@@ -181,19 +200,19 @@ static void move_common(size_t chunk, int src_advice, int dst_advice, const char
 
 START_TEST(move)
 {
-	move_common(tu_page(), MADV_NOHUGEPAGE, MADV_NOHUGEPAGE, "move");
+	move_common(tu_page(), MADV_NOHUGEPAGE, MADV_NOHUGEPAGE, PMD_ANY, "move");
 }
 END_TEST
 
 START_TEST(move_pmd)
 {
-	move_common((size_t)2 << 20, MADV_HUGEPAGE, MADV_HUGEPAGE, "move-pmd");
+	move_common((size_t)2 << 20, MADV_HUGEPAGE, MADV_HUGEPAGE, PMD_MOVED, "move-pmd");
 }
 END_TEST
 
 START_TEST(move_pmd_split)
 {
-	move_common((size_t)2 << 20, MADV_HUGEPAGE, MADV_NOHUGEPAGE, "move-pmd-split");
+	move_common((size_t)2 << 20, MADV_HUGEPAGE, MADV_NOHUGEPAGE, PMD_SPLIT, "move-pmd-split");
 }
 END_TEST
 

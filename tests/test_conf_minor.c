@@ -1,8 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* Kernel conformance: minor, minor-wp and minor-collapse (the kernel selftests' scenarios):
  * MINOR faults resolved with UFFDIO_CONTINUE on shmem and hugetlbfs, through libuffd. */
-#include <ctype.h>
-
 #include "conf.h"
 
 #ifndef MADV_COLLAPSE
@@ -69,29 +67,6 @@ static void check_contents(struct area *a)
 	}
 }
 
-/* How much of the mapping at @p is mapped by PMDs, from /proc/self/smaps (bytes, or -1). */
-static long pmd_mapped(const void *p)
-{
-	char line[256], want[32];
-	FILE *f = fopen("/proc/self/smaps", "r");
-	bool in = false;
-	long kb = -1;
-
-	if (!f)
-		return -1;
-	snprintf(want, sizeof(want), "%lx-", (unsigned long)(uintptr_t)p);
-	while (fgets(line, sizeof(line), f)) {
-		if (strchr(line, '-') && strncmp(line, want, strlen(want)) == 0)
-			in = true;
-		else if (in && sscanf(line, "ShmemPmdMapped: %ld kB", &kb) == 1)
-			break;
-		else if (in && isxdigit((unsigned char)line[0]) && strchr(line, '-'))
-			break;
-	}
-	fclose(f);
-	return kb < 0 ? -1 : kb * 1024;
-}
-
 static void minor_common(enum mem m, bool wp, bool collapse, const char *scenario)
 {
 	uint64_t features = mem_minor_feature(m) | (wp ? mem_wp_features(m) : 0);
@@ -139,7 +114,7 @@ static void minor_common(enum mem m, bool wp, bool collapse, const char *scenari
 		int r = madvise(a.p, a.len, MADV_COLLAPSE);
 
 		ck_assert_msg(r == 0, "MADV_COLLAPSE: %s", strerror(errno));
-		ck_assert_int_eq(pmd_mapped(a.p), (long)a.len);
+		ck_assert_int_eq(smaps_bytes(a.p, "ShmemPmdMapped"), (long)a.len);
 		server_start(&s, u);
 		check_contents(&a);
 		ck_assert_int_eq(server_stop(&s), 0);

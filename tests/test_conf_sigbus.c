@@ -181,8 +181,10 @@ int main(void)
 	huge_ok = conf_start("test_conf_sigbus", true);
 
 	tcase_set_timeout(tc, 30);
-	tcase_add_loop_test(tc, sigbus, 0, conf_mem_end(huge_ok));
-	tcase_add_loop_test(tc, sigbus_wp, 0, conf_mem_end(huge_ok));
+	if (conf_can_fork_monitored("sigbus, sigbus-wp")) {
+		tcase_add_loop_test(tc, sigbus, 0, conf_mem_end(huge_ok));
+		tcase_add_loop_test(tc, sigbus_wp, 0, conf_mem_end(huge_ok));
+	}
 	suite_add_tcase(s, tc);
 	return tu_run(s);
 }

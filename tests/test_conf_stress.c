@@ -11,7 +11,8 @@
  * bounce goes the other way. Bounce modes, from the bits of the bounce number as in the kernel's
  * test: random pages or sequential ones, lockers racing on the same pages or not, verify, poll.
  *
- * The default run is short (a few seconds); LIBUFFD_TEST_LONG=1 runs a long one. */
+ * The default run is short (about 10 s in all); LIBUFFD_TEST_LONG=1 runs a long one (256 MiB,
+ * up to 64 bounces or about 40 s per memory type). */
 #include <stdarg.h>
 #include <sys/random.h>
 
@@ -48,7 +49,8 @@ struct stress {
 	struct area *src, *dst;
 	size_t ps, npages, ppc; /* page size, pages, pages per CPU */
 	unsigned ncpu;
-	int bounces; /* the current bounce number: its bits are the mode */
+	int bounces;  /* the current bounce number: its bits are the mode */
+	int nbounces; /* bounces done */
 	bool wp;
 	uint64_t *verify; /* what each page's counter must hold */
 	_Atomic bool finished;
@@ -296,7 +298,12 @@ static void bounce(struct stress *st)
 				     (unsigned long long)st->verify[nr]);
 }
 
-static void stress_run(enum mem m, size_t mib, int bounces)
+/*
+ * @bounces at most; after @seconds no new bounce starts once 16 have run (any 16 consecutive
+ * bounce numbers give every mode once), which keeps a long run within a test timeout even on a
+ * slow or sanitized build.
+ */
+static void stress_run(enum mem m, size_t mib, int bounces, double seconds)
 {
 	struct stress *st = calloc(1, sizeof(*st));
 	pthread_mutex_t init = PTHREAD_MUTEX_INITIALIZER;
@@ -335,11 +342,14 @@ static void stress_run(enum mem m, size_t mib, int bounces)
 	/* Write-protection as in the kernel test: wherever the kernel can do it. */
 	st->wp = true;
 
-	while (bounces--) {
+	for (int done = 0; bounces--; done++) {
 		struct area *tmp;
 
+		if (done >= 16 && conf_now() - t0 > seconds)
+			break;
 		st->bounces = bounces;
 		bounce(st);
+		st->nbounces++;
 		for (unsigned i = 0; i < st->ncpu; i++) {
 			missing += atomic_exchange(&st->cpu[i].missing, 0);
 			wp += atomic_exchange(&st->cpu[i].wp, 0);
@@ -350,9 +360,10 @@ static void stress_run(enum mem m, size_t mib, int bounces)
 		st->dst = tmp;
 	}
 	fprintf(stderr,
-		"stress %s: %zu pages x %u CPUs, %.1f s: %lu missing, %lu write-protect faults "
-		"served, %lu lost to the copier\n",
-		mem_names[m], st->ppc, st->ncpu, conf_now() - t0, missing, wp, eexist);
+		"stress %s: %zu pages x %u CPUs, %d bounces, %.1f s: %lu missing, %lu "
+		"write-protect faults served, %lu lost to the copier\n",
+		mem_names[m], st->ppc, st->ncpu, st->nbounces, conf_now() - t0, missing, wp,
+		eexist);
 	ck_assert_uint_gt(missing + eexist, 0);
 	ck_assert_uint_gt(wp, 0);
 	cov_ioctl(_UFFDIO_COPY, m);
@@ -378,9 +389,9 @@ START_TEST(stress)
 
 	/* Sizes in MiB; 16 bounces run every mode once. */
 	if (long_run)
-		stress_run(m, 256, 64);
+		stress_run(m, 256, 64, 40);
 	else
-		stress_run(m, mem_huge(m) ? 64 : 32, 32);
+		stress_run(m, mem_huge(m) ? 64 : 32, 32, 20);
 }
 END_TEST
 

@@ -292,7 +292,8 @@ int main(void)
 
 	tcase_set_timeout(fk, 30);
 	tcase_add_loop_test(fk, wp_fork, 0, conf_mem_end(huge_ok));
-	tcase_add_loop_test(fk, wp_fork_with_event, 0, conf_mem_end(huge_ok));
+	if (conf_can_fork_monitored("wp-fork-with-event"))
+		tcase_add_loop_test(fk, wp_fork_with_event, 0, conf_mem_end(huge_ok));
 	tcase_set_timeout(un, 30);
 	tcase_add_test(un, wp_unpopulated);
 	tcase_set_timeout(as, 30);

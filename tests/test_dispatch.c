@@ -570,7 +570,10 @@ START_TEST(eagain_redelivery)
 	pthread_create(&t2, NULL, dontneed, p + 2 * PS);
 	usleep(100 * 1000);
 	/* batch = 1: the first read gets the fault only; the REMOVE is still pending. */
-	while (atomic_load(&copy_ok) == 0 && n++ < 50)
+	/* Bounded by time, not rounds: on a loaded machine the released madvise thread can take
+	 * seconds to run again, and until it does every copy meets -EAGAIN (the fault is then
+	 * woken and comes back, as the contract says). */
+	for (double t0 = now_ms(); atomic_load(&copy_ok) == 0 && now_ms() - t0 < 20000;)
 		ck_assert_int_ge(uffd_dispatch(u, 100), 0);
 	pthread_join(t1, &v);
 	pthread_join(t2, NULL);
@@ -585,7 +588,7 @@ START_TEST(eagain_redelivery)
 	ck_assert_int_eq(R.r[0].kind, UFFD_EVT_REMOVE);
 	ck_assert_int_eq(uffd_get_stats(u, &st), 0);
 	ck_assert_uint_ge(st.eagain_retries, 1);
-	ck_assert_uint_eq(st.faults, 1);
+	ck_assert_uint_ge(st.faults, 1); /* more if the retries ran out and it came back */
 	ck_assert_uint_eq(st.removes, 1);
 	uffd_close(u); /* first: an unmap under an unread context blocks */
 	munmap(p, 4 * PS);

@@ -16,6 +16,7 @@
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -55,7 +56,7 @@ struct proc {
 static struct {
 	FILE *out;
 	bool json, summary, quiet, kernel_faults;
-	double t0;
+	double t0, t0_unix; /* CLOCK_MONOTONIC and the Unix time of the start */
 	size_t page;
 	pid_t child;
 	struct uffd_monitor *m;
@@ -77,7 +78,8 @@ struct dot {
 	char kind; /* 'f' fault, 'u' unmap, 'r' remove */
 };
 
-static void keep_dot(const struct proc *p, char kind, uintptr_t addr, uintptr_t end, pid_t tid)
+static void keep_dot(const struct proc *p, char kind, double t, uintptr_t addr, uintptr_t end,
+		     pid_t tid)
 {
 	if (T.dotcap == (size_t)-1)
 		return; /* no --svg */
@@ -87,12 +89,9 @@ static void keep_dot(const struct proc *p, char kind, uintptr_t addr, uintptr_t 
 		if (!T.dots)
 			tool_die("out of memory");
 	}
-	T.dots[T.ndots++] = (struct dot){ .t = tool_now() - T.t0,
-					  .addr = addr,
-					  .end = end,
-					  .ctx = p->id,
-					  .tid = tid,
-					  .kind = kind };
+	T.dots[T.ndots++] = (struct dot){
+		.t = t, .addr = addr, .end = end, .ctx = p->id, .tid = tid, .kind = kind
+	};
 }
 
 /* ---- output ---- */
@@ -112,9 +111,9 @@ static const char *pid_text(pid_t pid, char buf[16])
 }
 
 /* The process's fields of a JSON line: "pid" is null while unknown. */
-static void json_head(const struct proc *p, const char *kind)
+static void json_head_at(const struct proc *p, const char *kind, double t)
 {
-	fprintf(T.out, "{\"time\":%.6f,\"pid\":", since());
+	fprintf(T.out, "{\"time\":%.6f,\"pid\":", t);
 	if (p->pid > 0)
 		fprintf(T.out, "%d", (int)p->pid);
 	else
@@ -122,12 +121,21 @@ static void json_head(const struct proc *p, const char *kind)
 	fprintf(T.out, ",\"ctx\":%u,\"event\":\"%s\"", p->id, kind);
 }
 
-static void text_head(const struct proc *p, const char *who, const char *kind)
+static void json_head(const struct proc *p, const char *kind)
+{
+	json_head_at(p, kind, since());
+}
+
+static void text_head_at(const struct proc *p, const char *who, const char *kind, double t)
 {
 	char b[16];
 
-	fprintf(T.out, "%10.6f %-13s %-7s ", since(), who ? who : pid_text(p->pid, b), kind);
-	(void)p;
+	fprintf(T.out, "%10.6f %-13s %-7s ", t, who ? who : pid_text(p->pid, b), kind);
+}
+
+static void text_head(const struct proc *p, const char *who, const char *kind)
+{
+	text_head_at(p, who, kind, since());
 }
 
 /* ---- processes and their regions ---- */
@@ -168,8 +176,12 @@ static const char *region_name(struct proc *p, uintptr_t addr)
 }
 
 /* The region a mapping of maps belongs to: the live one that starts there, else a new one. */
-static size_t region_for(struct proc *p, uintptr_t start, uintptr_t end, const char *name)
+static size_t region_for(struct proc *p, uintptr_t start, uintptr_t end, const char *name_in)
 {
+	char name[sizeof(p->regs[0].name)];
+
+	/* @name_in may be another region's name, which the realloc below would free. */
+	snprintf(name, sizeof(name), "%s", name_in);
 	for (size_t i = p->nregs; i-- > 0;) {
 		struct region *r = &p->regs[i];
 
@@ -281,6 +293,9 @@ static int on_fault(struct uffd *u, const struct uffd_pagefault *pf, void *arg)
 	uintptr_t addr = (uintptr_t)pf->address & ~(uintptr_t)(T.page - 1);
 	struct region *r = NULL;
 	bool write = pf->flags & UFFD_PAGEFAULT_FLAG_WRITE;
+	/* Taken while the faulting thread still waits: whatever it does after the fault is later,
+	 * which lets a witness (strace -ttt) order its system calls against the faults. */
+	double t = since();
 	/* A zero page, as the kernel would have given: the program cannot tell the difference. */
 	int err = uffd_zeropage(u, (void *)addr, T.page, 0);
 
@@ -304,14 +319,14 @@ static int on_fault(struct uffd *u, const struct uffd_pagefault *pf, void *arg)
 	if (r)
 		r->faults++;
 	p->faults++;
-	keep_dot(p, 'f', addr, addr + T.page, pf->tid);
+	keep_dot(p, 'f', t, addr, addr + T.page, pf->tid);
 	if (T.order)
 		fprintf(T.order, "%s@0x%" PRIxPTR " 0x%" PRIxPTR "\n", r ? r->name : "unregistered",
 			r ? r->start : 0, r ? addr - r->start : addr);
 	if (T.quiet)
 		return 0;
 	if (T.json) {
-		json_head(p, "fault");
+		json_head_at(p, "fault", t);
 		fprintf(T.out,
 			",\"tid\":%d,\"addr\":\"0x%" PRIxPTR "\",\"access\":\"%s\","
 			"\"region\":\"%s\"}\n",
@@ -320,7 +335,7 @@ static int on_fault(struct uffd *u, const struct uffd_pagefault *pf, void *arg)
 		char who[32], b[16];
 
 		snprintf(who, sizeof(who), "%s/%d", pid_text(p->pid, b), (int)pf->tid);
-		text_head(p, who, "fault");
+		text_head_at(p, who, "fault", t);
 		fprintf(T.out, "0x%" PRIxPTR " %-5s %s\n", addr, write ? "write" : "read",
 			r ? r->name : "unregistered");
 	}
@@ -346,7 +361,7 @@ static void span_event(struct proc *p, const struct uffd_span *s, bool unmap)
 			r->removes++;
 		}
 	}
-	keep_dot(p, unmap ? 'u' : 'r', a, b, 0);
+	keep_dot(p, unmap ? 'u' : 'r', since(), a, b, 0);
 	if (unmap) {
 		p->unmaps++;
 		count_registered(p);
@@ -612,8 +627,9 @@ static void accept_one(int lsock)
 	if (!T.quiet) {
 		if (T.json) {
 			json_head(p, "attach");
-			fprintf(T.out, ",\"exe\":\"%s\",\"registered\":%" PRIu64 "}\n", exe,
-				p->reg_bytes);
+			fprintf(T.out,
+				",\"exe\":\"%s\",\"registered\":%" PRIu64 ",\"t0_unix\":%.6f}\n",
+				exe, p->reg_bytes, T.t0_unix);
 		} else {
 			text_head(p, NULL, "attach");
 			fprintf(T.out, "%s, %" PRIu64 " KiB registered\n", exe, p->reg_bytes >> 10);
@@ -1046,6 +1062,12 @@ int main(int argc, char **argv)
 	signal(SIGHUP, forward_signal);
 	signal(SIGPIPE, SIG_IGN);
 	T.t0 = tool_now();
+	{
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		T.t0_unix = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9 - (tool_now() - T.t0);
+	}
 	T.child = start_program(argv + optind, preload, sockpath);
 	free(preload);
 	pidfd = (int)syscall(SYS_pidfd_open, T.child, 0);

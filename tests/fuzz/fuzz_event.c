@@ -15,7 +15,8 @@ static uint64_t u64_at(const uint8_t *b, size_t off)
 
 	/* Assembled byte by byte, in host order, so that this oracle shares nothing with event.c. */
 	for (i = 7; i >= 0; i--)
-		v = (v << 8) | b[off + (size_t)(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? i : 7 - i)];
+		v = (v << 8) |
+		    b[off + (size_t)(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? i : 7 - i)];
 	return v;
 }
 
@@ -25,7 +26,8 @@ static uint32_t u32_at(const uint8_t *b, size_t off)
 	int i;
 
 	for (i = 3; i >= 0; i--)
-		v = (v << 8) | b[off + (size_t)(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? i : 3 - i)];
+		v = (v << 8) |
+		    b[off + (size_t)(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? i : 3 - i)];
 	return v;
 }
 
@@ -109,8 +111,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			FUZZ_CHECK(ev.pagefault.address == want.pagefault.address);
 			FUZZ_CHECK(ev.pagefault.flags == want.pagefault.flags);
 			FUZZ_CHECK(ev.pagefault.tid == want.pagefault.tid);
-			FUZZ_CHECK(ev.pagefault.range.start == NULL && ev.pagefault.range.end == NULL &&
-				   ev.pagefault.range.data == NULL && ev.pagefault.range.offset == 0);
+			FUZZ_CHECK(ev.pagefault.range.start == NULL &&
+				   ev.pagefault.range.end == NULL &&
+				   ev.pagefault.range.data == NULL &&
+				   ev.pagefault.range.offset == 0);
 			break;
 		case UFFD_EVT_FORK:
 			FUZZ_CHECK(ev.fork.fd == want.fork.fd && ev.fork.fd >= 0);

@@ -193,8 +193,18 @@ static void take_span(struct input *in, unsigned *s, unsigned *e, unsigned maxle
 		*e = NPAGES;
 }
 
-enum { OP_REGISTER, OP_UNREGISTER, OP_REMAP, OP_FORK, OP_EXIT, OP_FAIL, OP_BAD, OP_RESERVE,
-       OP_FRAGMENT, OP__COUNT };
+enum {
+	OP_REGISTER,
+	OP_UNREGISTER,
+	OP_REMAP,
+	OP_FORK,
+	OP_EXIT,
+	OP_FAIL,
+	OP_BAD,
+	OP_RESERVE,
+	OP_FRAGMENT,
+	OP__COUNT
+};
 
 static bool model_empty(const struct model *md)
 {
@@ -274,7 +284,8 @@ static void step(struct input *in, unsigned op, int cur, bool failing)
 	case OP_EXIT: /* the process is gone: its context's map is torn down, and reusable */
 		uffd_rmap_destroy(&maps[cur]);
 		memset(md, 0, sizeof(*md));
-		FUZZ_CHECK(maps[cur].count == 0 && maps[cur].first == NULL && maps[cur].root == NULL);
+		FUZZ_CHECK(maps[cur].count == 0 && maps[cur].first == NULL &&
+			   maps[cur].root == NULL);
 		break;
 	case OP_BAD:
 		/* Malformed requests change nothing. */
@@ -289,8 +300,8 @@ static void step(struct input *in, unsigned op, int cur, bool failing)
 					  (size_t)(e - s) * PS + PS) == -EINVAL);
 		FUZZ_CHECK(uffd_rmap_move(&maps[cur], UINTPTR_MAX - PS + 1, addr_of(s),
 					  (size_t)(e - s) * PS + PS) == -EINVAL);
-		FUZZ_CHECK(uffd_rmap_move(&maps[cur], addr_of(s), addr_of(s), (size_t)(e - s) * PS) ==
-			   0);
+		FUZZ_CHECK(uffd_rmap_move(&maps[cur], addr_of(s), addr_of(s),
+					  (size_t)(e - s) * PS) == 0);
 		FUZZ_CHECK(uffd_rmap_clone(&maps[cur], &maps[cur]) == -EINVAL);
 		FUZZ_CHECK(uffd_rmap_clone(NULL, &maps[cur]) == -EINVAL);
 		break;
@@ -303,8 +314,8 @@ static void step(struct input *in, unsigned op, int cur, bool failing)
 
 		take_span(in, &s, &e, 1024);
 		for (t = s; t < e && r == 0; t += 2) {
-			r = uffd_rmap_insert(&maps[cur], addr_of(t), addr_of(t + 1), (void *)(d + t),
-					     0, 1);
+			r = uffd_rmap_insert(&maps[cur], addr_of(t), addr_of(t + 1),
+					     (void *)(d + t), 0, 1);
 			if (r == 0)
 				model_insert(md, t, t + 1, d + t, 0, 1);
 			before = *md; /* the pieces made before a failure stay */

@@ -3,19 +3,21 @@
 # Test of uffd-trace: a traced program's stdout, stderr and exit status are those of an untraced
 # run; its faults, unmaps, remaps and forks are printed (text and JSON) and summed up; a process
 # that uffd-trace did not start is refused; bad usage is refused in one line.
-# usage: check-uffd-trace.sh PATH-TO-uffd-trace
+# usage: check-uffd-trace.sh PATH-TO-uffd-trace PATH-TO-trace_target [PATH-TO-libuffd.so]
 # Exit: 0 pass, 1 fail, 77 skipped (1 instead under LIBUFFD_TEST_STRICT=1).
 set -euo pipefail
-if [[ $# -ne 1 ]]; then
-	echo "usage: $0 PATH-TO-uffd-trace" >&2
+if [[ $# -lt 2 || $# -gt 3 ]]; then
+	echo "usage: $0 PATH-TO-uffd-trace PATH-TO-trace_target [PATH-TO-libuffd.so]" >&2
 	exit 2
 fi
-name=uffd-trace tool=$1 lib=
+# shellcheck disable=SC2034 # lib is read by check-lib.sh (setup_nobody)
+name=uffd-trace tool=$1 target=$2 lib=${3:-}
 # shellcheck source=tests/scripts/check-lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/check-lib.sh"
 
 [[ $(id -u) -eq 0 ]] || skip "uffd-trace's full checks need root (kernel faults, fork following)"
 command -v python3 >/dev/null || skip "python3 is not installed"
+command -v strace >/dev/null || skip "strace (the independent witness) is not installed"
 
 # same DESCRIPTION CMD...: CMD run plainly and under uffd-trace -o, with the same stdout,
 # stderr and exit status; the trace is left in $tmp/trace.
@@ -30,6 +32,199 @@ same() {
 	cmp -s "$tmp/plain.out" "$tmp/traced.out" || fail "$what: stdout differs under uffd-trace"
 	cmp -s "$tmp/plain.err" "$tmp/traced.err" || { cat "$tmp/traced.err" >&2; fail "$what: stderr differs under uffd-trace"; }
 	echo "ok: $what: same output and status ($rc_plain) traced and untraced"
+}
+# witness DESCRIPTION CMD...: CMD under uffd-trace --json, all of it under strace -f -ttt (the
+# independent witness of every munmap, mremap, madvise, brk and mmap call, in the same run, so
+# that addresses agree). Sound comparisons, since uffd-trace registers only private anonymous
+# memory, and only from its attach and each re-scan on (a mapping made and unmapped between two
+# scans is never registered, so traced <= witnessed, and equality is not expected):
+#  (a) every traced unmap, remap and remove is a call of the witness in the same process with
+#      the same range (unmap: munmap, brk shrink, mmap MAP_FIXED, mremap shrink or move, whose
+#      kernel sends REMAP and then UNMAP of the old place; remove: one per VMA of a madvise
+#      DONTNEED/FREE/REMOVE), made before uffd-trace read it, no call claimed twice;
+#  (b) nothing lost: a page with a traced fault was registered then, and stays registered until
+#      the first call after the fault that ends or empties it; that call must be in the trace.
+#      Faults are timed before they are answered, while the faulting thread waits, so its own
+#      later calls are later in strace's clock too.
+# Not run on trace_target: with 4 threads reusing the same addresses within milliseconds, which
+# call an event belongs to cannot be told from timestamps alone (its own log check is exact).
+# The program's output and status are those of an untraced run.
+witness() {
+	local what=$1 rc_plain=0 rc_traced=0
+	shift
+	# Sanitizer runtimes use ptrace themselves (LeakSanitizer stops the world with it) and fail
+	# under strace: the witness runs in the plain build's stage only.
+	if [[ -n ${UFFD_TRACE_SANITIZED:-} ]]; then
+		echo "note: $what: strace witness not run in a sanitizer build"
+		checked=1
+		return 0
+	fi
+	timeout -k 5 120 "$@" >"$tmp/plain.out" 2>"$tmp/plain.err" </dev/null || rc_plain=$?
+	timeout -k 5 120 strace -f -qq -ttt --seccomp-bpf -o "$tmp/strace" \
+		-e trace=munmap,mremap,madvise,brk,mmap,execve,clone,clone3,fork,vfork \
+		"$tool" --json -o "$tmp/trace" -- "$@" >"$tmp/traced.out" 2>"$tmp/traced.err" \
+		</dev/null || rc_traced=$?
+	((rc_traced != 124 && rc_traced != 137)) || fail "$what: hung under strace and uffd-trace"
+	[[ $rc_plain -eq $rc_traced ]] || fail "$what: exit $rc_traced traced, $rc_plain plain"
+	cmp -s "$tmp/plain.out" "$tmp/traced.out" || fail "$what: stdout differs under the witness"
+	python3 - "$tmp/strace" "$tmp/trace" >"$tmp/witness" <<'PY' || fail "$what: the trace and strace disagree"
+import json, re, sys
+from collections import defaultdict
+
+PAGE = 4096
+def up(x): return (x + PAGE - 1) & ~(PAGE - 1)
+strace_path, trace_path = sys.argv[1], sys.argv[2]
+
+# ---- the witness: strace -f -ttt, one process's calls in the order they were made ----
+line_re = re.compile(r'^(\d+) +(\d+\.\d+) (\w+)\((.*)\) += (-?\w+)')
+tgid, pending, calls = {}, {}, []
+def num(x): return int(x, 0)
+for raw in open(strace_path):
+    raw = raw.rstrip('\n')
+    m = re.match(r'^(\d+) +(\d+\.\d+) (.*)$', raw)
+    if not m:
+        continue
+    tid, stamp, rest = int(m[1]), float(m[2]), m[3]
+    if rest.endswith('<unfinished ...>'):
+        pending[tid] = (stamp, rest[:-len('<unfinished ...>')].rstrip())
+        continue
+    r = re.match(r'^<\.\.\. \w+ resumed>(.*)$', rest)
+    if r:
+        if tid not in pending:
+            continue
+        stamp, head = pending.pop(tid)
+        rest = head + r[1]
+    m = re.match(r'^(\w+)\((.*)\) += (-?\w+)', rest)
+    if not m:
+        continue
+    name, args, ret = m[1], m[2], m[3]
+    t = tgid.setdefault(tid, tid)
+    if name in ('clone', 'clone3', 'fork', 'vfork') and ret.isdigit():
+        child = int(ret)
+        tgid[child] = t if 'CLONE_THREAD' in args else child
+        continue
+    if ret.startswith('-'):
+        continue
+    calls.append((stamp, t, name, [a.strip() for a in args.split(',')], num(ret) if ret != '?' else None))
+
+# Per process, in order: what each call did to memory that uffd-trace may have registered.
+#   ('unmap', start, end)   munmap, brk shrink, mremap shrink or FIXED target, mmap MAP_FIXED
+#   ('remap', from, to)     mremap that moved
+#   ('remove', start, end)  madvise DONTNEED/FREE/REMOVE/DONTNEED_LOCKED
+#   ('gone',)               execve: a new address space
+acts = defaultdict(list)   # tgid -> [(stamp, kind, a, b, id)]
+brk = {}
+for i, (stamp, t, name, a, ret) in enumerate(calls):
+    L = acts[t]
+    if name == 'execve':
+        L.append((stamp, 'gone', 0, 0, i)); brk.pop(t, None)
+    elif name == 'munmap':
+        s = num(a[0]); L.append((stamp, 'unmap', s, s + up(num(a[1])), i))
+    elif name == 'brk':
+        old = brk.get(t)
+        if old is not None and ret < old:
+            L.append((stamp, 'unmap', up(ret), up(old), i))
+        brk[t] = ret
+    elif name == 'mmap' and 'MAP_FIXED' in a[3] and 'MAP_FIXED_NOREPLACE' not in a[3]:
+        s = num(a[0]); L.append((stamp, 'unmap', s, s + up(num(a[1])), i))
+    elif name == 'mremap':
+        old, oldlen, newlen = num(a[0]), up(num(a[1])), up(num(a[2]))
+        if ret != old:
+            if 'MREMAP_FIXED' in a[3]:
+                L.append((stamp, 'unmap', ret, ret + newlen, i))
+            # The kernel sends REMAP, then UNMAP for the old place (move_vma() unmaps it).
+            L.append((stamp, 'remap', old, old + oldlen, i))
+            L.append((stamp, 'unmap', old, old + oldlen, i))
+        elif newlen < oldlen:
+            L.append((stamp, 'unmap', old + newlen, old + oldlen, i))
+    elif name == 'madvise' and re.fullmatch(r'MADV_(DONTNEED|FREE|REMOVE|DONTNEED_LOCKED)', a[2]):
+        s = num(a[0]); L.append((stamp, 'remove', s, s + up(num(a[1])), i))
+
+# ---- the trace ----
+t0 = None
+ev = []
+ctx_pid = {}
+for line in open(trace_path):
+    o = json.loads(line)
+    if o.get('summary') == 'process' and o['pid'] > 0:
+        ctx_pid[o['ctx']] = o['pid']
+    if 'event' not in o:
+        continue
+    if o['event'] == 'attach':
+        t0 = o['t0_unix']
+    if o.get('pid'):
+        ctx_pid[o['ctx']] = o['pid']
+    ev.append(o)
+assert t0 is not None, 'no attach line with t0_unix'
+
+# (a) Every traced unmap, remap and remove is a call the witness saw, in the same process, with
+# the same range; no call is claimed twice (a remove may come once per VMA of one madvise).
+claimed = defaultdict(list)   # call id -> ranges claimed
+bad = []
+last = {}   # ctx -> stamp of the call its previous event was matched with
+SLACK = 0.005
+def claim(e, kind, s, end):
+    # The caller waits until uffd-trace has read the event (which is before it is timed), so its
+    # call is before the event's time. A context's events come in the order the kernel made
+    # them, so its calls are in order too, give or take threads that entered their calls in
+    # another order (SLACK): the first call that fits, unclaimed, after the previous event's.
+    pid = ctx_pid.get(e['ctx'])
+    when = t0 + e['time']
+    low = last.get(e['ctx'], 0) - SLACK
+    cands = [x for p in ([pid] if pid else list(acts)) for x in acts[p]
+             if x[1] == kind and low <= x[0] < when]
+    for (stamp, k, a, b, i) in sorted(cands):
+        if kind == 'remove':
+            ok = a <= s and end <= b and all(end <= x or s >= y for x, y in claimed[i, kind])
+        elif kind == 'remap':
+            ok = (a, b) == (s, end) and calls[i][4] == e['to'] and not claimed[i, kind]
+        else:
+            ok = (a, b) == (s, end) and not claimed[i, kind]
+        if ok:
+            claimed[i, kind].append((s, end))
+            last[e['ctx']] = max(last.get(e['ctx'], 0), stamp)
+            return
+    bad.append(e)
+n = {'unmap': 0, 'remap': 0, 'remove': 0, 'fault': 0}
+for e in ev:
+    k = e['event']
+    if k in ('unmap', 'remove'):
+        claim(e, k, int(e['start'], 16), int(e['end'], 16)); n[k] += 1
+    elif k == 'remap':
+        e['to'] = int(e['to'], 16)
+        claim(e, k, int(e['from'], 16), int(e['from'], 16) + e['len']); n[k] += 1
+    elif k == 'fault':
+        n[k] += 1
+assert not bad, 'traced events no call of the witness explains: %s' % bad[:5]
+
+# (b) Nothing lost: a page that faulted was registered, and stays so until the first call after
+# the fault that ends or empties it, which must then be in the trace.
+lost, required = [], set()
+for e in ev:
+    if e['event'] != 'fault' or not e.get('pid'):
+        continue
+    x, when = int(e['addr'], 16), t0 + e['time']
+    for (stamp, k, a, b, i) in acts[e['pid']]:
+        if stamp <= when:
+            continue
+        if k == 'gone':
+            break
+        if a <= x < b:
+            if k == 'remap' and not claimed[i, k]:
+                lost.append((e, calls[i]))
+            required.add(i)
+            k = 'unmap' if k == 'remap' else k   # its UNMAP of the old place follows
+            if not any(s <= x < t for s, t in claimed[i, k]):
+                lost.append((e, calls[i]))
+            break
+assert not lost, 'the witness saw calls on faulted pages that the trace lacks: %s' % lost[:5]
+wit = {k: sum(1 for L in acts.values() for x in L if x[1] == k) for k in ('unmap', 'remap', 'remove')}
+print('faults=%d unmaps=%d remaps=%d removes=%d traced; the witness saw %d unmaps, %d remaps, '
+      '%d removes; checked=%d calls on faulted pages' % (n['fault'], n['unmap'], n['remap'],
+      n['remove'], wit['unmap'], wit['remap'], wit['remove'], len(required)))
+PY
+	echo "ok: $what agrees with strace: $(cat "$tmp/witness")"
+	checked=$(grep -Eo 'checked=[0-9]+' "$tmp/witness" | sed 's/.*=//')
 }
 total() { grep -Eo "^total: .*" "$tmp/trace" | grep -Eo "(^| )$1=[0-9]+" | sed 's/.*=//'; }
 
@@ -57,6 +252,8 @@ grep -qE ' fault +0x[0-9a-f]+ (read|write) +(\[heap\]|anon)$' "$tmp/trace" ||
 lines=$(grep -cE ' fault ' "$tmp/trace")
 [[ $lines -eq $f ]] || fail "python3: $lines fault lines but the total says $f"
 echo "ok: python3: faults=$f unmaps=$u remaps=$(total remaps)"
+witness "python3 building and freeing lists" python3 -c "$prog"
+((checked > 0)) || fail "python3: no unmap of a faulted page to check against strace"
 
 # sort and gzip -9 of a 50 MB file: the same bytes out, and sort's buffers first-touched.
 seq 1 2800000 | sed 's/$/ uffd-trace/' >"$tmp/big"
@@ -64,6 +261,9 @@ truncate -s 50000000 "$tmp/big"
 same "sort of a 50 MB file" sort "$tmp/big"
 (($(total faults) > 5000)) || fail "sort: only $(total faults) first-touch faults traced"
 same "gzip -9 of a 50 MB file" gzip -9 -c "$tmp/big"
+witness "sort of a 50 MB file" sort "$tmp/big"
+((checked > 0)) || fail "sort: no unmap of a faulted page to check against strace"
+witness "gzip -9 of a 50 MB file" gzip -9 -c "$tmp/big"
 rm -f "$tmp/big"
 
 # A pipeline that forks: the children's contexts come through FORK events, and the programs
@@ -71,6 +271,52 @@ rm -f "$tmp/big"
 same "an sh -c pipeline" sh -c 'seq 1 20000 | sort -r | head -n 3; echo done'
 (($(total forks) >= 1)) || fail "the pipeline: no fork traced"
 (($(grep -c ' attach ' "$tmp/trace") >= 4)) || fail "the pipeline: fewer than 4 programs attached"
+witness "an sh -c pipeline" sh -c 'seq 1 20000 | sort -r | head -n 3; echo done'
+
+# A multi-threaded C program with a log of what it did: exactly its faults (by the thread that
+# touched the page), removes, remaps and unmaps are traced, and nothing else at those addresses.
+trace_opts=(--json --summary)
+same "trace_target (4 threads)" "$target" "$tmp/log"
+python3 - "$tmp/log" "$tmp/trace" "$tmp/traced.out" <<'PY' || fail "trace_target: the trace is not what it did"
+import collections, json, re, sys
+PAGE, EMPTIED = 4096, 16
+want, spans = collections.Counter(), []
+for line in open(sys.argv[1]):
+    k, tid, *v = line.split()
+    tid, v = int(tid), [int(x, 16) for x in v]
+    if k == 'map':
+        spans.append((v[0], v[1]))
+        want.update(('fault', tid, a) for a in range(v[0], v[1], PAGE))
+    elif k == 'remove':
+        want[('remove', v[0], v[1])] += 1
+        want.update(('fault', tid, a) for a in range(v[0], v[1], PAGE))  # written again
+    elif k == 'remap':
+        spans.append((v[1], v[1] + v[2]))
+        want[('remap', v[0], v[1], v[2])] += 1
+        want[('unmap', v[0], v[0] + v[2])] += 1  # the kernel's UNMAP of the old place
+    elif k == 'unmap':
+        want[('unmap', v[0], v[1])] += 1
+def ours(a, b):
+    return any(a < e and s < b for s, e in spans)
+got, total = collections.Counter(), None
+for line in open(sys.argv[2]):
+    o = json.loads(line)
+    k = o.get('event')
+    if k == 'fault' and ours(int(o['addr'], 16), int(o['addr'], 16) + 1):
+        got[('fault', o['tid'], int(o['addr'], 16))] += 1
+    elif k in ('remove', 'unmap') and ours(int(o['start'], 16), int(o['end'], 16)):
+        got[(k, int(o['start'], 16), int(o['end'], 16))] += 1
+    elif k == 'remap' and ours(int(o['from'], 16), int(o['from'], 16) + o['len']):
+        got[('remap', int(o['from'], 16), int(o['to'], 16), o['len'])] += 1
+missing, extra = want - got, got - want
+assert not missing and not extra, ('missing', list(missing)[:5], 'extra', list(extra)[:5])
+said = dict(re.findall(r'(\w+)=(\d+)', open(sys.argv[3]).read()))
+for k in ('fault', 'unmap', 'remap', 'remove'):
+    n = sum(c for key, c in got.items() if key[0] == k)
+    assert n == int(said[k + 's']), (k, n, said)
+print('ok: trace_target: exactly its', ', '.join('%ss=%s' % (k, said[k + 's'])
+      for k in ('fault', 'unmap', 'remap', 'remove')), 'traced, by the threads that made them')
+PY
 
 # --json: every line is a JSON object, and the summary is there too.
 trace_opts=(--json --summary)
@@ -129,6 +375,53 @@ wait "$tracer" || fail "uffd-trace with a refused connection exited $?"
 (($(total refused) == 1)) || fail "refused=$(total refused), expected 1"
 grep -q ' refused ' "$tmp/trace" || fail "the refusal is not in the trace"
 echo "ok: a foreign connection is refused and reported"
+
+# Without privilege (user nobody, from world-readable copies): two lines at the start say that
+# only user-mode faults are trapped and fork children are not followed; the program's stdout,
+# stderr (after those two lines) and status are unchanged; its exec'd programs are still traced.
+setup_nobody || skip "cannot run a copy of uffd-trace as user nobody"
+install -m 755 "$(dirname "$tool")/libuffd-trace-preload.so" "$target" "$tmp/bin/"
+mkdir -m 777 "$tmp/nobody"
+same_nobody() {
+	local what=$1 rc_plain=0 rc_traced=0
+	shift
+	timeout -k 5 60 env LD_LIBRARY_PATH="$tmp/bin" setpriv --reuid=nobody \
+		--regid="$(id -g nobody)" --clear-groups --inh-caps=-all "$@" >"$tmp/plain.out" \
+		2>"$tmp/plain.err" </dev/null || rc_plain=$?
+	rm -f "$tmp/nobody/trace"
+	timeout -k 5 60 env LD_LIBRARY_PATH="$tmp/bin" setpriv --reuid=nobody \
+		--regid="$(id -g nobody)" --clear-groups --inh-caps=-all "$tmp/bin/$name" \
+		-o "$tmp/nobody/trace" --summary -- "$@" >"$tmp/traced.out" 2>"$tmp/traced.err" \
+		</dev/null || rc_traced=$?
+	((rc_traced != 124 && rc_traced != 137)) || fail "$what: hung under uffd-trace as nobody"
+	[[ $rc_plain -eq $rc_traced ]] ||
+		{ cat "$tmp/traced.err" >&2; fail "$what: exit $rc_traced traced, $rc_plain plain (nobody)"; }
+	cmp -s "$tmp/plain.out" "$tmp/traced.out" || fail "$what: stdout differs under uffd-trace (nobody)"
+	if [[ $(cat /proc/sys/vm/unprivileged_userfaultfd) == 0 ]]; then
+		head -n 1 "$tmp/traced.err" | grep -q "^$name: note: user-mode faults only: " ||
+			{ cat "$tmp/traced.err" >&2; fail "$what: no 'user-mode faults only' line (nobody)"; }
+		sed -n 2p "$tmp/traced.err" | grep -q "^$name: note: fork children are not followed " ||
+			{ cat "$tmp/traced.err" >&2; fail "$what: no 'fork children are not followed' line (nobody)"; }
+		tail -n +3 "$tmp/traced.err" | cmp -s - "$tmp/plain.err" ||
+			fail "$what: stderr differs under uffd-trace (nobody)"
+	else
+		grep -q "^$name: note: fork children are not followed " "$tmp/traced.err" ||
+			fail "$what: no 'fork children are not followed' line (nobody)"
+		note "vm.unprivileged_userfaultfd=1: kernel faults are trapped for nobody too"
+	fi
+	cp "$tmp/nobody/trace" "$tmp/trace"
+	echo "ok: $what as nobody: same output and status ($rc_plain), $(grep '^total:' "$tmp/trace")"
+}
+# Not sort or gzip: they read() into memory they have not touched yet, which a user-mode-only
+# userfaultfd cannot serve (the kernel fails the read with EFAULT, as the first line says).
+same_nobody "/usr/bin/python3 building a list" /usr/bin/python3 -c 'print(len([i for i in range(1000000)]))'
+(($(total faults) > 1000)) || fail "python3 as nobody: only $(total faults) faults traced"
+(($(total unmaps) > 0)) || fail "python3 as nobody: no unmap traced"
+same_nobody "trace_target (4 threads)" "$tmp/bin/trace_target" "$tmp/nobody/log"
+(($(total faults) >= 960 && $(total remaps) == 12)) || fail "trace_target as nobody: $(grep '^total:' "$tmp/trace")"
+same_nobody "an sh -c pipeline" sh -c 'seq 1 20000 | sort -r | head -n 3; echo done'
+(($(total forks) == 0)) || fail "the pipeline as nobody: forks followed without EVENT_FORK"
+(($(grep -c ' attach ' "$tmp/trace") >= 3)) || fail "the pipeline as nobody: its exec'd programs were not traced"
 
 # Usage.
 run --help
