@@ -21,7 +21,7 @@ struct unmap_run {
 	int fd;
 	bool poll; /* raw: a non-blocking fd, poll() then read() */
 	pthread_t h;
-	volatile uintptr_t kick; /* the handler stops at the UNMAP of this address */
+	_Atomic uintptr_t kick; /* the handler stops at the UNMAP of this address */
 	volatile bool stopped;
 	uint64_t events;
 };
@@ -32,7 +32,7 @@ static int lib_unmapped(struct uffd *u, const struct uffd_span *span, void *arg)
 
 	(void)u;
 	r->events++;
-	if ((uintptr_t)span->start == r->kick)
+	if ((uintptr_t)span->start == atomic_load(&r->kick))
 		r->stopped = true;
 	return 0;
 }
@@ -76,7 +76,7 @@ static void *raw_unmap_handler(void *arg)
 			if (msgs[i].event != UFFD_EVENT_UNMAP)
 				continue;
 			r->events++;
-			if (msgs[i].arg.remove.start == r->kick)
+			if (msgs[i].arg.remove.start == atomic_load(&r->kick))
 				r->stopped = true;
 		}
 	}
@@ -120,7 +120,7 @@ static void unmap_close(struct unmap_run *r)
 {
 	char *k = map_registered(r, page_size);
 
-	r->kick = (uintptr_t)k;
+	atomic_store(&r->kick, (uintptr_t)k);
 	check_sys(munmap(k, page_size), "munmap");
 	pthread_join(r->h, NULL);
 	if (r->events != opt.munmaps + 1)
