@@ -22,13 +22,13 @@ struct bench_opts {
 	long map_sizes[3]; /* range counts */
 	int children;	   /* forked children */
 	size_t child_pages;
-	size_t cg_faults;  /* N of the callgrind figure; it also runs 2N */
-	bool smoke;	   /* prove it works; figures are meaningless */
+	size_t cg_faults; /* N of the callgrind figure; it also runs 2N */
+	bool smoke;	  /* prove it works; figures are meaningless */
 	bool quick;
-	int cpu;	   /* the CPU of single-CPU runs, and of the faulting side of split runs */
-	int other_cpu;	   /* the handler's CPU in split runs */
+	int cpu;       /* the CPU of single-CPU runs, and of the faulting side of split runs */
+	int other_cpu; /* the handler's CPU in split runs */
 	bool do_unpinned, do_pinned, do_split;
-	const char *only;  /* comma-separated figure names, or NULL for all */
+	const char *only; /* comma-separated figure names, or NULL for all */
 	const char *exe_dir;
 	bool verbose;
 };
@@ -65,9 +65,9 @@ void check_sys(long ret, const char *what);
 
 /* ---- paired runs and the table ---- */
 struct sample {
-	double a, b; /* A = libuffd, B = the raw loop: a value per unit (ns per fault, ...) */
+	double a, b;  /* A = libuffd, B = the raw loop: a value per unit (ns per fault, ...) */
 	double ratio; /* A/B of this pair, when it is not simply a / b (see faults.c); or 0 */
-	double a_cpu, b_cpu; /* optional: CPU ns per unit of the handler */
+	double a_cpu, b_cpu;	 /* optional: CPU ns per unit of the handler */
 	double a_extra, b_extra; /* optional: a figure-specific number (messages per read, ...) */
 };
 
@@ -108,13 +108,13 @@ void warm_region(void *p, size_t len);
 void fill_pattern(void *p, size_t len, unsigned seed);
 
 /* ---- figures ---- */
-void fig_faults(void);	   /* time per fault: COPY/ZEROPAGE, seq/random */
-void fig_threads(void);	   /* 8 faulting threads, batched reads; batch waking */
-void fig_latency(void);	   /* latency mode and readahead vs the raw blocking loop */
-void fig_munmap(void);	   /* munmap latency with EVENT_UNMAP */
-void fig_decode(void);	   /* uffd_event_decode */
-void fig_rangemap(void);   /* range map lookup and churn */
-void fig_children(void);   /* 64 forked children */
-void fig_callgrind(void);  /* instructions per fault */
+void fig_faults(void);	  /* time per fault: COPY/ZEROPAGE, seq/random */
+void fig_threads(void);	  /* 8 faulting threads, batched reads; batch waking */
+void fig_latency(void);	  /* latency mode and readahead vs the raw blocking loop */
+void fig_munmap(void);	  /* munmap latency with EVENT_UNMAP */
+void fig_decode(void);	  /* uffd_event_decode */
+void fig_rangemap(void);  /* range map lookup and churn */
+void fig_children(void);  /* 64 forked children */
+void fig_callgrind(void); /* instructions per fault */
 
 #endif

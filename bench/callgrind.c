@@ -66,7 +66,8 @@ static double cg_run(const char *side, size_t faults, int pause_us, int threads)
 
 static double per_fault(const char *side, size_t n, int pause_us, int threads)
 {
-	double one = cg_run(side, n, pause_us, threads), two = cg_run(side, 2 * n, pause_us, threads);
+	double one = cg_run(side, n, pause_us, threads),
+	       two = cg_run(side, 2 * n, pause_us, threads);
 
 	return (two - one) / (double)n;
 }
@@ -79,8 +80,11 @@ static double per_fault(const char *side, size_t n, int pause_us, int threads)
 static void cg_row(const char *variant, const char *raw, size_t n, int pause_us, int threads,
 		   double target)
 {
-	struct row row = { .figure = "callgrind", .cpu = "any", .unit = "per fault",
-			   .max_ratio = target, .plain = true };
+	struct row row = { .figure = "callgrind",
+			   .cpu = "any",
+			   .unit = "per fault",
+			   .max_ratio = target,
+			   .plain = true };
 
 	snprintf(row.variant, sizeof(row.variant), "%s", variant);
 	for (int i = 0; i < opt.pairs; i++) {
@@ -91,9 +95,10 @@ static void cg_row(const char *variant, const char *raw, size_t n, int pause_us,
 				row.s[row.n].a, raw, row.s[row.n].b);
 		row.n++;
 	}
-	snprintf(row.note, sizeof(row.note),
-		 "user-space instructions per fault = (Ir(2N) - Ir(N)) / N, N = %zu, monitor process",
-		 n);
+	snprintf(
+		row.note, sizeof(row.note),
+		"user-space instructions per fault = (Ir(2N) - Ir(N)) / N, N = %zu, monitor process",
+		n);
 	row_print(&row);
 }
 

@@ -71,10 +71,13 @@ __attribute__((noinline)) static void serve_raw(int fd, uintptr_t base, size_t p
 			exit(1);
 		}
 		for (size_t i = 0; i < (size_t)n / sizeof(msgs[0]); i++) {
-			uintptr_t a = (uintptr_t)msgs[i].arg.pagefault.address & ~(uintptr_t)(ps - 1);
+			uintptr_t a = (uintptr_t)msgs[i].arg.pagefault.address &
+				      ~(uintptr_t)(ps - 1);
 			struct uffdio_copy c = {
-				.dst = a, .src = (uintptr_t)src + (a - base) % sizeof(src),
-				.len = ps, .mode = 0,
+				.dst = a,
+				.src = (uintptr_t)src + (a - base) % sizeof(src),
+				.len = ps,
+				.mode = 0,
 			};
 
 			if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
@@ -95,7 +98,9 @@ static int recv_fd(int sock, uint64_t *addr)
 		struct cmsghdr align;
 	} u;
 	struct iovec iov = { .iov_base = addr, .iov_len = sizeof(*addr) };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+	struct msghdr mh = { .msg_iov = &iov,
+			     .msg_iovlen = 1,
+			     .msg_control = u.buf,
 			     .msg_controllen = sizeof(u.buf) };
 	struct cmsghdr *cm;
 	int fd;
@@ -208,7 +213,8 @@ int main(int argc, char **argv)
 	} else {
 		struct uffdio_api api = { .api = UFFD_API };
 		struct uffdio_register reg = {
-			.range = { .start = addr, .len = len }, .mode = UFFDIO_REGISTER_MODE_MISSING,
+			.range = { .start = addr, .len = len },
+			.mode = UFFDIO_REGISTER_MODE_MISSING,
 		};
 
 		if (ioctl(fd, UFFDIO_API, &api) || ioctl(fd, UFFDIO_REGISTER, &reg) ||

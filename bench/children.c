@@ -80,17 +80,21 @@ static void *raw_monitor(void *arg)
 
 				if (msg->event == UFFD_EVENT_FORK) {
 					int cfd = (int)msg->arg.fork.ufd;
-					struct epoll_event ev = { .events = EPOLLIN, .data.fd = cfd };
+					struct epoll_event ev = { .events = EPOLLIN,
+								  .data.fd = cfd };
 
 					if (k->nfds >= MAX_CHILDREN + 1)
 						die("too many children");
 					k->fds[k->nfds++] = cfd;
-					check_sys(epoll_ctl(k->ep, EPOLL_CTL_ADD, cfd, &ev), "epoll_ctl");
+					check_sys(epoll_ctl(k->ep, EPOLL_CTL_ADD, cfd, &ev),
+						  "epoll_ctl");
 				} else if (msg->event == UFFD_EVENT_PAGEFAULT) {
 					uintptr_t a = (uintptr_t)msg->arg.pagefault.address & mask;
 					struct uffdio_copy c = {
-						.dst = a, .src = (uintptr_t)k->src + (a - base),
-						.len = page_size, .mode = 0,
+						.dst = a,
+						.src = (uintptr_t)k->src + (a - base),
+						.len = page_size,
+						.mode = 0,
 					};
 
 					if (ioctl(fd, UFFDIO_COPY, &c) && errno != EEXIST)

@@ -21,7 +21,7 @@ struct unmap_run {
 	int fd;
 	bool poll; /* raw: a non-blocking fd, poll() then read() */
 	pthread_t h;
-	volatile uintptr_t kick; /* the handler stops at the UNMAP of this address */
+	_Atomic uintptr_t kick; /* the handler stops at the UNMAP of this address */
 	volatile bool stopped;
 	uint64_t events;
 };
@@ -32,7 +32,7 @@ static int lib_unmapped(struct uffd *u, const struct uffd_span *span, void *arg)
 
 	(void)u;
 	r->events++;
-	if ((uintptr_t)span->start == r->kick)
+	if ((uintptr_t)span->start == atomic_load(&r->kick))
 		r->stopped = true;
 	return 0;
 }
@@ -76,7 +76,7 @@ static void *raw_unmap_handler(void *arg)
 			if (msgs[i].event != UFFD_EVENT_UNMAP)
 				continue;
 			r->events++;
-			if (msgs[i].arg.remove.start == r->kick)
+			if (msgs[i].arg.remove.start == atomic_load(&r->kick))
 				r->stopped = true;
 		}
 	}
@@ -120,7 +120,7 @@ static void unmap_close(struct unmap_run *r)
 {
 	char *k = map_registered(r, page_size);
 
-	r->kick = (uintptr_t)k;
+	atomic_store(&r->kick, (uintptr_t)k);
 	check_sys(munmap(k, page_size), "munmap");
 	pthread_join(r->h, NULL);
 	if (r->events != opt.munmaps + 1)
@@ -175,12 +175,15 @@ static double unmap_pair(bool poll_raw, double *a, double *b)
 static void unmap_cpu(enum cpu_mode pinned)
 {
 	for (int poll_raw = 0; poll_raw < 2; poll_raw++) {
-		struct row row = { .figure = "munmap", .cpu = cpu_name(pinned),
-				   .unit = "per munmap", .max_ratio = poll_raw ? 0 : 1.05 };
+		struct row row = { .figure = "munmap",
+				   .cpu = cpu_name(pinned),
+				   .unit = "per munmap",
+				   .max_ratio = poll_raw ? 0 : 1.05 };
 		double a, b;
 
 		if (poll_raw)
-			snprintf(row.variant, sizeof(row.variant), "... vs raw poll()+read() monitor");
+			snprintf(row.variant, sizeof(row.variant),
+				 "... vs raw poll()+read() monitor");
 		else
 			snprintf(row.variant, sizeof(row.variant),
 				 "munmap %d KiB registered, EVENT_UNMAP",
@@ -358,8 +361,8 @@ void fig_decode(void)
 		make_messages(m, n, mixed);
 		decode_pair(m, n, &allocs, &a, &b);
 		for (int i = 0; i < opt.pairs; i++) {
-			row.s[row.n].ratio = decode_pair(m, n, &allocs, &row.s[row.n].a,
-							 &row.s[row.n].b);
+			row.s[row.n].ratio =
+				decode_pair(m, n, &allocs, &row.s[row.n].a, &row.s[row.n].b);
 			row.n++;
 		}
 		snprintf(row.note, sizeof(row.note),

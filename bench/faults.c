@@ -173,14 +173,17 @@ static void *raw_handler(void *arg)
 				continue;
 			if (copy && a != stop) {
 				struct uffdio_copy c = {
-					.dst = a, .src = (uintptr_t)r->src + (a - base),
-					.len = page_size, .mode = 0,
+					.dst = a,
+					.src = (uintptr_t)r->src + (a - base),
+					.len = page_size,
+					.mode = 0,
 				};
 
 				ret = ioctl(r->fd, UFFDIO_COPY, &c);
 			} else {
 				struct uffdio_zeropage z = {
-					.range = { .start = a, .len = page_size }, .mode = 0,
+					.range = { .start = a, .len = page_size },
+					.mode = 0,
 				};
 
 				ret = ioctl(r->fd, UFFDIO_ZEROPAGE, &z);
@@ -380,8 +383,8 @@ static void sweep(const struct spec *lib, const struct spec *raw, struct result 
 		size_t to = from + chunk < env.pages ? from + chunk : env.pages;
 
 		for (int j = 0; j < 2; j++) {
-			run_chunk(&sd[(j + k) & 1], lib->threads > 1 ? &crew : NULL, order, from, to,
-				  k);
+			run_chunk(&sd[(j + k) & 1], lib->threads > 1 ? &crew : NULL, order, from,
+				  to, k);
 			/* Let a spinning handler give up before the other side's chunk. */
 			if (spin) {
 				struct timespec ts = { 0, 2000L * spin };
@@ -456,9 +459,12 @@ static void pairs(struct row *row, const struct spec *lib, const struct spec *ra
 
 		sweep(lib, raw, res);
 		*s = (struct sample){
-			.a = res[0].ns_per_page, .b = res[1].ns_per_page,
-			.a_cpu = res[0].cpu_per_page, .b_cpu = res[1].cpu_per_page,
-			.a_extra = res[0].msgs_per_read, .b_extra = res[1].msgs_per_read,
+			.a = res[0].ns_per_page,
+			.b = res[1].ns_per_page,
+			.a_cpu = res[0].cpu_per_page,
+			.b_cpu = res[1].cpu_per_page,
+			.a_extra = res[0].msgs_per_read,
+			.b_extra = res[1].msgs_per_read,
 			.ratio = res[0].ratio,
 		};
 		allocs += res[0].allocs;
@@ -468,7 +474,8 @@ static void pairs(struct row *row, const struct spec *lib, const struct spec *ra
 	}
 	if (allocs)
 		snprintf(row->note, sizeof(row->note),
-			 "note: %llu allocations in libuffd's timed runs", (unsigned long long)allocs);
+			 "note: %llu allocations in libuffd's timed runs",
+			 (unsigned long long)allocs);
 }
 
 static void faults_cpu(enum cpu_mode pinned)
@@ -486,7 +493,9 @@ static void faults_cpu(enum cpu_mode pinned)
 
 	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
 		struct spec sp = { .op = v[i].op, .random = v[i].random, .threads = 1, .batch = 64 };
-		struct row row = { .figure = "fault", .cpu = cpu_name(pinned), .unit = "per fault",
+		struct row row = { .figure = "fault",
+				   .cpu = cpu_name(pinned),
+				   .unit = "per fault",
 				   .max_ratio = 1.05 };
 
 		snprintf(row.variant, sizeof(row.variant), "%s, %zu %s", v[i].name,
@@ -499,7 +508,9 @@ static void faults_cpu(enum cpu_mode pinned)
 	{
 		struct spec lib = { .op = OP_ZERO, .random = true, .threads = 1, .batch = 64 };
 		struct spec raw = lib;
-		struct row row = { .figure = "fault", .cpu = cpu_name(pinned), .unit = "per fault" };
+		struct row row = { .figure = "fault",
+				   .cpu = cpu_name(pinned),
+				   .unit = "per fault" };
 
 		raw.raw_poll = true;
 		snprintf(row.variant, sizeof(row.variant), "... vs raw poll()+read() loop");
@@ -519,7 +530,9 @@ static void threads_cpu(enum cpu_mode pinned)
 	struct spec own = { .op = OP_COPY, .threads = 8, .batch = 64 };
 	struct spec shared = { .op = OP_COPY, .threads = 8, .shared = true, .batch = 64 };
 	struct spec shared_bw = shared;
-	struct row row = { .figure = "threads", .cpu = cpu_name(pinned), .unit = "per fault",
+	struct row row = { .figure = "threads",
+			   .cpu = cpu_name(pinned),
+			   .unit = "per fault",
 			   .extra_name = "messages per read" };
 
 	snprintf(row.variant, sizeof(row.variant), "8 threads, own slices, COPY");
@@ -548,8 +561,9 @@ static void latency_cpu(enum cpu_mode pinned)
 {
 	struct spec raw = { .op = OP_COPY, .threads = 1, .batch = 64 };
 	struct spec lat = raw;
-	struct row row = { .figure = "beat", .cpu = cpu_name(pinned), .unit = "per fault",
-			   .show_cpu = true };
+	struct row row = {
+		.figure = "beat", .cpu = cpu_name(pinned), .unit = "per fault", .show_cpu = true
+	};
 	static const unsigned ra[] = { 4, 16, 64 };
 
 	lat.spin_us = LATENCY_SPIN_US;

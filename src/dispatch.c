@@ -375,9 +375,9 @@ __attribute__((noinline)) static int spin_read(struct uffd *u, int *timeout_ms)
 		spent = now_us() - t0;
 	} while (spent < lim);
 	if (*timeout_ms > 0)
-		*timeout_ms = spent / 1000u >= (uint64_t)*timeout_ms
-				      ? 0
-				      : *timeout_ms - (int)(spent / 1000u);
+		*timeout_ms = spent / 1000u >= (uint64_t)*timeout_ms ?
+				      0 :
+				      *timeout_ms - (int)(spent / 1000u);
 	return 0;
 }
 

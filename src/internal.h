@@ -139,8 +139,8 @@ struct uffd {
 	unsigned poll_first;	   /* waits that polled before reading, in a row (see read_wait) */
 	struct uffd_range rc;	   /* the piece the last fault hit (dispatcher-private cache) */
 	uint64_t rc_gen;	   /* map_gen when rc was looked up */
-	_Atomic uint64_t map_gen; /* bumped, under lock, by every change of map */
-	_Atomic int exited;	  /* the process is gone */
+	_Atomic uint64_t map_gen;  /* bumped, under lock, by every change of map */
+	_Atomic int exited;	   /* the process is gone */
 	_Atomic int exit_reported; /* on_exit has run */
 
 	/* Monitor membership. */

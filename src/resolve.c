@@ -165,9 +165,9 @@ int uffd_zeropage(struct uffd *u, void *dst, size_t len, uint64_t mode)
 		last_done = 0;
 		return -EINVAL;
 	}
-	a = (struct uffdio_zeropage){
-		.range = { .start = (uintptr_t)dst, .len = len }, .mode = mode, .zeropage = 0
-	};
+	a = (struct uffdio_zeropage){ .range = { .start = (uintptr_t)dst, .len = len },
+				      .mode = mode,
+				      .zeropage = 0 };
 	ret = uffd_sys_ioctl(u->fd, UFFDIO_ZEROPAGE, &a);
 	if (ret == 0) {
 		last_done = a.range.len;

@@ -172,7 +172,8 @@ static void *mover(void *arg)
 
 START_TEST(range_follows_remap)
 {
-	struct uffd_config cfg = { .required = UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_UNMAP };
+	struct uffd_config cfg = { .required = UFFD_FEATURE_EVENT_REMAP |
+					       UFFD_FEATURE_EVENT_UNMAP };
 	struct uffd *u = NULL;
 	struct uffd_stats st = { 0 };
 	struct move m;
