@@ -26,6 +26,11 @@
  * time. The resolving calls (uffd_copy() and its siblings), uffd_register(), uffd_unregister(),
  * uffd_range_find(), uffd_monitor_add() and uffd_monitor_stop() are safe from any thread, also
  * while the context is being dispatched or the monitor runs.
+ *
+ * No libuffd call is a pthread cancellation point: the library waits and reads with raw
+ * syscalls, because a thread cancelled inside read() after the kernel handed it a message would
+ * lose that message and leave the thread that faulted blocked for good. Stop a dispatching
+ * thread with a timeout and a flag, an eventfd of your own, or uffd_monitor_stop().
  */
 #ifndef UFFD_H
 #define UFFD_H

@@ -46,6 +46,7 @@ int uffd_ctx_new(int fd, uint64_t features, const struct uffd_config *cfg, struc
 	u->batch = batch;
 	u->spin_us = cfg ? cfg->spin_us : 0;
 	u->alloc_len = len;
+	u->page_mask = (uintptr_t)uffd_page_size() - 1;
 	u->msgs = (struct uffd_msg *)((char *)u + off_msgs);
 	u->q = (struct uffd_qitem *)((char *)u + off_q);
 	u->qcap = qcap;

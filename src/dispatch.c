@@ -696,16 +696,12 @@ static int complete(struct uffd *u, int *handled)
  * one registration, and a hit needs neither the map lock nor a lookup. map_gen changes with every
  * change of the map (register, unregister, prep), which empties the cache.
  */
-static void fault_range(struct uffd *u, uintptr_t a, struct uffd_range *out)
+__attribute__((noinline)) static void fault_range_lookup(struct uffd *u, uintptr_t a,
+							  struct uffd_range *out)
 {
 	const struct uffd_node *n;
-	uint64_t gen = atomic_load_explicit(&u->map_gen, memory_order_acquire);
+	uint64_t gen;
 
-	if (gen == u->rc_gen &&
-	    a - (uintptr_t)u->rc.start < (uintptr_t)u->rc.end - (uintptr_t)u->rc.start) {
-		*out = u->rc;
-		return;
-	}
 	pthread_mutex_lock(&u->lock);
 	n = uffd_rmap_find(&u->map, a);
 	uffd_rmap_fill(n, out);
@@ -717,12 +713,25 @@ static void fault_range(struct uffd *u, uintptr_t a, struct uffd_range *out)
 	}
 }
 
+static inline void fault_range(struct uffd *u, uintptr_t a, struct uffd_range *out)
+{
+	uint64_t gen = atomic_load_explicit(&u->map_gen, memory_order_acquire);
+
+	if (__builtin_expect(gen == u->rc_gen && a - (uintptr_t)u->rc.start <
+							 (uintptr_t)u->rc.end - (uintptr_t)u->rc.start,
+			     1)) {
+		*out = u->rc;
+		return;
+	}
+	fault_range_lookup(u, a, out);
+}
+
 static bool only_faults(const struct uffd_msg *m, unsigned n)
 {
-	unsigned i;
+	const struct uffd_msg *end = m + n;
 
-	for (i = 0; i < n; i++)
-		if (m[i].event != UFFD_EVENT_PAGEFAULT)
+	for (; m != end; m++)
+		if (m->event != UFFD_EVENT_PAGEFAULT)
 			return false;
 	return true;
 }
@@ -732,26 +741,29 @@ static bool only_faults(const struct uffd_msg *m, unsigned n)
  * batch prep has nothing to apply and nothing to wake, so each fault is decoded straight from the
  * read buffer, given its range and delivered, without the queue. If a callback does not resolve
  * its fault, the rest of the batch is queued (and prepped) first: the -EAGAIN retry reads more
- * messages into the read buffer, and a stop leaves the rest for the next call, in order.
+ * messages into the read buffer, and a stop leaves the rest for the next call, in order. The
+ * statistics are added once per batch (or when leaving it early).
  */
 static int serve_faults(struct uffd *u, unsigned cnt, int *handled)
 {
-	unsigned i;
+	unsigned i, bad = 0;
 
 	for (i = 0; i < cnt; i++) {
 		struct uffd_pagefault pf;
 		int r;
 
-		(*handled)++;
-		if (uffd_decode_pagefault(&u->msgs[i], &pf) != 0) {
-			uffd_stat_add(&u->st.unknown, 1); /* as prep would: undeliverable */
+		if (__builtin_expect(uffd_decode_pagefault(&u->msgs[i], &pf) != 0, 0)) {
+			bad++; /* as prep would: counted as unknown, not delivered */
 			continue;
 		}
-		uffd_stat_add(&u->st.faults, 1);
 		fault_range(u, (uintptr_t)pf.address, &pf.range);
 		r = call_fault(u, &pf);
-		if (r == 0)
+		if (__builtin_expect(r == 0, 1))
 			continue;
+		*handled += (int)i + 1;
+		uffd_stat_add(&u->st.faults, i + 1 - bad);
+		if (bad)
+			uffd_stat_add(&u->st.unknown, bad);
 		enqueue(u, i + 1, cnt);
 		prep(u);
 		r = finish_fault(u, &pf, r);
@@ -761,6 +773,10 @@ static int serve_faults(struct uffd *u, unsigned cnt, int *handled)
 			return r;
 		return complete(u, handled);
 	}
+	*handled += (int)cnt;
+	uffd_stat_add(&u->st.faults, cnt - bad);
+	if (bad)
+		uffd_stat_add(&u->st.unknown, bad);
 	return 0;
 }
 

@@ -124,10 +124,15 @@ static inline int fill(struct uffd *u, enum fill_op op, uintptr_t dst, uintptr_t
 	return fill_more(u, op, dst, src, len, mode, ret, res);
 }
 
-/* Argument checks common to every resolving call; on failure nothing is called. */
-static bool args_ok(const struct uffd *u, const void *addr, size_t len)
+/*
+ * Argument checks common to every resolving call; on failure nothing is called. [addr, addr +
+ * len) must be page-aligned, not empty and not wrap; `a + len > a` covers the last two.
+ */
+static inline bool args_ok(const struct uffd *u, const void *addr, size_t len)
 {
-	return u && uffd_range_ok((uintptr_t)addr, len);
+	uintptr_t a = (uintptr_t)addr;
+
+	return u && !((a | len) & u->page_mask) && a + len > a;
 }
 
 /*
@@ -140,8 +145,10 @@ int uffd_copy(struct uffd *u, void *dst, const void *src, size_t len, uint64_t m
 	int ret;
 
 	/* The source may be unaligned, but may not wrap (the kernel says EINVAL too). */
-	if (!args_ok(u, dst, len) || (mode & ~(UFFDIO_COPY_MODE_DONTWAKE | UFFDIO_COPY_MODE_WP)) ||
-	    (uintptr_t)src + len < (uintptr_t)src) {
+	if (__builtin_expect(!args_ok(u, dst, len) ||
+				     (mode & ~(UFFDIO_COPY_MODE_DONTWAKE | UFFDIO_COPY_MODE_WP)) ||
+				     (uintptr_t)src + len < (uintptr_t)src,
+			     0)) {
 		last_done = 0;
 		return -EINVAL;
 	}
@@ -149,8 +156,8 @@ int uffd_copy(struct uffd *u, void *dst, const void *src, size_t len, uint64_t m
 		.dst = (uintptr_t)dst, .src = (uintptr_t)src, .len = len, .mode = mode, .copy = 0
 	};
 	ret = uffd_sys_ioctl(u->fd, UFFDIO_COPY, &a);
-	if (ret == 0) {
-		last_done = a.len;
+	if (__builtin_expect(ret == 0, 1)) {
+		last_done = len;
 		return 0;
 	}
 	return fill_more(u, OP_COPY, a.dst, a.src, a.len, a.mode, ret, a.copy);
@@ -161,7 +168,7 @@ int uffd_zeropage(struct uffd *u, void *dst, size_t len, uint64_t mode)
 	struct uffdio_zeropage a;
 	int ret;
 
-	if (!args_ok(u, dst, len) || (mode & ~UFFDIO_ZEROPAGE_MODE_DONTWAKE)) {
+	if (__builtin_expect(!args_ok(u, dst, len) || (mode & ~UFFDIO_ZEROPAGE_MODE_DONTWAKE), 0)) {
 		last_done = 0;
 		return -EINVAL;
 	}
@@ -169,8 +176,8 @@ int uffd_zeropage(struct uffd *u, void *dst, size_t len, uint64_t mode)
 				      .mode = mode,
 				      .zeropage = 0 };
 	ret = uffd_sys_ioctl(u->fd, UFFDIO_ZEROPAGE, &a);
-	if (ret == 0) {
-		last_done = a.range.len;
+	if (__builtin_expect(ret == 0, 1)) {
+		last_done = len;
 		return 0;
 	}
 	return fill_more(u, OP_ZEROPAGE, a.range.start, 0, a.range.len, a.mode, ret, a.zeropage);

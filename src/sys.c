@@ -2,7 +2,6 @@
 /* Every raw syscall and ioctl the library makes, and the one place -1/errno becomes -errno. */
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <stdatomic.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -39,40 +38,6 @@ int uffd_sys_dev_new(int flags)
 	return fd < 0 ? -err : fd;
 }
 
-int uffd_sys_ioctl(int fd, unsigned long req, void *arg)
-{
-	return neg_errno(ioctl(fd, req, arg));
-}
-
-ssize_t uffd_sys_read(int fd, void *buf, size_t len)
-{
-	int inj = uffd_fail_check(UFFD_FAIL_READ);
-	ssize_t n;
-
-	if (inj)
-		return -inj;
-	n = read(fd, buf, len);
-	return n < 0 ? -errno : n;
-}
-
-int uffd_sys_poll1(int fd, int timeout_ms)
-{
-	struct pollfd p = { .fd = fd, .events = POLLIN };
-	int inj = uffd_fail_check(UFFD_FAIL_POLL);
-	int n;
-
-	if (inj)
-		return -inj;
-	n = poll(&p, 1, timeout_ms);
-	if (n < 0)
-		return -errno;
-	if (n == 0)
-		return 0;
-	if (p.revents & (POLLERR | POLLNVAL))
-		return -EBADF;
-	return 1;
-}
-
 int uffd_sys_close(int fd)
 {
 	return neg_errno(close(fd));
@@ -106,12 +71,12 @@ long uffd_page_size_slow(void)
 	return ps;
 }
 
+#ifdef UFFD_FAULT_INJECTION
 /*
  * Fault injection for the test suite (test_inject, the fuzzers). Every call at a site is counted;
  * a test arms a site so that its nth next call fails with a chosen errno, once or from then on.
- * The control functions below are hidden: only programs linked with the static library (the
- * tests) can reach them, and the shared library exports none of them. Disarmed, a check costs
- * one relaxed atomic add and one load.
+ * Only the test suite's copy of the library (uffd_testing) has them; the installed libraries
+ * are built without UFFD_FAULT_INJECTION.
  */
 static _Atomic unsigned long site_calls[UFFD_FAIL__COUNT];
 static _Atomic int fail_countdown[UFFD_FAIL__COUNT];
@@ -167,3 +132,4 @@ unsigned long uffd_test_calls(int site)
 		return 0;
 	return atomic_load(&site_calls[site]);
 }
+#endif /* UFFD_FAULT_INJECTION */
