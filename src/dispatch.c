@@ -396,30 +396,41 @@ __attribute__((noinline)) static int spin_read(struct uffd *u, int *timeout_ms)
  * (they are piling up) or POLL_FIRST_RUN waits have passed, which costs an idle fd one wasted
  * read in that many and lets a busy one be noticed.
  */
-static inline __attribute__((always_inline)) int read_wait(struct uffd *u, int timeout_ms)
+static inline __attribute__((always_inline)) int poll_read(struct uffd *u, int timeout_ms)
 {
-	int n;
+	int n = uffd_sys_poll1(u->fd, timeout_ms);
 
-	if (timeout_ms == 0 || u->poll_first == 0 || u->spin_us) {
-		n = read_raw(u, u->batch);
-		if (n != 0 || timeout_ms == 0)
-			return n;
-		u->poll_first = 1;
-		if (u->spin_us) {
-			n = spin_read(u, &timeout_ms);
-			if (n != 0 || timeout_ms == 0)
-				return n;
-		}
-	} else if (++u->poll_first > POLL_FIRST_RUN) {
-		u->poll_first = 0;
-	}
-	n = uffd_sys_poll1(u->fd, timeout_ms);
 	if (n <= 0)
 		return n;
 	n = read_raw(u, u->batch);
 	if (n > 1)
 		u->poll_first = 0;
 	return n;
+}
+
+/* read_wait() when it reads first: and when that finds the fd empty, spins or polls. */
+__attribute__((noinline)) static int read_first(struct uffd *u, int timeout_ms)
+{
+	int n = read_raw(u, u->batch);
+
+	if (n != 0 || timeout_ms == 0)
+		return n;
+	u->poll_first = 1;
+	if (u->spin_us) {
+		n = spin_read(u, &timeout_ms);
+		if (n != 0 || timeout_ms == 0)
+			return n;
+	}
+	return poll_read(u, timeout_ms);
+}
+
+static inline __attribute__((always_inline)) int read_wait(struct uffd *u, int timeout_ms)
+{
+	if (timeout_ms == 0 || u->poll_first == 0 || u->spin_us)
+		return read_first(u, timeout_ms);
+	if (++u->poll_first > POLL_FIRST_RUN)
+		u->poll_first = 0;
+	return poll_read(u, timeout_ms);
 }
 
 /*
@@ -780,28 +791,24 @@ static int serve_faults(struct uffd *u, unsigned cnt, int *handled)
 	return 0;
 }
 
-int uffd_dispatch(struct uffd *u, int timeout_ms)
+/*
+ * uffd_dispatch() for everything but a batch of page faults read into an empty queue: a batch
+ * with layout events (@n messages just read, u->lock held where read_raw() takes it), or, with
+ * @n == 0, items left queued by an earlier call.
+ */
+__attribute__((noinline)) static int dispatch_queue(struct uffd *u, int timeout_ms, int n)
 {
-	int handled = 0;
-	int ret = check_args(u, timeout_ms);
+	int handled = 0, ret;
 
-	if (ret)
-		return ret;
-	if (u->qhead == u->qtail) {
-		ret = read_wait(u, timeout_ms);
-		if (ret <= 0)
-			return ret;
-		if (only_faults(u->msgs, (unsigned)ret)) {
-			if (read_locks(u))
-				pthread_mutex_unlock(&u->lock); /* no layout change to apply */
-			ret = serve_faults(u, (unsigned)ret, &handled);
-			return ret < 0 ? ret : handled;
-		}
+	if (n > 0) {
 		lock_for_prep(u);
-		enqueue(u, 0, (unsigned)ret);
+		enqueue(u, 0, (unsigned)n);
 		ret = prep_locked(u);
 		pthread_mutex_unlock(&u->lock);
 	} else {
+		ret = check_args(u, timeout_ms);
+		if (ret)
+			return ret;
 		ret = fill(u, timeout_ms);
 	}
 	if (ret < 0 && u->qhead == u->qprep)
@@ -810,4 +817,23 @@ int uffd_dispatch(struct uffd *u, int timeout_ms)
 	if (ret < 0)
 		return ret;
 	return handled;
+}
+
+int uffd_dispatch(struct uffd *u, int timeout_ms)
+{
+	int handled = 0, n;
+
+	if (__builtin_expect(!u || timeout_ms < -1, 0))
+		return -EINVAL;
+	if (__builtin_expect(u->qhead != u->qtail || atomic_load(&u->exited), 0))
+		return dispatch_queue(u, timeout_ms, 0);
+	n = read_wait(u, timeout_ms);
+	if (n <= 0)
+		return n;
+	if (__builtin_expect(!only_faults(u->msgs, (unsigned)n), 0))
+		return dispatch_queue(u, timeout_ms, n);
+	if (read_locks(u))
+		pthread_mutex_unlock(&u->lock); /* no layout change to apply */
+	n = serve_faults(u, (unsigned)n, &handled);
+	return n < 0 ? n : handled;
 }
