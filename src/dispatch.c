@@ -382,19 +382,20 @@ __attribute__((noinline)) static int spin_read(struct uffd *u, int *timeout_ms)
 }
 
 /* After this many waits that polled first, the next one reads first again (see read_wait). */
-#define POLL_FIRST_RUN 8u
+#define POLL_FIRST_RUN 64u
 
 /*
  * Read a batch into u->msgs, waiting up to @timeout_ms for one. Returns the number of messages
  * (with u->lock held where read_raw() takes it), 0 on timeout, or a negative errno.
  *
- * A non-blocking fd needs a poll() to sleep and a read() to take the messages. When messages are
- * already waiting (several faulting threads, a handler slower than its faulters) a read() alone
- * does; when the fd is empty (one faulting thread, served faster than it faults again) reading
- * first wastes a syscall on every fault. So a wait reads first while that finds messages; once a
- * read finds the fd empty, the next waits poll first, until a read returns more than one message
- * (they are piling up) or POLL_FIRST_RUN waits have passed, which costs an idle fd one wasted
- * read in that many and lets a busy one be noticed.
+ * A non-blocking fd needs a poll() to sleep and a read() to take the messages. Reading first
+ * costs one syscall when messages are waiting and three (read, poll, read) when the fd is empty;
+ * polling first costs two either way. A handler faster than its faulting threads mostly finds
+ * the fd empty: the faults it just resolved are still being retried (so with one faulting thread,
+ * and with a few, whose batch was served together). So a wait reads first while that finds
+ * messages; once a read finds the fd empty, the next waits poll first, until a read fills a
+ * whole batch (more are likely waiting) or POLL_FIRST_RUN waits have passed, when one read
+ * first tests the fd again (one wasted read in that many on an idle fd).
  */
 static inline __attribute__((always_inline)) int poll_read(struct uffd *u, int timeout_ms)
 {
@@ -403,7 +404,7 @@ static inline __attribute__((always_inline)) int poll_read(struct uffd *u, int t
 	if (n <= 0)
 		return n;
 	n = read_raw(u, u->batch);
-	if (n > 1)
+	if ((unsigned)n == u->batch)
 		u->poll_first = 0;
 	return n;
 }
@@ -755,40 +756,49 @@ static bool only_faults(const struct uffd_msg *m, unsigned n)
  * messages into the read buffer, and a stop leaves the rest for the next call, in order. The
  * statistics are added once per batch (or when leaving it early).
  */
-static int serve_faults(struct uffd *u, unsigned cnt, int *handled)
+/* The rest of a fault batch once the fault at msgs[@i] was not resolved (@r); see below. */
+__attribute__((noinline)) static int serve_rest(struct uffd *u, struct uffd_pagefault *pf, int r,
+						unsigned i, unsigned cnt, unsigned bad)
 {
-	unsigned i, bad = 0;
+	int handled = (int)i + 1;
 
-	for (i = 0; i < cnt; i++) {
+	uffd_stat_add(&u->st.faults, i + 1 - bad);
+	if (bad)
+		uffd_stat_add(&u->st.unknown, bad);
+	enqueue(u, i + 1, cnt);
+	prep(u);
+	r = finish_fault(u, pf, r);
+	if (r == -ESRCH)
+		return handled;
+	if (r < 0)
+		return r;
+	r = complete(u, &handled);
+	return r < 0 ? r : handled;
+}
+
+/* Returns the number of messages handled, or a negative errno. */
+static int serve_faults(struct uffd *u, unsigned cnt)
+{
+	const struct uffd_msg *m = u->msgs, *end = m + cnt;
+	unsigned bad = 0;
+
+	for (; m != end; m++) {
 		struct uffd_pagefault pf;
 		int r;
 
-		if (__builtin_expect(uffd_decode_pagefault(&u->msgs[i], &pf) != 0, 0)) {
+		if (__builtin_expect(uffd_decode_pagefault(m, &pf) != 0, 0)) {
 			bad++; /* as prep would: counted as unknown, not delivered */
 			continue;
 		}
 		fault_range(u, (uintptr_t)pf.address, &pf.range);
 		r = call_fault(u, &pf);
-		if (__builtin_expect(r == 0, 1))
-			continue;
-		*handled += (int)i + 1;
-		uffd_stat_add(&u->st.faults, i + 1 - bad);
-		if (bad)
-			uffd_stat_add(&u->st.unknown, bad);
-		enqueue(u, i + 1, cnt);
-		prep(u);
-		r = finish_fault(u, &pf, r);
-		if (r == -ESRCH)
-			return 0;
-		if (r < 0)
-			return r;
-		return complete(u, handled);
+		if (__builtin_expect(r != 0, 0))
+			return serve_rest(u, &pf, r, (unsigned)(m - u->msgs), cnt, bad);
 	}
-	*handled += (int)cnt;
 	uffd_stat_add(&u->st.faults, cnt - bad);
 	if (bad)
 		uffd_stat_add(&u->st.unknown, bad);
-	return 0;
+	return (int)cnt;
 }
 
 /*
@@ -821,7 +831,7 @@ __attribute__((noinline)) static int dispatch_queue(struct uffd *u, int timeout_
 
 int uffd_dispatch(struct uffd *u, int timeout_ms)
 {
-	int handled = 0, n;
+	int n;
 
 	if (__builtin_expect(!u || timeout_ms < -1, 0))
 		return -EINVAL;
@@ -830,10 +840,12 @@ int uffd_dispatch(struct uffd *u, int timeout_ms)
 	n = read_wait(u, timeout_ms);
 	if (n <= 0)
 		return n;
-	if (__builtin_expect(!only_faults(u->msgs, (unsigned)n), 0))
+	/* One message, as with one faulting thread, needs no loop to tell. */
+	if (__builtin_expect(n == 1 ? u->msgs[0].event != UFFD_EVENT_PAGEFAULT :
+				      !only_faults(u->msgs, (unsigned)n),
+			     0))
 		return dispatch_queue(u, timeout_ms, n);
 	if (read_locks(u))
 		pthread_mutex_unlock(&u->lock); /* no layout change to apply */
-	n = serve_faults(u, (unsigned)n, &handled);
-	return n < 0 ? n : handled;
+	return serve_faults(u, (unsigned)n);
 }

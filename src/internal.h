@@ -34,17 +34,34 @@
 UFFD_HIDDEN int uffd_sys_userfaultfd(int flags);
 UFFD_HIDDEN int uffd_sys_dev_new(int flags);
 /*
- * The calls on the serving path (ioctl, read, poll) go through syscall(2), not glibc's wrappers:
+ * The calls on the serving path (ioctl, read, poll) are raw system calls, not glibc's wrappers:
  * read() and poll() are cancellation points there, and a thread cancelled inside read() after
  * the kernel handed it a message loses the message (kernel.md), or leaves u->lock held (read_raw
  * holds it across the read). Not being cancellation points is part of the contract (uffd.h).
- * It also saves the wrappers' cancellation bookkeeping, ~60 instructions per served fault.
+ * On x86-64 the instruction is made inline, as liburing does, and returns -errno itself; other
+ * architectures go through syscall(2). Per served fault this saves glibc's cancellation
+ * bookkeeping and errno handling, about half the user-space instructions of a raw loop.
  */
+static inline long uffd_syscall3(long nr, long a, long b, long c)
+{
+#if defined(__x86_64__) && !defined(UFFD_NO_INLINE_SYSCALLS)
+	long ret;
+
+	__asm__ volatile("syscall"
+			 : "=a"(ret)
+			 : "a"(nr), "D"(a), "S"(b), "d"(c)
+			 : "rcx", "r11", "memory");
+	return ret;
+#else
+	long ret = syscall(nr, a, b, c);
+
+	return ret < 0 ? -errno : ret;
+#endif
+}
+
 static inline int uffd_sys_ioctl(int fd, unsigned long req, void *arg)
 {
-	long r = syscall(SYS_ioctl, fd, req, arg);
-
-	return r < 0 ? -errno : (int)r;
+	return (int)uffd_syscall3(SYS_ioctl, fd, (long)req, (long)arg);
 }
 static inline ssize_t uffd_sys_read(int fd, void *buf, size_t len);
 static inline int uffd_sys_poll1(int fd, int timeout_ms);
@@ -80,12 +97,10 @@ static inline int uffd_fail_check(enum uffd_fail_site site)
 static inline ssize_t uffd_sys_read(int fd, void *buf, size_t len)
 {
 	int inj = uffd_fail_check(UFFD_FAIL_READ);
-	long n;
 
 	if (inj)
 		return -inj;
-	n = syscall(SYS_read, fd, buf, len);
-	return n < 0 ? -errno : n;
+	return uffd_syscall3(SYS_read, fd, (long)buf, (long)len);
 }
 
 /* Wait up to @timeout_ms for @fd to be readable: 1, 0 on timeout, -EBADF when the fd polls
@@ -99,16 +114,18 @@ static inline int uffd_sys_poll1(int fd, int timeout_ms)
 	if (inj)
 		return -inj;
 #ifdef SYS_poll
-	n = syscall(SYS_poll, &p, 1, timeout_ms);
+	n = uffd_syscall3(SYS_poll, (long)&p, 1, timeout_ms);
 #else
 	{
 		struct timespec ts = { timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000L };
 
 		n = syscall(SYS_ppoll, &p, 1, timeout_ms < 0 ? NULL : &ts, NULL, 0);
+		if (n < 0)
+			n = -errno;
 	}
 #endif
 	if (n <= 0)
-		return n < 0 ? -errno : 0;
+		return (int)n;
 	return (p.revents & (POLLERR | POLLNVAL)) ? -EBADF : 1;
 }
 

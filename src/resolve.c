@@ -145,8 +145,12 @@ int uffd_copy(struct uffd *u, void *dst, const void *src, size_t len, uint64_t m
 	int ret;
 
 	/* The source may be unaligned, but may not wrap (the kernel says EINVAL too). */
-	if (__builtin_expect(!args_ok(u, dst, len) ||
-				     (mode & ~(UFFDIO_COPY_MODE_DONTWAKE | UFFDIO_COPY_MODE_WP)) ||
+	if (__builtin_expect(!u, 0) ||
+	    __builtin_expect((((uintptr_t)dst | len) & u->page_mask) |
+				     (mode & ~(uint64_t)(UFFDIO_COPY_MODE_DONTWAKE |
+							 UFFDIO_COPY_MODE_WP)),
+			     0) ||
+	    __builtin_expect((uintptr_t)dst + len <= (uintptr_t)dst ||
 				     (uintptr_t)src + len < (uintptr_t)src,
 			     0)) {
 		last_done = 0;
@@ -168,7 +172,11 @@ int uffd_zeropage(struct uffd *u, void *dst, size_t len, uint64_t mode)
 	struct uffdio_zeropage a;
 	int ret;
 
-	if (__builtin_expect(!args_ok(u, dst, len) || (mode & ~UFFDIO_ZEROPAGE_MODE_DONTWAKE), 0)) {
+	if (__builtin_expect(!u, 0) ||
+	    __builtin_expect((((uintptr_t)dst | len) & u->page_mask) |
+				     (mode & ~(uint64_t)UFFDIO_ZEROPAGE_MODE_DONTWAKE),
+			     0) ||
+	    __builtin_expect((uintptr_t)dst + len <= (uintptr_t)dst, 0)) {
 		last_done = 0;
 		return -EINVAL;
 	}
