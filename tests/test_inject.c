@@ -31,22 +31,7 @@ unsigned long uffd_test_calls(int site);
 #define EVENTS (UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_REMOVE)
 #define FILL 0x5a
 
-/*
- * ThreadSanitizer's fork() holds its internal locks until fork() returns, and the kernel holds
- * fork() until another thread of this process reads the FORK event; that thread then blocks on
- * those locks in the first call TSan intercepts. So under TSan the tests that fork under a
- * monitor in the same process cannot run (the soak test forks under TSan, in another process).
- */
-#if defined(__SANITIZE_THREAD__)
-#define UNDER_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define UNDER_TSAN 1
-#endif
-#endif
-#ifndef UNDER_TSAN
-#define UNDER_TSAN 0
-#endif
+/* UNDER_TSAN (testutil.h): the same-process fork cases cannot run under TSan. */
 
 static size_t PS;
 static unsigned long injected; /* failures injected by this test, for its closing line */

@@ -7,6 +7,24 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/*
+ * ThreadSanitizer's fork() holds its internal locks until fork() returns, and the kernel holds
+ * fork() until another thread of this process reads the FORK event; that thread then blocks on
+ * those locks in the first call TSan intercepts. So under TSan a test cannot fork while a thread
+ * of its own process reads the FORK event; such cases check UNDER_TSAN (the soak test forks under
+ * TSan, in another process).
+ */
+#if defined(__SANITIZE_THREAD__)
+#define UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define UNDER_TSAN 1
+#endif
+#endif
+#ifndef UNDER_TSAN
+#define UNDER_TSAN 0
+#endif
+
 /* Exit 77 (CTest: skipped) with the reason; under LIBUFFD_TEST_STRICT=1 exit 1 instead. */
 __attribute__((noreturn)) void tu_skip(const char *fmt, ...);
 bool tu_strict(void);
