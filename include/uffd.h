@@ -687,6 +687,8 @@ UFFD_API_EXPORT int uffd_on_exit(struct uffd *u, uffd_exit_fn fn, void *arg);
  * - -EINVAL: NULL @p u or @p timeout_ms < -1.
  * - -ESRCH: the context had already exited (`on_exit` has run).
  * - -EMFILE, -ENFILE, -ENOMEM: as uffd_read_events(); nothing is lost.
+ * - -ENOMEM, -ENOSPC: a fork child, which `on_fork` kept, could not join the parent's monitor
+ *   (uffd_monitor_add()); the FORK event is kept and the next call tries again.
  * - -EINTR: interrupted before anything was read.
  * - a callback's error (see the group).
  */
@@ -747,7 +749,8 @@ UFFD_API_EXPORT int uffd_monitor_add(struct uffd_monitor *m, struct uffd *u);
  * \param u a context added to @p m.
  * \param pid the process behind @p u.
  * \return 0, or -EINVAL (NULL argument, @p pid <= 0, @p u not in @p m), -ESRCH (no such process),
- *         -EMFILE, -ENFILE, -ENOMEM, -ENOSYS (no pidfd_open).
+ *         -EMFILE, -ENFILE, -ENOMEM, -ENOSPC (the limit of epoll watches, as
+ *         uffd_monitor_add()), -ENOSYS (no pidfd_open).
  */
 UFFD_API_EXPORT int uffd_monitor_watch_pid(struct uffd_monitor *m, struct uffd *u, pid_t pid);
 
@@ -760,6 +763,8 @@ UFFD_API_EXPORT int uffd_monitor_watch_pid(struct uffd_monitor *m, struct uffd *
  * - -EINVAL: NULL @p m or @p timeout_ms < -1.
  * - -EBUSY: the monitor is running already (in another thread, or in a callback it called).
  * - -EMFILE, -ENFILE, -ENOMEM: as uffd_dispatch().
+ * - -ENOSPC: a fork child could not be watched (the limit of epoll watches, as
+ *   uffd_monitor_add()); the FORK event is kept and retried by the next run.
  * - a callback's error, as uffd_dispatch() returns it.
  */
 UFFD_API_EXPORT int uffd_monitor_run(struct uffd_monitor *m, int timeout_ms);
