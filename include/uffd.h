@@ -301,8 +301,7 @@ UFFD_API_EXPORT int uffd_unregister(struct uffd *u, void *addr, size_t len);
  * \return 0 if found, -ENOENT if @p addr is not in a registered piece (NULL is an address like
  *         any other), -EINVAL for NULL @p u or @p out.
  */
-UFFD_API_EXPORT int uffd_range_find(const struct uffd *u, const void *addr,
-				    struct uffd_range *out);
+UFFD_API_EXPORT int uffd_range_find(const struct uffd *u, const void *addr, struct uffd_range *out);
 
 /**
  * uffd_range_next - walk the map in address order.
@@ -313,8 +312,7 @@ UFFD_API_EXPORT int uffd_range_find(const struct uffd *u, const void *addr,
  * \param out receives the piece.
  * \return 0 if a piece was found, -ENOENT at the end of the map, -EINVAL for NULL @p u or @p out.
  */
-UFFD_API_EXPORT int uffd_range_next(const struct uffd *u, const void *addr,
-				    struct uffd_range *out);
+UFFD_API_EXPORT int uffd_range_next(const struct uffd *u, const void *addr, struct uffd_range *out);
 
 /**
  * uffd_range_count - how many pieces the map holds.

@@ -109,14 +109,14 @@ void uffd_ctx_report_exit(struct uffd *u)
 		u->cb.exit(u, u->cb.exit_arg);
 }
 
-#define SETTER(name, type, field)                                                                  \
-	int uffd_on_##name(struct uffd *u, type fn, void *arg)                                     \
-	{                                                                                          \
-		if (!u)                                                                            \
-			return -EINVAL;                                                            \
-		u->cb.field = fn;                                                                  \
-		u->cb.field##_arg = arg;                                                           \
-		return 0;                                                                          \
+#define SETTER(name, type, field)                              \
+	int uffd_on_##name(struct uffd *u, type fn, void *arg) \
+	{                                                      \
+		if (!u)                                        \
+			return -EINVAL;                        \
+		u->cb.field = fn;                              \
+		u->cb.field##_arg = arg;                       \
+		return 0;                                      \
 	}
 
 SETTER(pagefault, uffd_pagefault_fn, pagefault)

@@ -709,7 +709,7 @@ static int complete(struct uffd *u, int *handled)
  * change of the map (register, unregister, prep), which empties the cache.
  */
 __attribute__((noinline)) static void fault_range_lookup(struct uffd *u, uintptr_t a,
-							  struct uffd_range *out)
+							 struct uffd_range *out)
 {
 	const struct uffd_node *n;
 	uint64_t gen;
@@ -729,8 +729,9 @@ static inline void fault_range(struct uffd *u, uintptr_t a, struct uffd_range *o
 {
 	uint64_t gen = atomic_load_explicit(&u->map_gen, memory_order_acquire);
 
-	if (__builtin_expect(gen == u->rc_gen && a - (uintptr_t)u->rc.start <
-							 (uintptr_t)u->rc.end - (uintptr_t)u->rc.start,
+	if (__builtin_expect(gen == u->rc_gen &&
+				     a - (uintptr_t)u->rc.start <
+					     (uintptr_t)u->rc.end - (uintptr_t)u->rc.start,
 			     1)) {
 		*out = u->rc;
 		return;

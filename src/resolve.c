@@ -31,34 +31,36 @@ static int fill_once(struct uffd *u, enum fill_op op, uintptr_t dst, uintptr_t s
 
 	switch (op) {
 	case OP_COPY: {
-		struct uffdio_copy a = { .dst = dst, .src = src, .len = len, .mode = mode, .copy = 0 };
+		struct uffdio_copy a = {
+			.dst = dst, .src = src, .len = len, .mode = mode, .copy = 0
+		};
 
 		ret = uffd_sys_ioctl(u->fd, UFFDIO_COPY, &a);
 		*res = a.copy;
 		break;
 	}
 	case OP_ZEROPAGE: {
-		struct uffdio_zeropage a = {
-			.range = { .start = dst, .len = len }, .mode = mode, .zeropage = 0
-		};
+		struct uffdio_zeropage a = { .range = { .start = dst, .len = len },
+					     .mode = mode,
+					     .zeropage = 0 };
 
 		ret = uffd_sys_ioctl(u->fd, UFFDIO_ZEROPAGE, &a);
 		*res = a.zeropage;
 		break;
 	}
 	case OP_CONTINUE: {
-		struct uffdio_continue a = {
-			.range = { .start = dst, .len = len }, .mode = mode, .mapped = 0
-		};
+		struct uffdio_continue a = { .range = { .start = dst, .len = len },
+					     .mode = mode,
+					     .mapped = 0 };
 
 		ret = uffd_sys_ioctl(u->fd, UFFDIO_CONTINUE, &a);
 		*res = a.mapped;
 		break;
 	}
 	case OP_POISON: {
-		struct uffdio_poison a = {
-			.range = { .start = dst, .len = len }, .mode = mode, .updated = 0
-		};
+		struct uffdio_poison a = { .range = { .start = dst, .len = len },
+					   .mode = mode,
+					   .updated = 0 };
 
 		ret = uffd_sys_ioctl(u->fd, UFFDIO_POISON, &a);
 		*res = a.updated;
@@ -66,7 +68,9 @@ static int fill_once(struct uffd *u, enum fill_op op, uintptr_t dst, uintptr_t s
 	}
 	case OP_MOVE:
 	default: {
-		struct uffdio_move a = { .dst = dst, .src = src, .len = len, .mode = mode, .move = 0 };
+		struct uffdio_move a = {
+			.dst = dst, .src = src, .len = len, .mode = mode, .move = 0
+		};
 
 		ret = uffd_sys_ioctl(u->fd, UFFDIO_MOVE, &a);
 		*res = a.move;
@@ -147,8 +151,8 @@ int uffd_copy(struct uffd *u, void *dst, const void *src, size_t len, uint64_t m
 	/* The source may be unaligned, but may not wrap (the kernel says EINVAL too). */
 	if (__builtin_expect(!u, 0) ||
 	    __builtin_expect((((uintptr_t)dst | len) & u->page_mask) |
-				     (mode & ~(uint64_t)(UFFDIO_COPY_MODE_DONTWAKE |
-							 UFFDIO_COPY_MODE_WP)),
+				     (mode &
+				      ~(uint64_t)(UFFDIO_COPY_MODE_DONTWAKE | UFFDIO_COPY_MODE_WP)),
 			     0) ||
 	    __builtin_expect((uintptr_t)dst + len <= (uintptr_t)dst ||
 				     (uintptr_t)src + len < (uintptr_t)src,

@@ -71,8 +71,8 @@ static int cb_remove(struct uffd *u, const struct uffd_span *s, void *arg)
 static int cb_remap(struct uffd *u, const struct uffd_remap *m, void *arg)
 {
 	(void)arg;
-	rec_add((struct rec){ .kind = UFFD_EVT_REMAP, .a = m->from, .b = m->to, .len = m->len,
-			      .ctx = u });
+	rec_add((struct rec){
+		.kind = UFFD_EVT_REMAP, .a = m->from, .b = m->to, .len = m->len, .ctx = u });
 	return 0;
 }
 
@@ -218,15 +218,14 @@ START_TEST(map_fixed_over)
 	void *q;
 
 	disp_start(&d, u);
-	q = mmap(p, 4 * PS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1,
-		 0);
+	q = mmap(p, 4 * PS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
 	disp_stop(&d);
 	ck_assert_ptr_eq(q, p);
 	ck_assert_int_ge(R.n, 1);
 	ck_assert_int_eq(R.r[0].kind, UFFD_EVT_UNMAP);
 	ck_assert_ptr_eq(R.r[0].a, p);
 	ck_assert_int_eq(uffd_range_count(u), 0);
-	p[0] = 1; /* plain memory now: no fault reaches the monitor */
+	p[0] = 1;      /* plain memory now: no fault reaches the monitor */
 	uffd_close(u); /* first: an unmap under an unread context blocks */
 	munmap(p, 4 * PS);
 }
@@ -341,7 +340,7 @@ START_TEST(mremap_dontunmap)
 	ck_assert_int_eq(uffd_range_find(u, q + PS, &(struct uffd_range){ 0 }), 0);
 	ck_assert_int_eq(uffd_range_count(u), 2);
 	disp_start(&d, u);
-	ck_assert_int_eq(p[PS], 0); /* the old range faults to the monitor again: zero page */
+	ck_assert_int_eq(p[PS], 0);	/* the old range faults to the monitor again: zero page */
 	ck_assert_int_eq(q[2 * PS], 1); /* the pages moved */
 	disp_stop(&d);
 	uffd_close(u); /* first: an unmap under an unread context blocks */

@@ -335,7 +335,7 @@ START_TEST(names)
 	ck_assert_str_eq(uffd_event_name(UFFD_EVT_UNKNOWN), "unknown");
 	ck_assert_str_eq(uffd_event_name((enum uffd_event_kind)0), "unknown");
 	ck_assert_str_eq(uffd_event_name((enum uffd_event_kind)0x17), "unknown");
-	ck_assert_str_eq(uffd_event_name((enum uffd_event_kind)-1), "unknown");
+	ck_assert_str_eq(uffd_event_name((enum uffd_event_kind) - 1), "unknown");
 }
 END_TEST
 
@@ -507,7 +507,8 @@ static void *run_op(void *arg)
 		o->result = mremap(o->addr, 0, o->new_len, MREMAP_MAYMOVE);
 		break;
 	case 1:
-		o->result = mremap(o->addr, o->len, o->len, MREMAP_MAYMOVE | MREMAP_FIXED, o->target);
+		o->result =
+			mremap(o->addr, o->len, o->len, MREMAP_MAYMOVE | MREMAP_FIXED, o->target);
 		break;
 	case 2:
 		o->result = (void *)(intptr_t)madvise(o->addr, o->len, MADV_REMOVE);
@@ -516,7 +517,7 @@ static void *run_op(void *arg)
 		o->result = (void *)(intptr_t)munmap(o->addr, o->len);
 		break;
 	default:
-		o->result = (void *)(intptr_t)*(volatile char *)o->addr;
+		o->result = (void *)(intptr_t) * (volatile char *)o->addr;
 		break;
 	}
 	return NULL;
@@ -651,6 +652,7 @@ int main(void)
 	rc = tu_run(s);
 	if (rc == 0 && live_fd < 0)
 		tu_skip("userfaultfd with EVENT_REMAP|UNMAP|REMOVE|THREAD_ID unavailable (%s): "
-			"only the pure decode tests ran", strerror(-live_fd));
+			"only the pure decode tests ran",
+			strerror(-live_fd));
 	return rc;
 }

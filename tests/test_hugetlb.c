@@ -23,9 +23,9 @@
 #define HPS ((size_t)2 << 20)
 #define NR_HUGE 8
 
-#define TEST_FEATURES                                                                              \
-	(UFFD_FEATURE_MISSING_HUGETLBFS | UFFD_FEATURE_MINOR_HUGETLBFS |                           \
-	 UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_POISON |  \
+#define TEST_FEATURES                                                                             \
+	(UFFD_FEATURE_MISSING_HUGETLBFS | UFFD_FEATURE_MINOR_HUGETLBFS |                          \
+	 UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_POISON | \
 	 UFFD_FEATURE_MOVE)
 
 static struct uffd *open_ctx(uint64_t features)
@@ -49,8 +49,8 @@ static void reg(struct uffd *u, void *addr, size_t len, uint64_t mode)
 
 static char *map_huge(size_t len)
 {
-	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB,
+		       -1, 0);
 
 	ck_assert_ptr_ne(p, MAP_FAILED);
 	ck_assert_uint_eq((uintptr_t)p % HPS, 0);
@@ -240,8 +240,8 @@ static void on_sigbus(int sig)
 
 START_TEST(huge_poison_and_move)
 {
-	struct uffd *u = open_ctx(UFFD_FEATURE_MISSING_HUGETLBFS | UFFD_FEATURE_POISON |
-				  UFFD_FEATURE_MOVE);
+	struct uffd *u =
+		open_ctx(UFFD_FEATURE_MISSING_HUGETLBFS | UFFD_FEATURE_POISON | UFFD_FEATURE_MOVE);
 	char *area = map_huge(2 * HPS);
 	char *src = tu_map_anon(HPS);
 	struct sigaction sa = { .sa_handler = on_sigbus };

@@ -329,7 +329,8 @@ START_TEST(open_doors)
 	unsigned i;
 
 	for (i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
-		struct uffd_config cfg = { .flags = flags[i], .required = UFFD_FEATURE_EVENT_UNMAP };
+		struct uffd_config cfg = { .flags = flags[i],
+					   .required = UFFD_FEATURE_EVENT_UNMAP };
 		struct uffd *u;
 		int fd;
 
@@ -461,10 +462,10 @@ static void write_sysctl(const char *path, long v)
 }
 
 /* Checks made by the unprivileged child; it exits with the number of the first that failed. */
-#define CHILD_CHECK(n, cond)                                                                       \
-	do {                                                                                       \
-		if (!(cond))                                                                       \
-			_exit(n);                                                                  \
+#define CHILD_CHECK(n, cond)      \
+	do {                      \
+		if (!(cond))      \
+			_exit(n); \
 	} while (0)
 
 static void unprivileged_child(void)
@@ -758,10 +759,22 @@ END_TEST
 START_TEST(feature_names)
 {
 	static const char *const names[17] = {
-		"PAGEFAULT_FLAG_WP", "EVENT_FORK",	   "EVENT_REMAP",     "EVENT_REMOVE",
-		"MISSING_HUGETLBFS", "MISSING_SHMEM",	   "EVENT_UNMAP",     "SIGBUS",
-		"THREAD_ID",	     "MINOR_HUGETLBFS",	   "MINOR_SHMEM",     "EXACT_ADDRESS",
-		"WP_HUGETLBFS_SHMEM", "WP_UNPOPULATED",	   "POISON",	      "WP_ASYNC",
+		"PAGEFAULT_FLAG_WP",
+		"EVENT_FORK",
+		"EVENT_REMAP",
+		"EVENT_REMOVE",
+		"MISSING_HUGETLBFS",
+		"MISSING_SHMEM",
+		"EVENT_UNMAP",
+		"SIGBUS",
+		"THREAD_ID",
+		"MINOR_HUGETLBFS",
+		"MINOR_SHMEM",
+		"EXACT_ADDRESS",
+		"WP_HUGETLBFS_SHMEM",
+		"WP_UNPOPULATED",
+		"POISON",
+		"WP_ASYNC",
 		"MOVE",
 	};
 	static const char *const since[17] = {

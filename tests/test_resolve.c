@@ -24,10 +24,10 @@
 #include "testutil.h"
 
 /* Everything the resolving tests use; all offered by this 6.18 kernel. */
-#define TEST_FEATURES                                                                              \
-	(UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_MISSING_SHMEM |                             \
-	 UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_POISON |       \
-	 UFFD_FEATURE_MOVE | UFFD_FEATURE_EVENT_REMOVE)
+#define TEST_FEATURES                                                                             \
+	(UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM | \
+	 UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_POISON | UFFD_FEATURE_MOVE |              \
+	 UFFD_FEATURE_EVENT_REMOVE)
 
 static size_t ps;
 
@@ -359,9 +359,8 @@ START_TEST(writeprotect_anon)
 	/* Un-protect with DONTWAKE: the writer sleeps until woken. */
 	touch_start(&t, area + ps + 3, true, 'Y');
 	expect_fault(u, area + ps, UFFD_PAGEFAULT_FLAG_WP);
-	ck_assert_int_eq(uffd_writeprotect(u, area + ps, ps, false,
-					   UFFDIO_WRITEPROTECT_MODE_DONTWAKE),
-			 0);
+	ck_assert_int_eq(
+		uffd_writeprotect(u, area + ps, ps, false, UFFDIO_WRITEPROTECT_MODE_DONTWAKE), 0);
 	still_blocked(&t);
 	ck_assert_int_eq(uffd_wake(u, area + ps, ps), 0);
 	touch_join(&t);
@@ -841,9 +840,10 @@ static int send_fd(int sock, int fd)
 	char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
 	char byte = 'f';
 	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
-	struct msghdr mh = {
-		.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)
-	};
+	struct msghdr mh = { .msg_iov = &iov,
+			     .msg_iovlen = 1,
+			     .msg_control = cbuf,
+			     .msg_controllen = sizeof(cbuf) };
 	struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
 
 	c->cmsg_level = SOL_SOCKET;
@@ -858,9 +858,10 @@ static int recv_fd(int sock)
 	char cbuf[CMSG_SPACE(sizeof(int))];
 	char byte;
 	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
-	struct msghdr mh = {
-		.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)
-	};
+	struct msghdr mh = { .msg_iov = &iov,
+			     .msg_iovlen = 1,
+			     .msg_control = cbuf,
+			     .msg_controllen = sizeof(cbuf) };
 	struct cmsghdr *c;
 	int fd;
 
@@ -879,7 +880,8 @@ static void esrch_child(int sock, char *area)
 {
 	struct uffdio_api api = {
 		.api = UFFD_API,
-		.features = UFFD_FEATURE_POISON | UFFD_FEATURE_MOVE | UFFD_FEATURE_PAGEFAULT_FLAG_WP,
+		.features = UFFD_FEATURE_POISON | UFFD_FEATURE_MOVE |
+			    UFFD_FEATURE_PAGEFAULT_FLAG_WP,
 	};
 	struct uffdio_register r = {
 		.range = { .start = (uintptr_t)area, .len = ps },
@@ -913,8 +915,8 @@ START_TEST(esrch_after_exit)
 	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 
 	ck_assert_int_eq(uffd_adopt(&u, fd, NULL), 0);
-	ck_assert_uint_eq(uffd_features(u), UFFD_FEATURE_POISON | UFFD_FEATURE_MOVE |
-						    UFFD_FEATURE_PAGEFAULT_FLAG_WP);
+	ck_assert_uint_eq(uffd_features(u),
+			  UFFD_FEATURE_POISON | UFFD_FEATURE_MOVE | UFFD_FEATURE_PAGEFAULT_FLAG_WP);
 	ck_assert_int_eq(uffd_copy(u, area, src, ps, 0), -ESRCH);
 	ck_assert_uint_eq(uffd_last_done(), 0);
 	ck_assert_int_eq(uffd_copy(u, area, src, ps, UFFDIO_COPY_MODE_DONTWAKE), -ESRCH);

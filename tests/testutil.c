@@ -22,7 +22,8 @@ void tu_skip(const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	fprintf(stderr, tu_strict() ? "FAIL (skip not allowed, LIBUFFD_TEST_STRICT=1): " : "SKIP: ");
+	fprintf(stderr,
+		tu_strict() ? "FAIL (skip not allowed, LIBUFFD_TEST_STRICT=1): " : "SKIP: ");
 	vfprintf(stderr, fmt, ap);
 	fputc('\n', stderr);
 	va_end(ap);
