@@ -729,10 +729,9 @@ static inline void fault_range(struct uffd *u, uintptr_t a, struct uffd_range *o
 {
 	uint64_t gen = atomic_load_explicit(&u->map_gen, memory_order_acquire);
 
-	if (__builtin_expect(gen == u->rc_gen &&
-				     a - (uintptr_t)u->rc.start <
-					     (uintptr_t)u->rc.end - (uintptr_t)u->rc.start,
-			     1)) {
+	if (uffd_likely(gen == u->rc_gen &&
+			a - (uintptr_t)u->rc.start <
+				(uintptr_t)u->rc.end - (uintptr_t)u->rc.start)) {
 		*out = u->rc;
 		return;
 	}
@@ -787,13 +786,13 @@ static int serve_faults(struct uffd *u, unsigned cnt)
 		struct uffd_pagefault pf;
 		int r;
 
-		if (__builtin_expect(uffd_decode_pagefault(m, &pf) != 0, 0)) {
+		if (uffd_unlikely(uffd_decode_pagefault(m, &pf) != 0)) {
 			bad++; /* as prep would: counted as unknown, not delivered */
 			continue;
 		}
 		fault_range(u, (uintptr_t)pf.address, &pf.range);
 		r = call_fault(u, &pf);
-		if (__builtin_expect(r != 0, 0))
+		if (uffd_unlikely(r != 0))
 			return serve_rest(u, &pf, r, (unsigned)(m - u->msgs), cnt, bad);
 	}
 	uffd_stat_add(&u->st.faults, cnt - bad);
@@ -834,17 +833,16 @@ int uffd_dispatch(struct uffd *u, int timeout_ms)
 {
 	int n;
 
-	if (__builtin_expect(!u || timeout_ms < -1, 0))
+	if (uffd_unlikely(!u || timeout_ms < -1))
 		return -EINVAL;
-	if (__builtin_expect(u->qhead != u->qtail || atomic_load(&u->exited), 0))
+	if (uffd_unlikely(u->qhead != u->qtail || atomic_load(&u->exited)))
 		return dispatch_queue(u, timeout_ms, 0);
 	n = read_wait(u, timeout_ms);
 	if (n <= 0)
 		return n;
 	/* One message, as with one faulting thread, needs no loop to tell. */
-	if (__builtin_expect(n == 1 ? u->msgs[0].event != UFFD_EVENT_PAGEFAULT :
-				      !only_faults(u->msgs, (unsigned)n),
-			     0))
+	if (uffd_unlikely(n == 1 ? u->msgs[0].event != UFFD_EVENT_PAGEFAULT :
+				   !only_faults(u->msgs, (unsigned)n)))
 		return dispatch_queue(u, timeout_ms, n);
 	if (read_locks(u))
 		pthread_mutex_unlock(&u->lock); /* no layout change to apply */

@@ -19,6 +19,8 @@
 #include "uffd.h"
 
 #define UFFD_HIDDEN __attribute__((visibility("hidden")))
+#define uffd_likely(x) __builtin_expect(!!(x), 1)
+#define uffd_unlikely(x) __builtin_expect(!!(x), 0)
 
 #define UFFD_DEFAULT_BATCH 64u
 #define UFFD_MAX_BATCH 4096u
@@ -28,7 +30,8 @@
 
 /* Every feature bit the library knows (Linux 6.18). */
 #define UFFD_KNOWN_FEATURES ((uint64_t)0x1ffff)
-#define UFFD_KNOWN_OPEN_FLAGS (UFFD_OPEN_KERNEL_FAULTS | UFFD_OPEN_SYSCALL_ONLY | UFFD_OPEN_DEVICE_ONLY)
+#define UFFD_KNOWN_OPEN_FLAGS \
+	(UFFD_OPEN_KERNEL_FAULTS | UFFD_OPEN_SYSCALL_ONLY | UFFD_OPEN_DEVICE_ONLY)
 
 /* ---- sys.c: every raw syscall and ioctl; the one place that turns -1/errno into -errno ---- */
 UFFD_HIDDEN int uffd_sys_userfaultfd(int flags);
@@ -204,7 +207,7 @@ struct uffd {
 	unsigned flags;
 	unsigned batch;
 	unsigned spin_us;
-	pid_t pid; /* the process behind the fd, 0 if unknown */
+	pid_t pid;	     /* the process behind the fd, 0 if unknown */
 	uintptr_t page_mask; /* page size - 1, for the resolving calls' alignment checks */
 	size_t alloc_len;
 
@@ -228,8 +231,8 @@ struct uffd {
 	/* Monitor membership. */
 	struct uffd_monitor *mon;
 	struct uffd *mon_prev, *mon_next;
-	int pidfd;    /* from uffd_monitor_watch_pid(), or -1 */
-	bool dead;    /* the monitor will close it at the end of this round */
+	int pidfd; /* from uffd_monitor_watch_pid(), or -1 */
+	bool dead; /* the monitor will close it at the end of this round */
 	struct uffd *dead_next;
 };
 

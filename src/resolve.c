@@ -149,14 +149,10 @@ int uffd_copy(struct uffd *u, void *dst, const void *src, size_t len, uint64_t m
 	int ret;
 
 	/* The source may be unaligned, but may not wrap (the kernel says EINVAL too). */
-	if (__builtin_expect(!u, 0) ||
-	    __builtin_expect((((uintptr_t)dst | len) & u->page_mask) |
-				     (mode &
-				      ~(uint64_t)(UFFDIO_COPY_MODE_DONTWAKE | UFFDIO_COPY_MODE_WP)),
-			     0) ||
-	    __builtin_expect((uintptr_t)dst + len <= (uintptr_t)dst ||
-				     (uintptr_t)src + len < (uintptr_t)src,
-			     0)) {
+	if (uffd_unlikely(!u || (((uintptr_t)dst | len) & u->page_mask) ||
+			  (mode & ~(uint64_t)(UFFDIO_COPY_MODE_DONTWAKE | UFFDIO_COPY_MODE_WP)) ||
+			  (uintptr_t)dst + len <= (uintptr_t)dst ||
+			  (uintptr_t)src + len < (uintptr_t)src)) {
 		last_done = 0;
 		return -EINVAL;
 	}
@@ -164,7 +160,7 @@ int uffd_copy(struct uffd *u, void *dst, const void *src, size_t len, uint64_t m
 		.dst = (uintptr_t)dst, .src = (uintptr_t)src, .len = len, .mode = mode, .copy = 0
 	};
 	ret = uffd_sys_ioctl(u->fd, UFFDIO_COPY, &a);
-	if (__builtin_expect(ret == 0, 1)) {
+	if (uffd_likely(ret == 0)) {
 		last_done = len;
 		return 0;
 	}
@@ -176,11 +172,9 @@ int uffd_zeropage(struct uffd *u, void *dst, size_t len, uint64_t mode)
 	struct uffdio_zeropage a;
 	int ret;
 
-	if (__builtin_expect(!u, 0) ||
-	    __builtin_expect((((uintptr_t)dst | len) & u->page_mask) |
-				     (mode & ~(uint64_t)UFFDIO_ZEROPAGE_MODE_DONTWAKE),
-			     0) ||
-	    __builtin_expect((uintptr_t)dst + len <= (uintptr_t)dst, 0)) {
+	if (uffd_unlikely(!u || (((uintptr_t)dst | len) & u->page_mask) ||
+			  (mode & ~(uint64_t)UFFDIO_ZEROPAGE_MODE_DONTWAKE) ||
+			  (uintptr_t)dst + len <= (uintptr_t)dst)) {
 		last_done = 0;
 		return -EINVAL;
 	}
@@ -188,7 +182,7 @@ int uffd_zeropage(struct uffd *u, void *dst, size_t len, uint64_t mode)
 				      .mode = mode,
 				      .zeropage = 0 };
 	ret = uffd_sys_ioctl(u->fd, UFFDIO_ZEROPAGE, &a);
-	if (__builtin_expect(ret == 0, 1)) {
+	if (uffd_likely(ret == 0)) {
 		last_done = len;
 		return 0;
 	}
