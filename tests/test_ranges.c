@@ -23,18 +23,18 @@
  * In fork mode Check reports every passing assertion to the parent with a write(): millions of
  * syscalls in the model test. These versions are silent until they fail.
  */
-#define REQ_CMP(type, fmt, a, op, b)                                                               \
-	do {                                                                                       \
-		type a_ = (type)(a);                                                               \
-		type b_ = (type)(b);                                                               \
-		if (!(a_ op b_))                                                                   \
-			ck_abort_msg("%s %s %s: " fmt " vs " fmt, #a, #op, #b, a_, b_);            \
+#define REQ_CMP(type, fmt, a, op, b)                                                    \
+	do {                                                                            \
+		type a_ = (type)(a);                                                    \
+		type b_ = (type)(b);                                                    \
+		if (!(a_ op b_))                                                        \
+			ck_abort_msg("%s %s %s: " fmt " vs " fmt, #a, #op, #b, a_, b_); \
 	} while (0)
 #undef ck_assert
-#define ck_assert(c)                                                                               \
-	do {                                                                                       \
-		if (!(c))                                                                          \
-			ck_abort_msg("failed: %s", #c);                                            \
+#define ck_assert(c)                                    \
+	do {                                            \
+		if (!(c))                               \
+			ck_abort_msg("failed: %s", #c); \
 	} while (0)
 #define REQ_INT(a, op, b) REQ_CMP(long long, "%lld", a, op, b)
 #define REQ_UINT(a, op, b) REQ_CMP(unsigned long long, "%llu", a, op, b)
@@ -470,7 +470,7 @@ static void compare_model(const struct uffd_rmap *m)
 		ck_assert_uint_eq((p->end - BASE) % UNIT, 0);
 		for (uintptr_t a = p->start; a < p->end; a += UNIT)
 			got[(a - BASE) / UNIT] = (struct mpage){ 1, (uint64_t)(uintptr_t)p->data,
-								  p->offset + (a - p->start) };
+								 p->offset + (a - p->start) };
 	}
 	for (size_t i = 0; i < NPAGES; i++) {
 		if (memcmp(&got[i], &model[i], sizeof(got[i])) != 0)
@@ -483,7 +483,7 @@ static void compare_model(const struct uffd_rmap *m)
 }
 
 /* find() and next() at a few random addresses, answered from the model. */
-static void probe_model(const struct uffd_rmap *m)
+static void probe_model(struct uffd_rmap *m)
 {
 	for (int k = 0; k < 4; k++) {
 		size_t i = rnd() % NPAGES;
@@ -630,8 +630,8 @@ START_TEST(rmap_random_model)
 			o.kind = 2;
 			o.len = len;
 			o.from = rnd() % (NPAGES - len + 1);
-			o.to = rnd() % 4 ? rnd() % (NPAGES - len + 1)
-					 : (size_t)((long)o.from +
+			o.to = rnd() % 4 ? rnd() % (NPAGES - len + 1) :
+					   (size_t)((long)o.from +
 						    ((long)(rnd() % (2 * len + 1)) - (long)len));
 			if (o.to > NPAGES - len) /* also catches a negative overlap offset */
 				o.to = NPAGES - len;
@@ -735,9 +735,9 @@ START_TEST(rmap_enomem_atomic)
 	/* Operations that need no node still work with an empty free list and mmap failing. */
 	drain(&m, far + ((uintptr_t)1 << 39));
 	uffd_test_fail_at(UFFD_FAIL_MMAP, 1, ENOMEM);
-	ck_assert_int_eq(uffd_rmap_cut(&m, pg(0), pg(3)), 0);	   /* a whole piece */
-	ck_assert_int_eq(uffd_rmap_cut(&m, pg(4), pg(5)), 0);	   /* a head */
-	ck_assert_int_eq(uffd_rmap_move(&m, pg(8), pg(4), 3 * UNIT), 0); /* whole pieces */
+	ck_assert_int_eq(uffd_rmap_cut(&m, pg(0), pg(3)), 0);			 /* a whole piece */
+	ck_assert_int_eq(uffd_rmap_cut(&m, pg(4), pg(5)), 0);			 /* a head */
+	ck_assert_int_eq(uffd_rmap_move(&m, pg(8), pg(4), 3 * UNIT), 0);	 /* whole pieces */
 	ck_assert_int_eq(uffd_rmap_insert(&m, pg(200), pg(201), D(1), 0, 1), 0); /* a freed node */
 	check_map(&m);
 	uffd_test_fail_at(UFFD_FAIL_MMAP, 0, 0);
@@ -771,7 +771,8 @@ START_TEST(rmap_many_pieces)
 	ck_assert_int_eq(m.count, (long)n);
 	check_map(&m);
 	for (size_t j = 0; j < n; j++) {
-		expect_piece(uffd_rmap_find(&m, pg(2 * j) + 5), pg(2 * j), pg(2 * j + 1), D(j + 1), j);
+		expect_piece(uffd_rmap_find(&m, pg(2 * j) + 5), pg(2 * j), pg(2 * j + 1), D(j + 1),
+			     j);
 		ck_assert_ptr_null(uffd_rmap_find(&m, pg(2 * j + 1)));
 		ck_assert_ptr_eq(uffd_rmap_next(&m, pg(2 * j + 1)),
 				 j + 1 < n ? uffd_rmap_find(&m, pg(2 * j + 2)) : NULL);
@@ -828,7 +829,8 @@ static int kernel_modes(const void *addr)
 	while (fgets(line, sizeof(line), f)) {
 		unsigned long lo, hi;
 
-		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 &&
+		    strchr(line, '-') < strchr(line, ' ')) {
 			in = (uintptr_t)addr >= lo && (uintptr_t)addr < hi;
 			continue;
 		}
@@ -847,8 +849,8 @@ static int kernel_modes(const void *addr)
 	return modes;
 }
 
-static void expect_range(const struct uffd *u, const void *addr, const void *start,
-			 const void *end, const void *data, size_t offset)
+static void expect_range(const struct uffd *u, const void *addr, const void *start, const void *end,
+			 const void *data, size_t offset)
 {
 	struct uffd_range r;
 
@@ -1083,14 +1085,16 @@ START_TEST(api_kernel_errors)
 		ck_assert_ptr_ne(ro, MAP_FAILED);
 		close(fd);
 		close(memfd);
-		ck_assert_int_eq(uffd_register(u, ro, ps, UFFDIO_REGISTER_MODE_MISSING, &a), -EPERM);
+		ck_assert_int_eq(uffd_register(u, ro, ps, UFFDIO_REGISTER_MODE_MISSING, &a),
+				 -EPERM);
 		munmap(ro, ps);
 	}
 	assert_same(&u->map, v, n);
 
 	/* An exited context refuses to register. */
 	atomic_store(&u->exited, 1);
-	ck_assert_int_eq(uffd_register(u, p + 4 * ps, ps, UFFDIO_REGISTER_MODE_MISSING, &a), -ESRCH);
+	ck_assert_int_eq(uffd_register(u, p + 4 * ps, ps, UFFDIO_REGISTER_MODE_MISSING, &a),
+			 -ESRCH);
 	assert_same(&u->map, v, n);
 	ck_assert_int_eq(kernel_modes(p + 4 * ps), 0);
 
@@ -1191,8 +1195,8 @@ START_TEST(api_ten_thousand)
 		if (k % 2 == 0)
 			ck_assert_int_eq(uffd_range_find(u, p + k * ps, &r), -ENOENT);
 		else
-			expect_range(u, p + k * ps + ps - 1, p + k * ps, p + (k + 1) * ps,
-				     D(k + 1), 0);
+			expect_range(u, p + k * ps + ps - 1, p + k * ps, p + (k + 1) * ps, D(k + 1),
+				     0);
 	}
 	for (int rc = uffd_range_next(u, NULL, &r); rc == 0; rc = uffd_range_next(u, r.end, &r)) {
 		ck_assert_ptr_eq(r.start, p + (2 * i + 1) * ps);
@@ -1224,7 +1228,8 @@ static void kernel_modes_all(const char *base, size_t npages, int *out)
 		unsigned long l, h;
 		int modes = 0;
 
-		if (sscanf(line, "%lx-%lx ", &l, &h) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+		if (sscanf(line, "%lx-%lx ", &l, &h) == 2 &&
+		    strchr(line, '-') < strchr(line, ' ')) {
 			lo = l;
 			hi = h;
 			continue;
@@ -1287,8 +1292,8 @@ START_TEST(api_random_model)
 			ck_assert_uint_le(j, N + 3); /* one node per kept piece, plus three */
 			if (strict)
 				stash_take(&u->map, j, &st);
-			rc = reg ? uffd_register(u, p + s * ps, len * ps, modes, D(data))
-				 : uffd_unregister(u, p + s * ps, len * ps);
+			rc = reg ? uffd_register(u, p + s * ps, len * ps, modes, D(data)) :
+				   uffd_unregister(u, p + s * ps, len * ps);
 			if (strict)
 				stash_give_back(&u->map, &st);
 			if (rc == -ENOMEM) {
@@ -1319,7 +1324,8 @@ START_TEST(api_random_model)
 		check_map(&u->map);
 		kernel_modes_all(p, N, kern);
 		for (size_t i = 0; i < N; i++) {
-			const struct uffd_node *n = uffd_rmap_find(&u->map, (uintptr_t)(p + i * ps));
+			const struct uffd_node *n =
+				uffd_rmap_find(&u->map, (uintptr_t)(p + i * ps));
 
 			ck_assert_int_eq(kern[i], km[i].present ? (int)km[i].modes : 0);
 			ck_assert_int_eq(n != NULL, km[i].present);

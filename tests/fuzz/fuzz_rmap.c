@@ -108,7 +108,7 @@ static void verify(int i)
 /* Lookups at a few addresses the input chooses, against the model. */
 static void verify_lookups(int i, struct input *in)
 {
-	const struct uffd_rmap *m = &maps[i];
+	struct uffd_rmap *m = &maps[i];
 	const struct model *md = &models[i];
 	int k;
 
