@@ -113,14 +113,13 @@ static inline int uffd_sys_poll1(int fd, int timeout_ms)
 }
 
 /* ---- ranges.c: the range map ---- */
-/* What a lookup descends through comes first: start, end, left and right share a cache line. */
 struct uffd_node {
 	uintptr_t start, end;
-	struct uffd_node *left, *right; /* treap by start */
 	void *data;
 	size_t offset;
-	struct uffd_node *prev, *next; /* address order */
 	uint64_t modes;
+	struct uffd_node *left, *right; /* treap by start */
+	struct uffd_node *prev, *next;	/* address order */
 	uint32_t prio;
 };
 
@@ -135,13 +134,15 @@ struct uffd_rmap {
 	struct uffd_node *first;
 	long count;
 	uint32_t seed;
-	bool ix_fresh;		  /* ix matches the map: lookups use it */
-	struct uffd_ixent *ix;	  /* mmap'd lookup index, ix_cap slots, or NULL */
-	size_t ix_cap;
-	unsigned long ix_misses; /* lookups through the tree since the map last changed */
-	struct uffd_node *free;	  /* free nodes, linked by ->next */
+	struct uffd_node *free; /* free nodes, linked by ->next */
 	size_t nfree;
 	void *chunks; /* mmap'd chunks, each starting with a pointer to the next */
+
+	/* The lookup index (ranges.c), mmap'd, or NULL; used only while fresh. */
+	struct uffd_ixent *ix;
+	size_t ix_cap;		 /* its slots */
+	unsigned long ix_misses; /* lookups through the tree since the map last changed */
+	bool ix_fresh;		 /* ix matches the map */
 };
 
 UFFD_HIDDEN void uffd_rmap_init(struct uffd_rmap *m, uint32_t seed);
@@ -155,13 +156,13 @@ UFFD_HIDDEN int uffd_rmap_reserve(struct uffd_rmap *m, size_t n);
 UFFD_HIDDEN const struct uffd_node *uffd_rmap_find(struct uffd_rmap *m, uintptr_t addr);
 /* The first piece whose end is above @addr, or NULL. */
 UFFD_HIDDEN const struct uffd_node *uffd_rmap_next(struct uffd_rmap *m, uintptr_t addr);
-UFFD_HIDDEN bool uffd_rmap_overlaps(struct uffd_rmap *m, uintptr_t start, uintptr_t end);
 /* Each of these changes nothing and returns -ENOMEM when nodes cannot be had. */
 UFFD_HIDDEN int uffd_rmap_insert(struct uffd_rmap *m, uintptr_t start, uintptr_t end, void *data,
 				 size_t offset, uint64_t modes);
 UFFD_HIDDEN int uffd_rmap_cut(struct uffd_rmap *m, uintptr_t start, uintptr_t end);
 UFFD_HIDDEN int uffd_rmap_move(struct uffd_rmap *m, uintptr_t from, uintptr_t to, size_t len);
 UFFD_HIDDEN int uffd_rmap_clone(struct uffd_rmap *dst, const struct uffd_rmap *src);
+UFFD_HIDDEN bool uffd_rmap_overlaps(struct uffd_rmap *m, uintptr_t start, uintptr_t end);
 UFFD_HIDDEN void uffd_rmap_fill(const struct uffd_node *n, struct uffd_range *out);
 
 /* ---- dispatch.c: the per-context event queue ---- */
