@@ -143,6 +143,12 @@ struct uffd_node {
 	uint32_t prio;
 };
 
+/* One slot of the lookup index: a piece's start and the piece before it (see ranges.c). */
+struct uffd_ixent {
+	uintptr_t start;
+	struct uffd_node *floor;
+};
+
 struct uffd_rmap {
 	struct uffd_node *root;
 	struct uffd_node *first;
@@ -151,22 +157,32 @@ struct uffd_rmap {
 	struct uffd_node *free; /* free nodes, linked by ->next */
 	size_t nfree;
 	void *chunks; /* mmap'd chunks, each starting with a pointer to the next */
+
+	/* The lookup index (ranges.c), mmap'd, or NULL; used only while fresh. */
+	struct uffd_ixent *ix;
+	size_t ix_cap;		 /* its slots */
+	unsigned long ix_misses; /* lookups through the tree since the map last changed */
+	bool ix_fresh;		 /* ix matches the map */
 };
 
 UFFD_HIDDEN void uffd_rmap_init(struct uffd_rmap *m, uint32_t seed);
 UFFD_HIDDEN void uffd_rmap_destroy(struct uffd_rmap *m);
 /* Make sure @n nodes are free without allocating later: 0 or -ENOMEM. Uses mmap, never malloc. */
 UFFD_HIDDEN int uffd_rmap_reserve(struct uffd_rmap *m, size_t n);
-UFFD_HIDDEN const struct uffd_node *uffd_rmap_find(const struct uffd_rmap *m, uintptr_t addr);
+/*
+ * The lookups are not const: they may (re)build the map's lookup index, with mmap, never malloc,
+ * never failing. So they need the same exclusion as the changes (for a context, u->lock).
+ */
+UFFD_HIDDEN const struct uffd_node *uffd_rmap_find(struct uffd_rmap *m, uintptr_t addr);
 /* The first piece whose end is above @addr, or NULL. */
-UFFD_HIDDEN const struct uffd_node *uffd_rmap_next(const struct uffd_rmap *m, uintptr_t addr);
+UFFD_HIDDEN const struct uffd_node *uffd_rmap_next(struct uffd_rmap *m, uintptr_t addr);
 /* Each of these changes nothing and returns -ENOMEM when nodes cannot be had. */
 UFFD_HIDDEN int uffd_rmap_insert(struct uffd_rmap *m, uintptr_t start, uintptr_t end, void *data,
 				 size_t offset, uint64_t modes);
 UFFD_HIDDEN int uffd_rmap_cut(struct uffd_rmap *m, uintptr_t start, uintptr_t end);
 UFFD_HIDDEN int uffd_rmap_move(struct uffd_rmap *m, uintptr_t from, uintptr_t to, size_t len);
 UFFD_HIDDEN int uffd_rmap_clone(struct uffd_rmap *dst, const struct uffd_rmap *src);
-UFFD_HIDDEN bool uffd_rmap_overlaps(const struct uffd_rmap *m, uintptr_t start, uintptr_t end);
+UFFD_HIDDEN bool uffd_rmap_overlaps(struct uffd_rmap *m, uintptr_t start, uintptr_t end);
 UFFD_HIDDEN void uffd_rmap_fill(const struct uffd_node *n, struct uffd_range *out);
 
 /* ---- dispatch.c: the per-context event queue ---- */

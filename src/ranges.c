@@ -16,16 +16,41 @@
  * is read. Nodes come from a free list refilled with mmap'd chunks. Every mutating operation
  * first works out how many nodes it can need and reserves them; only then does it touch the
  * map, so it either fails with -ENOMEM having changed nothing or cannot fail at all.
+ *
+ * Lookups have an index of their own. The treap's depth grows as log n, but at 100,000 pieces
+ * its 8 MB of nodes miss the caches on most levels of a descent. The index is a compact array
+ * of the piece starts in Eytzinger (breadth-first) order: slot k's children are slots 2k and
+ * 2k + 1, so a descent reads one 16-byte slot per level, the top levels stay cached, and the
+ * slots three levels down can be prefetched while the comparison runs. Each slot also holds
+ * the piece just before its own (slot 0: the last piece): the search finds the first start
+ * above an address, so that pointer is the piece that may hold it, read from a cache line the
+ * descent already touched. The index is built lazily and read-only: any change to the map only
+ * marks it stale, in O(1), so changes stay O(log n); lookups on a stale index descend the tree
+ * and count themselves, and once they exceed count / 8 + IX_MIN_MISSES the next one rebuilds
+ * the index in O(n), which is thus paid for by at least n / 8 lookups. (A rebuild walks the
+ * list, a cache miss per node when the nodes are scattered: about as long as n / 8 tree
+ * lookups at 100,000 pieces, so even lookups that alternate with changes in the worst way cost
+ * about twice a tree lookup.) Its memory is mmap'd like the nodes; when it cannot be had,
+ * lookups keep using the tree and try again after as many lookups again.
+ *
+ * So lookups write to the map: they need the same exclusion as changes (u->lock for a
+ * context's map), and a rebuild inside a lookup holds that lock for O(n) (~2-8 ms at 100,000
+ * pieces here).
  */
 
 #define CHUNK_SIZE ((size_t)64 * 1024)
 /* Each chunk starts with a pointer to the next chunk; nodes follow, suitably aligned. */
-#define CHUNK_HDR                                                                                  \
+#define CHUNK_HDR \
 	((sizeof(void *) + _Alignof(struct uffd_node) - 1) & ~(_Alignof(struct uffd_node) - 1))
 #define NODES_PER_CHUNK ((CHUNK_SIZE - CHUNK_HDR) / sizeof(struct uffd_node))
 
-#define KNOWN_MODES                                                                                \
-	((uint64_t)(UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP |                       \
+/* Lookups through a stale index, beyond count / 8, before it is rebuilt. */
+#define IX_MIN_MISSES 8
+/* Pieces from which a lookup prefetches the index (4096 slots: 64 KiB, twice a usual L1d). */
+#define IX_PREFETCH_MIN 4096
+
+#define KNOWN_MODES                                                          \
+	((uint64_t)(UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP | \
 		    UFFDIO_REGISTER_MODE_MINOR))
 
 /* ---- node storage ---- */
@@ -37,10 +62,17 @@ void uffd_rmap_init(struct uffd_rmap *m, uint32_t seed)
 	m->seed = seed ? seed : 0x9e3779b9u;
 }
 
+static size_t ix_bytes(size_t slots)
+{
+	return slots * sizeof(struct uffd_ixent);
+}
+
 void uffd_rmap_destroy(struct uffd_rmap *m)
 {
 	void *c = m->chunks;
 	uint32_t seed = m->seed;
+
+	uffd_sys_munmap(m->ix, ix_bytes(m->ix_cap));
 
 	while (c) {
 		void *next;
@@ -103,6 +135,13 @@ static uint32_t next_prio(struct uffd_rmap *m)
 }
 
 /* ---- treap and list ---- */
+
+/* Every change of the tree or of a piece's start goes through here first. */
+static void ix_stale(struct uffd_rmap *m)
+{
+	m->ix_fresh = false;
+	m->ix_misses = 0;
+}
 
 /* The piece with the greatest start <= addr, or NULL. */
 static struct uffd_node *floor_node(const struct uffd_rmap *m, uintptr_t addr)
@@ -174,6 +213,7 @@ static void link_node(struct uffd_rmap *m, struct uffd_node *x)
 	struct uffd_node *pred = floor_node(m, x->start);
 	struct uffd_node **link = &m->root;
 
+	ix_stale(m);
 	x->prio = next_prio(m);
 	while (*link && (*link)->prio >= x->prio)
 		link = x->start < (*link)->start ? &(*link)->left : &(*link)->right;
@@ -196,6 +236,7 @@ static void unlink_node(struct uffd_rmap *m, struct uffd_node *x)
 {
 	struct uffd_node **link = &m->root;
 
+	ix_stale(m);
 	while (*link != x)
 		link = x->start < (*link)->start ? &(*link)->left : &(*link)->right;
 	*link = tmerge(x->left, x->right);
@@ -253,6 +294,7 @@ static void do_cut(struct uffd_rmap *m, uintptr_t start, uintptr_t end)
 {
 	struct uffd_node *p = floor_node(m, start);
 
+	ix_stale(m); /* a start may move up, below */
 	if (!p) {
 		p = m->first;
 	} else if (p->end <= start) {
@@ -285,26 +327,136 @@ static void do_cut(struct uffd_rmap *m, uintptr_t start, uintptr_t end)
 	}
 }
 
+/* ---- the lookup index ---- */
+
+/*
+ * Build the index from the list, mapping a larger one first if it has too few slots: true if
+ * it is fresh. Without memory the index stays stale and the count of misses starts again, so
+ * the mmap is retried only after as many lookups again.
+ */
+static bool ix_build(struct uffd_rmap *m)
+{
+	size_t n = (size_t)m->count, k = 1, i;
+	struct uffd_node *p = m->first, *prev = NULL;
+	struct uffd_ixent *ix;
+
+	m->ix_misses = 0;
+	if (n == 0)
+		return false; /* an empty map needs no index: the tree answers at once */
+	/* Slot 0 and n more. Regrow with room for a quarter more; shrink below a quarter used. */
+	if (m->ix_cap < n + 1 || (m->ix_cap > 4 * (n + 1) && ix_bytes(m->ix_cap) > 65536)) {
+		long ps = uffd_page_size();
+		size_t want = n + 1 + n / 4;
+		size_t bytes = (ix_bytes(want) + (size_t)ps - 1) & ~((size_t)ps - 1);
+
+		ix = uffd_sys_mmap(bytes);
+		if (!ix)
+			return false;
+		uffd_sys_munmap(m->ix, ix_bytes(m->ix_cap));
+		m->ix = ix;
+		m->ix_cap = bytes / sizeof(*ix);
+	}
+	ix = m->ix;
+
+	/* In-order walk of the implicit tree (children 2k, 2k + 1), from its leftmost slot. */
+	while (2 * k <= n)
+		k *= 2;
+	for (i = 0; i < n; i++) {
+		ix[k].start = p->start;
+		ix[k].floor = prev;
+		prev = p;
+		p = p->next;
+		if (2 * k + 1 <= n) {
+			k = 2 * k + 1;
+			while (2 * k <= n)
+				k *= 2;
+		} else {
+			/* Up past every right-child link, then up once more. */
+			while (k & 1)
+				k >>= 1;
+			k >>= 1;
+		}
+	}
+	ix[0].start = 0;
+	ix[0].floor = prev;
+	m->ix_fresh = true;
+	return true;
+}
+
+/*
+ * Descend to the first start above addr without a branch on the comparison, and return the
+ * slot index just past the path. When the index is larger than the first-level cache, the
+ * eight slots three levels below k (128 aligned bytes) are prefetched: that hides most of the
+ * memory latency of the levels that miss, for ~20% less time per lookup at 100,000 pieces.
+ * In a small index they are cached already and the prefetches only cost (~2 ns at 1,000).
+ * A prefetch beyond the mapping is harmless: it never faults.
+ */
+static inline __attribute__((always_inline)) size_t
+ix_descend(const struct uffd_ixent *ix, size_t n, uintptr_t addr, bool prefetch)
+{
+	size_t k = 1;
+
+	while (k <= n) {
+		if (prefetch) {
+			uintptr_t below = (uintptr_t)ix + 8 * k * sizeof(*ix);
+
+			__builtin_prefetch((const void *)below);
+			__builtin_prefetch((const void *)(below + 64));
+		}
+		k = 2 * k + (ix[k].start <= addr);
+	}
+	return k;
+}
+
+/* floor_node() through a fresh index. */
+static struct uffd_node *ix_floor(const struct uffd_rmap *m, uintptr_t addr)
+{
+	size_t n = (size_t)m->count, k;
+
+	if (n < IX_PREFETCH_MIN)
+		k = ix_descend(m->ix, n, addr, false);
+	else
+		k = ix_descend(m->ix, n, addr, true);
+	/* The path's bits: drop the trailing right turns and the last left one. */
+	k >>= __builtin_ctzl(~k) + 1;
+	return m->ix[k].floor;
+}
+
+/* The piece with the greatest start <= addr, or NULL, for the lookups that change nothing. */
+static struct uffd_node *lookup_floor(struct uffd_rmap *m, uintptr_t addr)
+{
+	if (__builtin_expect(m->ix_fresh, 1))
+		return ix_floor(m, addr);
+	if (++m->ix_misses > (unsigned long)m->count / 8 + IX_MIN_MISSES && ix_build(m))
+		return ix_floor(m, addr);
+	return floor_node(m, addr);
+}
+
 /* ---- the hidden map API ---- */
 
-const struct uffd_node *uffd_rmap_find(const struct uffd_rmap *m, uintptr_t addr)
+const struct uffd_node *uffd_rmap_find(struct uffd_rmap *m, uintptr_t addr)
 {
-	const struct uffd_node *p = floor_node(m, addr);
+	const struct uffd_node *p = lookup_floor(m, addr);
 
 	return p && addr < p->end ? p : NULL;
 }
 
-const struct uffd_node *uffd_rmap_next(const struct uffd_rmap *m, uintptr_t addr)
+/* The first piece that ends above addr, given the floor of addr. */
+static const struct uffd_node *next_of(const struct uffd_rmap *m, const struct uffd_node *p,
+				       uintptr_t addr)
 {
-	const struct uffd_node *p = floor_node(m, addr);
-
 	if (!p)
 		return m->first;
 	/* The piece after the floor starts above addr, so it also ends above it. */
 	return p->end > addr ? p : p->next;
 }
 
-bool uffd_rmap_overlaps(const struct uffd_rmap *m, uintptr_t start, uintptr_t end)
+const struct uffd_node *uffd_rmap_next(struct uffd_rmap *m, uintptr_t addr)
+{
+	return next_of(m, lookup_floor(m, addr), addr);
+}
+
+bool uffd_rmap_overlaps(struct uffd_rmap *m, uintptr_t start, uintptr_t end)
 {
 	const struct uffd_node *p;
 
@@ -326,8 +478,8 @@ void uffd_rmap_fill(const struct uffd_node *n, struct uffd_range *out)
 	out->offset = n->offset;
 }
 
-int uffd_rmap_insert(struct uffd_rmap *m, uintptr_t start, uintptr_t end, void *data,
-		     size_t offset, uint64_t modes)
+int uffd_rmap_insert(struct uffd_rmap *m, uintptr_t start, uintptr_t end, void *data, size_t offset,
+		     uint64_t modes)
 {
 	struct uffd_node *x;
 
@@ -444,7 +596,7 @@ static bool keeps_modes(const struct uffd_node *p, uint64_t modes)
 static size_t register_need(const struct uffd_rmap *m, uintptr_t start, uintptr_t end,
 			    uint64_t modes)
 {
-	const struct uffd_node *p = uffd_rmap_next(m, start);
+	const struct uffd_node *p = next_of(m, floor_node(m, start), start);
 	size_t kept = 0;
 
 	for (; p && p->start < end; p = p->next)
@@ -549,14 +701,18 @@ int uffd_unregister(struct uffd *u, void *addr, size_t len)
 
 int uffd_range_find(const struct uffd *u, const void *addr, struct uffd_range *out)
 {
-	/* Lookups change nothing, but the lock is not const. */
+	/*
+	 * A lookup changes no piece, but it may rebuild the map's lookup index, which the lock
+	 * guards like the pieces. Contexts are always made by uffd_ctx_new(), never const
+	 * objects, so writing through the cast is defined.
+	 */
 	struct uffd *mu = (struct uffd *)u;
 	const struct uffd_node *n;
 
 	if (!u || !out)
 		return -EINVAL;
 	pthread_mutex_lock(&mu->lock);
-	n = uffd_rmap_find(&u->map, (uintptr_t)addr);
+	n = uffd_rmap_find(&mu->map, (uintptr_t)addr);
 	if (n)
 		uffd_rmap_fill(n, out);
 	pthread_mutex_unlock(&mu->lock);
@@ -565,13 +721,13 @@ int uffd_range_find(const struct uffd *u, const void *addr, struct uffd_range *o
 
 int uffd_range_next(const struct uffd *u, const void *addr, struct uffd_range *out)
 {
-	struct uffd *mu = (struct uffd *)u;
+	struct uffd *mu = (struct uffd *)u; /* as in uffd_range_find() */
 	const struct uffd_node *n;
 
 	if (!u || !out)
 		return -EINVAL;
 	pthread_mutex_lock(&mu->lock);
-	n = uffd_rmap_next(&u->map, (uintptr_t)addr);
+	n = uffd_rmap_next(&mu->map, (uintptr_t)addr);
 	if (n)
 		uffd_rmap_fill(n, out);
 	pthread_mutex_unlock(&mu->lock);

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,18 +24,18 @@
  * In fork mode Check reports every passing assertion to the parent with a write(): millions of
  * syscalls in the model test. These versions are silent until they fail.
  */
-#define REQ_CMP(type, fmt, a, op, b)                                                               \
-	do {                                                                                       \
-		type a_ = (type)(a);                                                               \
-		type b_ = (type)(b);                                                               \
-		if (!(a_ op b_))                                                                   \
-			ck_abort_msg("%s %s %s: " fmt " vs " fmt, #a, #op, #b, a_, b_);            \
+#define REQ_CMP(type, fmt, a, op, b)                                                    \
+	do {                                                                            \
+		type a_ = (type)(a);                                                    \
+		type b_ = (type)(b);                                                    \
+		if (!(a_ op b_))                                                        \
+			ck_abort_msg("%s %s %s: " fmt " vs " fmt, #a, #op, #b, a_, b_); \
 	} while (0)
 #undef ck_assert
-#define ck_assert(c)                                                                               \
-	do {                                                                                       \
-		if (!(c))                                                                          \
-			ck_abort_msg("failed: %s", #c);                                            \
+#define ck_assert(c)                                    \
+	do {                                            \
+		if (!(c))                               \
+			ck_abort_msg("failed: %s", #c); \
 	} while (0)
 #define REQ_INT(a, op, b) REQ_CMP(long long, "%lld", a, op, b)
 #define REQ_UINT(a, op, b) REQ_CMP(unsigned long long, "%llu", a, op, b)
@@ -72,8 +73,10 @@
 #undef ck_assert_ptr_nonnull
 #define ck_assert_ptr_nonnull(a) REQ_PTR(a, !=, NULL)
 
-/* The fault-injection hook in sys.c (hidden, reachable through the static library). */
+/* The fault-injection hooks in sys.c (hidden, reachable through the static library). */
 void uffd_test_fail_at(int site, int nth, int err);
+void uffd_test_fail_from(int site, int nth, int err);
+unsigned long uffd_test_calls(int site);
 
 static uint64_t rng_state;
 
@@ -470,7 +473,7 @@ static void compare_model(const struct uffd_rmap *m)
 		ck_assert_uint_eq((p->end - BASE) % UNIT, 0);
 		for (uintptr_t a = p->start; a < p->end; a += UNIT)
 			got[(a - BASE) / UNIT] = (struct mpage){ 1, (uint64_t)(uintptr_t)p->data,
-								  p->offset + (a - p->start) };
+								 p->offset + (a - p->start) };
 	}
 	for (size_t i = 0; i < NPAGES; i++) {
 		if (memcmp(&got[i], &model[i], sizeof(got[i])) != 0)
@@ -483,7 +486,7 @@ static void compare_model(const struct uffd_rmap *m)
 }
 
 /* find() and next() at a few random addresses, answered from the model. */
-static void probe_model(const struct uffd_rmap *m)
+static void probe_model(struct uffd_rmap *m)
 {
 	for (int k = 0; k < 4; k++) {
 		size_t i = rnd() % NPAGES;
@@ -630,8 +633,8 @@ START_TEST(rmap_random_model)
 			o.kind = 2;
 			o.len = len;
 			o.from = rnd() % (NPAGES - len + 1);
-			o.to = rnd() % 4 ? rnd() % (NPAGES - len + 1)
-					 : (size_t)((long)o.from +
+			o.to = rnd() % 4 ? rnd() % (NPAGES - len + 1) :
+					   (size_t)((long)o.from +
 						    ((long)(rnd() % (2 * len + 1)) - (long)len));
 			if (o.to > NPAGES - len) /* also catches a negative overlap offset */
 				o.to = NPAGES - len;
@@ -735,9 +738,9 @@ START_TEST(rmap_enomem_atomic)
 	/* Operations that need no node still work with an empty free list and mmap failing. */
 	drain(&m, far + ((uintptr_t)1 << 39));
 	uffd_test_fail_at(UFFD_FAIL_MMAP, 1, ENOMEM);
-	ck_assert_int_eq(uffd_rmap_cut(&m, pg(0), pg(3)), 0);	   /* a whole piece */
-	ck_assert_int_eq(uffd_rmap_cut(&m, pg(4), pg(5)), 0);	   /* a head */
-	ck_assert_int_eq(uffd_rmap_move(&m, pg(8), pg(4), 3 * UNIT), 0); /* whole pieces */
+	ck_assert_int_eq(uffd_rmap_cut(&m, pg(0), pg(3)), 0);			 /* a whole piece */
+	ck_assert_int_eq(uffd_rmap_cut(&m, pg(4), pg(5)), 0);			 /* a head */
+	ck_assert_int_eq(uffd_rmap_move(&m, pg(8), pg(4), 3 * UNIT), 0);	 /* whole pieces */
 	ck_assert_int_eq(uffd_rmap_insert(&m, pg(200), pg(201), D(1), 0, 1), 0); /* a freed node */
 	check_map(&m);
 	uffd_test_fail_at(UFFD_FAIL_MMAP, 0, 0);
@@ -771,7 +774,8 @@ START_TEST(rmap_many_pieces)
 	ck_assert_int_eq(m.count, (long)n);
 	check_map(&m);
 	for (size_t j = 0; j < n; j++) {
-		expect_piece(uffd_rmap_find(&m, pg(2 * j) + 5), pg(2 * j), pg(2 * j + 1), D(j + 1), j);
+		expect_piece(uffd_rmap_find(&m, pg(2 * j) + 5), pg(2 * j), pg(2 * j + 1), D(j + 1),
+			     j);
 		ck_assert_ptr_null(uffd_rmap_find(&m, pg(2 * j + 1)));
 		ck_assert_ptr_eq(uffd_rmap_next(&m, pg(2 * j + 1)),
 				 j + 1 < n ? uffd_rmap_find(&m, pg(2 * j + 2)) : NULL);
@@ -795,6 +799,359 @@ START_TEST(rmap_many_pieces)
 		ck_assert_uint_eq(m.nfree, nfree - 1); /* no new chunk */
 	}
 	check_map(&m);
+	uffd_rmap_destroy(&m);
+}
+END_TEST
+
+/* ---- the lookup index ---- */
+
+/* In-order recursion over the implicit tree (children 2k, 2k + 1): the list, in order. */
+static void check_slots(const struct uffd_rmap *m, size_t k, const struct uffd_node **p,
+			const struct uffd_node **prev)
+{
+	if (k > (size_t)m->count)
+		return;
+	check_slots(m, 2 * k, p, prev);
+	ck_assert_ptr_nonnull(*p);
+	ck_assert_uint_eq(m->ix[k].start, (*p)->start);
+	ck_assert_ptr_eq(m->ix[k].floor, *prev);
+	*prev = *p;
+	*p = (*p)->next;
+	check_slots(m, 2 * k + 1, p, prev);
+}
+
+/* The index's slots against the list: breadth-first order, each with its floor; slot 0. */
+static void check_index(const struct uffd_rmap *m)
+{
+	const struct uffd_node *p = m->first, *prev = NULL;
+
+	ck_assert(m->ix_fresh);
+	ck_assert_ptr_nonnull(m->ix);
+	ck_assert_uint_ge(m->ix_cap, (size_t)m->count + 1);
+	check_slots(m, 1, &p, &prev);
+	ck_assert_ptr_null(p);
+	ck_assert_ptr_eq(m->ix[0].floor, prev);
+}
+
+/* find(), next() and overlaps() at @a, answered from the page model alone. */
+static void probe_at(struct uffd_rmap *m, uintptr_t a)
+{
+	const struct uffd_node *f = uffd_rmap_find(m, a), *nx = uffd_rmap_next(m, a);
+	size_t i, j;
+
+	if (a < BASE) {
+		i = 0;
+		ck_assert_ptr_null(f);
+		j = 0;
+	} else {
+		i = (a - BASE) / UNIT;
+		if (i < NPAGES && model[i].present) {
+			ck_assert_ptr_nonnull(f);
+			ck_assert(f->start <= a && a < f->end);
+			ck_assert_uint_eq((uint64_t)(uintptr_t)f->data, model[i].data);
+			ck_assert_uint_eq(f->offset + (pg(i) - f->start), model[i].offset);
+			ck_assert_ptr_eq(nx, f);
+			return;
+		}
+		ck_assert_ptr_null(f);
+		j = i + 1;
+	}
+	while (j < NPAGES && !model[j].present)
+		j++;
+	if (j >= NPAGES) {
+		ck_assert_ptr_null(nx);
+	} else {
+		ck_assert_ptr_nonnull(nx);
+		ck_assert_uint_eq(nx->start, pg(j));
+	}
+	/* overlaps() over [a, page j]: true exactly when page j exists. */
+	ck_assert_int_eq(uffd_rmap_overlaps(m, a, j < NPAGES ? pg(j) + 1 : pg(NPAGES)), j < NPAGES);
+	if (j < NPAGES && a < pg(j))
+		ck_assert_int_eq(uffd_rmap_overlaps(m, a, pg(j)), 0);
+}
+
+/* An address near where the answers change: piece edges, their neighbours, outside the model. */
+static uintptr_t rnd_addr(void)
+{
+	size_t i = rnd() % (NPAGES + 2);
+	uintptr_t a = i == 0 ? BASE - UNIT : pg(i - 1);
+
+	switch (rnd() % 4) {
+	case 0:
+		return a;
+	case 1:
+		return a + UNIT - 1;
+	case 2:
+		return a ? a - 1 : a;
+	default:
+		return a + rnd() % UNIT;
+	}
+}
+
+/* How many lookups after a change rebuild the index (ranges.c: count / 8 + 8, then one more). */
+static unsigned long ix_threshold(const struct uffd_rmap *m)
+{
+	return (unsigned long)m->count / 8 + 8;
+}
+
+/*
+ * Bursts of lookups of every length around the rebuild threshold, between changes of every
+ * kind (insert, cut, cuts that move a piece's start, move, clone as for a fork child), every
+ * answer checked against the page model: a stale index must never answer, a rebuilt one must
+ * answer like the tree.
+ */
+START_TEST(rmap_index_model)
+{
+	struct uffd_rmap m;
+	unsigned long builds = 0, stale_bursts = 0, exact = 0;
+	long max_count = 0;
+
+	rng_state = 4242;
+	memset(model, 0, sizeof(model));
+	uffd_rmap_init(&m, 5);
+	for (int op = 0; op < 3000; op++) {
+		unsigned kind = (unsigned)(rnd() % 100);
+		size_t len = rnd_len();
+		struct rop o = { 0 };
+		unsigned long t = ix_threshold(&m), burst;
+
+		if (len > NPAGES)
+			len = NPAGES;
+		if (kind < 55 || m.count < 50) {
+			if (rnd() % 3)
+				len = 1 + rnd() % 3;
+			o.kind = 0;
+			o.s = rnd() % (NPAGES - len + 1);
+			o.e = o.s + len;
+			o.data = 1 + rnd() % 1000;
+			o.off = (rnd() % 64) * UNIT;
+			o.modes = 1;
+		} else if (kind < 70) {
+			/* Often one page at a piece's head: only its start moves. */
+			const struct uffd_node *p = uffd_rmap_next(&m, pg(rnd() % NPAGES));
+
+			o.kind = 1;
+			if (p && rnd() % 2) {
+				o.s = (p->start - BASE) / UNIT;
+				o.e = o.s + 1;
+			} else {
+				o.s = rnd() % (NPAGES - len + 1);
+				o.e = o.s + len;
+			}
+		} else if (kind < 95) {
+			o.kind = 2;
+			o.len = len;
+			o.from = rnd() % (NPAGES - len + 1);
+			o.to = rnd() % (NPAGES - len + 1);
+		} else {
+			/* A fork child's map: a clone starts stale and builds its own index. */
+			struct uffd_rmap c;
+
+			uffd_rmap_init(&c, (uint32_t)rnd());
+			ck_assert_int_eq(uffd_rmap_clone(&c, &m), 0);
+			ck_assert(!c.ix_fresh);
+			for (unsigned long k = 0; k < 2 * ix_threshold(&c) + 2; k++)
+				probe_at(&c, rnd_addr());
+			ck_assert(c.ix_fresh);
+			check_index(&c);
+			if (rnd() % 2) {
+				/* The parent dies; the child goes on. */
+				uffd_rmap_destroy(&m);
+				m = c;
+			} else {
+				uffd_rmap_destroy(&c);
+				ck_assert_ptr_null(c.ix);
+			}
+			o.kind = -1;
+		}
+		if (o.kind >= 0) {
+			ck_assert_int_eq(rop_apply(&m, &o), 0);
+			rop_model(&o);
+			ck_assert(!m.ix_fresh);
+		}
+		compare_model(&m);
+
+		/*
+		 * Exactly the threshold of lookups after a change still use the tree; the next
+		 * one builds. (probe_at() makes several lookups: this counts single ones.)
+		 */
+		t = ix_threshold(&m);
+		if (!m.ix_fresh && m.ix_misses == 0 && m.count > 0 && rnd() % 4 == 0) {
+			for (unsigned long k = 0; k < t; k++) {
+				uintptr_t a = rnd_addr();
+				const struct uffd_node *f = uffd_rmap_find(&m, a);
+				size_t i = (a - BASE) / UNIT;
+
+				ck_assert_int_eq(f != NULL,
+						 a >= BASE && i < NPAGES && model[i].present);
+			}
+			ck_assert(!m.ix_fresh);
+			probe_at(&m, rnd_addr());
+			ck_assert(m.ix_fresh);
+			builds++;
+			exact++;
+		}
+
+		/* Bursts of every length: none, a few, around the threshold, beyond it. */
+		switch (rnd() % 4) {
+		case 0:
+			burst = rnd() % 4;
+			break;
+		case 1:
+			burst = t / 4 + rnd() % 3;
+			break;
+		default:
+			burst = rnd() % t;
+			break;
+		}
+		for (unsigned long k = 0; k < burst; k++) {
+			bool was = m.ix_fresh;
+
+			probe_at(&m, rnd_addr());
+			builds += !was && m.ix_fresh;
+		}
+		if (m.ix_fresh)
+			check_index(&m);
+		else
+			stale_bursts++;
+		if (m.count > max_count)
+			max_count = m.count;
+	}
+	check_map(&m);
+	ck_assert_int_gt(max_count, 200);
+	ck_assert_uint_gt(builds, 500);
+	ck_assert_uint_gt(stale_bursts, 500);
+	ck_assert_uint_gt(exact, 100);
+	uffd_rmap_destroy(&m);
+	ck_assert_ptr_null(m.ix);
+	ck_assert_uint_eq(m.ix_cap, 0);
+}
+END_TEST
+
+/*
+ * The index's mmap failing is no error: lookups answer from the tree, change nothing, and try
+ * again only after as many lookups again; once memory is back the index is built. Also when a
+ * grown map needs a larger index than the one it has, and when a shrunk one gets a smaller one.
+ */
+START_TEST(rmap_index_enomem)
+{
+	struct uffd_rmap m;
+	struct piece *v;
+	size_t n;
+	unsigned long calls, t, cap;
+
+	rng_state = 99;
+	memset(model, 0, sizeof(model));
+	uffd_rmap_init(&m, 3);
+	for (size_t i = 0; i < 1000; i++) {
+		ck_assert_int_eq(uffd_rmap_insert(&m, pg(2 * i), pg(2 * i + 1), D(i + 1), i, 1), 0);
+		model_insert(2 * i, 2 * i + 1, i + 1, i);
+	}
+	n = snapshot(&m, &v);
+	t = ix_threshold(&m);
+
+	/* Every mmap fails: many thresholds' worth of lookups, all right, never an index. */
+	calls = uffd_test_calls(UFFD_FAIL_MMAP);
+	uffd_test_fail_from(UFFD_FAIL_MMAP, 1, ENOMEM);
+	for (unsigned long k = 0; k < 20 * t; k++)
+		probe_at(&m, rnd_addr());
+	uffd_test_fail_from(UFFD_FAIL_MMAP, 0, 0);
+	calls = uffd_test_calls(UFFD_FAIL_MMAP) - calls;
+	ck_assert(!m.ix_fresh);
+	ck_assert_ptr_null(m.ix);
+	/* One try per threshold of lookups (probe_at makes up to four), not one per lookup. */
+	ck_assert_uint_ge(calls, 10);
+	ck_assert_uint_le(calls, 4 * 20 + 4);
+	assert_same(&m, v, n);
+	free(v);
+
+	/* Memory back: built within one more threshold. */
+	for (unsigned long k = 0; k <= t && !m.ix_fresh; k++)
+		probe_at(&m, rnd_addr());
+	ck_assert(m.ix_fresh);
+	check_index(&m);
+
+	/* A single failure on the first build of an empty index: the second try builds it. */
+	{
+		struct uffd_rmap c;
+
+		uffd_rmap_init(&c, 4);
+		ck_assert_int_eq(uffd_rmap_clone(&c, &m), 0);
+		uffd_test_fail_at(UFFD_FAIL_MMAP, 1, ENOMEM);
+		for (unsigned long k = 0; k <= ix_threshold(&c); k++)
+			ck_assert_ptr_nonnull(uffd_rmap_find(&c, pg(2 * (k % 1000))));
+		uffd_test_fail_at(UFFD_FAIL_MMAP, 0, 0);
+		ck_assert(!c.ix_fresh);
+		ck_assert_ptr_null(c.ix);
+		for (unsigned long k = 0; k <= ix_threshold(&c); k++)
+			probe_at(&c, rnd_addr());
+		ck_assert(c.ix_fresh);
+		check_index(&c);
+		uffd_rmap_destroy(&c);
+	}
+
+	/* Grow past the index's room; its regrowth fails once: the tree answers meanwhile. */
+	cap = m.ix_cap;
+	for (size_t i = 1000; (size_t)m.count + 1 <= cap; i++) {
+		ck_assert_uint_lt(2 * i + 1, NPAGES);
+		ck_assert_int_eq(uffd_rmap_insert(&m, pg(2 * i), pg(2 * i + 1), D(i + 1), i, 1), 0);
+		model_insert(2 * i, 2 * i + 1, i + 1, i);
+	}
+	uffd_test_fail_at(UFFD_FAIL_MMAP, 1, ENOMEM);
+	for (unsigned long k = 0; k <= ix_threshold(&m); k++)
+		ck_assert_ptr_nonnull(uffd_rmap_find(&m, pg(2 * k)));
+	uffd_test_fail_at(UFFD_FAIL_MMAP, 0, 0);
+	ck_assert(!m.ix_fresh);
+	ck_assert_uint_eq(m.ix_cap, cap); /* the old one is kept, not used */
+	for (unsigned long k = 0; k <= ix_threshold(&m) && !m.ix_fresh; k++)
+		probe_at(&m, rnd_addr());
+	ck_assert(m.ix_fresh);
+	ck_assert_uint_gt(m.ix_cap, cap);
+	check_index(&m);
+
+	/* Every page its own piece: an index of more than 64 KiB. */
+	for (size_t i = 0; i < NPAGES; i++) {
+		if (model[i].present)
+			continue;
+		ck_assert_int_eq(uffd_rmap_insert(&m, pg(i), pg(i + 1), D(i + 1), 0, 1), 0);
+		model_insert(i, i + 1, i + 1, 0);
+	}
+	ck_assert_int_eq(m.count, NPAGES);
+	for (unsigned long k = 0; k <= ix_threshold(&m); k++)
+		ck_assert_ptr_nonnull(uffd_rmap_find(&m, pg(k)));
+	ck_assert(m.ix_fresh);
+	ck_assert_uint_gt(m.ix_cap * sizeof(struct uffd_ixent), 65536);
+	check_index(&m);
+	compare_model(&m);
+
+	/* Shrink to a few pieces: a small index replaces the large one. */
+	ck_assert_int_eq(uffd_rmap_cut(&m, pg(10), pg(NPAGES)), 0);
+	model_cut(10, NPAGES);
+	ck_assert_int_eq(m.count, 10);
+	for (unsigned long k = 0; k <= ix_threshold(&m); k++)
+		probe_at(&m, rnd_addr());
+	ck_assert(m.ix_fresh);
+	ck_assert_uint_le(m.ix_cap * sizeof(struct uffd_ixent), (size_t)tu_page());
+	check_index(&m);
+
+	/* An empty map needs no index; its lookups still answer. */
+	ck_assert_int_eq(uffd_rmap_cut(&m, pg(0), pg(NPAGES)), 0);
+	model_cut(0, NPAGES);
+	for (unsigned long k = 0; k < 100; k++)
+		probe_at(&m, rnd_addr());
+	ck_assert(!m.ix_fresh);
+	compare_model(&m);
+
+	uffd_rmap_destroy(&m);
+	ck_assert_ptr_null(m.ix);
+	ck_assert(!m.ix_fresh);
+	/* Still usable after destroy, index and all. */
+	ck_assert_int_eq(uffd_rmap_insert(&m, pg(1), pg(3), D(1), 0, 1), 0);
+	model_insert(1, 3, 1, 0);
+	for (unsigned long k = 0; k < 100; k++)
+		probe_at(&m, rnd_addr());
+	ck_assert(m.ix_fresh);
+	check_index(&m);
 	uffd_rmap_destroy(&m);
 }
 END_TEST
@@ -828,7 +1185,8 @@ static int kernel_modes(const void *addr)
 	while (fgets(line, sizeof(line), f)) {
 		unsigned long lo, hi;
 
-		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 &&
+		    strchr(line, '-') < strchr(line, ' ')) {
 			in = (uintptr_t)addr >= lo && (uintptr_t)addr < hi;
 			continue;
 		}
@@ -847,8 +1205,8 @@ static int kernel_modes(const void *addr)
 	return modes;
 }
 
-static void expect_range(const struct uffd *u, const void *addr, const void *start,
-			 const void *end, const void *data, size_t offset)
+static void expect_range(const struct uffd *u, const void *addr, const void *start, const void *end,
+			 const void *data, size_t offset)
 {
 	struct uffd_range r;
 
@@ -1083,14 +1441,16 @@ START_TEST(api_kernel_errors)
 		ck_assert_ptr_ne(ro, MAP_FAILED);
 		close(fd);
 		close(memfd);
-		ck_assert_int_eq(uffd_register(u, ro, ps, UFFDIO_REGISTER_MODE_MISSING, &a), -EPERM);
+		ck_assert_int_eq(uffd_register(u, ro, ps, UFFDIO_REGISTER_MODE_MISSING, &a),
+				 -EPERM);
 		munmap(ro, ps);
 	}
 	assert_same(&u->map, v, n);
 
 	/* An exited context refuses to register. */
 	atomic_store(&u->exited, 1);
-	ck_assert_int_eq(uffd_register(u, p + 4 * ps, ps, UFFDIO_REGISTER_MODE_MISSING, &a), -ESRCH);
+	ck_assert_int_eq(uffd_register(u, p + 4 * ps, ps, UFFDIO_REGISTER_MODE_MISSING, &a),
+			 -ESRCH);
 	assert_same(&u->map, v, n);
 	ck_assert_int_eq(kernel_modes(p + 4 * ps), 0);
 
@@ -1191,8 +1551,8 @@ START_TEST(api_ten_thousand)
 		if (k % 2 == 0)
 			ck_assert_int_eq(uffd_range_find(u, p + k * ps, &r), -ENOENT);
 		else
-			expect_range(u, p + k * ps + ps - 1, p + k * ps, p + (k + 1) * ps,
-				     D(k + 1), 0);
+			expect_range(u, p + k * ps + ps - 1, p + k * ps, p + (k + 1) * ps, D(k + 1),
+				     0);
 	}
 	for (int rc = uffd_range_next(u, NULL, &r); rc == 0; rc = uffd_range_next(u, r.end, &r)) {
 		ck_assert_ptr_eq(r.start, p + (2 * i + 1) * ps);
@@ -1224,7 +1584,8 @@ static void kernel_modes_all(const char *base, size_t npages, int *out)
 		unsigned long l, h;
 		int modes = 0;
 
-		if (sscanf(line, "%lx-%lx ", &l, &h) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+		if (sscanf(line, "%lx-%lx ", &l, &h) == 2 &&
+		    strchr(line, '-') < strchr(line, ' ')) {
 			lo = l;
 			hi = h;
 			continue;
@@ -1287,8 +1648,8 @@ START_TEST(api_random_model)
 			ck_assert_uint_le(j, N + 3); /* one node per kept piece, plus three */
 			if (strict)
 				stash_take(&u->map, j, &st);
-			rc = reg ? uffd_register(u, p + s * ps, len * ps, modes, D(data))
-				 : uffd_unregister(u, p + s * ps, len * ps);
+			rc = reg ? uffd_register(u, p + s * ps, len * ps, modes, D(data)) :
+				   uffd_unregister(u, p + s * ps, len * ps);
 			if (strict)
 				stash_give_back(&u->map, &st);
 			if (rc == -ENOMEM) {
@@ -1319,7 +1680,8 @@ START_TEST(api_random_model)
 		check_map(&u->map);
 		kernel_modes_all(p, N, kern);
 		for (size_t i = 0; i < N; i++) {
-			const struct uffd_node *n = uffd_rmap_find(&u->map, (uintptr_t)(p + i * ps));
+			const struct uffd_node *n =
+				uffd_rmap_find(&u->map, (uintptr_t)(p + i * ps));
 
 			ck_assert_int_eq(kern[i], km[i].present ? (int)km[i].modes : 0);
 			ck_assert_int_eq(n != NULL, km[i].present);
@@ -1387,6 +1749,172 @@ START_TEST(api_threads)
 }
 END_TEST
 
+/*
+ * The public lookups across the index's rebuild threshold, between registrations and
+ * unregistrations the kernel really makes, every answer checked against a page model.
+ */
+START_TEST(api_index_lookups)
+{
+	enum { N = 2048 };
+	size_t ps = tu_page();
+	char *p = tu_map_anon(N * ps);
+	struct uffd *u = ctx_open();
+	static struct kpage {
+		int present;
+		uint64_t data, offset;
+	} km[N];
+	unsigned long fresh = 0;
+
+	rng_state = 31337;
+	memset(km, 0, sizeof(km));
+	for (size_t i = 0; i < N; i += 2) {
+		ck_assert_int_eq(uffd_register(u, p + i * ps, ps, UFFDIO_REGISTER_MODE_MISSING,
+					       D(i + 1)),
+				 0);
+		km[i] = (struct kpage){ 1, i + 1, 0 };
+	}
+	for (int op = 0; op < 400; op++) {
+		size_t s = rnd() % N, len = 1 + rnd() % 16;
+		unsigned long burst = rnd() % (3 * ix_threshold(&u->map));
+		uint64_t data = 1 + rnd() % 1000;
+
+		if (s + len > N)
+			len = N - s;
+		if (rnd() % 3) {
+			ck_assert_int_eq(uffd_register(u, p + s * ps, len * ps,
+						       UFFDIO_REGISTER_MODE_MISSING, D(data)),
+					 0);
+			for (size_t i = s; i < s + len; i++)
+				km[i] = (struct kpage){ 1, data, (i - s) * ps };
+		} else {
+			ck_assert_int_eq(uffd_unregister(u, p + s * ps, len * ps), 0);
+			for (size_t i = s; i < s + len; i++)
+				km[i].present = 0;
+		}
+		for (unsigned long k = 0; k < burst; k++) {
+			size_t i = rnd() % N, j;
+			char *a = p + i * ps + rnd() % ps;
+			struct uffd_range r;
+			int rc = uffd_range_find(u, a, &r);
+
+			if (km[i].present) {
+				ck_assert_int_eq(rc, 0);
+				ck_assert((char *)r.start <= a && a < (char *)r.end);
+				ck_assert_uint_eq((uintptr_t)r.data, km[i].data);
+				ck_assert_uint_eq(r.offset + (size_t)(p + i * ps - (char *)r.start),
+						  km[i].offset);
+			} else {
+				ck_assert_int_eq(rc, -ENOENT);
+			}
+			rc = uffd_range_next(u, a, &r);
+			for (j = i; j < N && !km[j].present; j++)
+				;
+			if (j == N) {
+				ck_assert_int_eq(rc, -ENOENT);
+			} else {
+				ck_assert_int_eq(rc, 0);
+				ck_assert((char *)r.end > a);
+				if (j > i)
+					ck_assert_ptr_eq(r.start, p + j * ps);
+			}
+		}
+		fresh += u->map.ix_fresh;
+	}
+	ck_assert_uint_gt(fresh, 50);
+	check_map(&u->map);
+	uffd_close(u);
+	munmap(p, N * ps);
+}
+END_TEST
+
+/*
+ * Lookups from several threads while another registers and unregisters: the rebuilds happen
+ * inside uffd_range_find() under the context's lock, and the pages nobody changes always
+ * answer the same.
+ */
+struct looker {
+	struct uffd *u;
+	char *base;
+	size_t pages;
+	atomic_int *stop;
+	long bad, done;
+};
+
+static void *looker_run(void *arg)
+{
+	struct looker *l = arg;
+	size_t ps = tu_page();
+	uint64_t x = (uintptr_t)l | 1;
+
+	while (!atomic_load(l->stop)) {
+		struct uffd_range r;
+		size_t i;
+
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		i = (size_t)(x % l->pages);
+		/* Odd pages are registered for good, even ones never. */
+		if (i % 2) {
+			if (uffd_range_find(l->u, l->base + i * ps, &r) != 0 ||
+			    r.data != l->base + i || r.start != l->base + i * ps)
+				l->bad++;
+		} else if (uffd_range_find(l->u, l->base + i * ps, &r) != -ENOENT ||
+			   uffd_range_next(l->u, l->base + i * ps, &r) != 0 ||
+			   r.start != l->base + (i + 1) * ps) {
+			l->bad++;
+		}
+		l->done++;
+	}
+	return NULL;
+}
+
+START_TEST(api_index_threads)
+{
+	enum { T = 2, PAGES = 2000, CHURN = 512 };
+	size_t ps = tu_page();
+	char *p = tu_map_anon((size_t)(PAGES + CHURN) * ps), *q = p + (size_t)PAGES * ps;
+	struct uffd *u = ctx_open();
+	struct looker l[T];
+	pthread_t t[T];
+	atomic_int stop = 0;
+	int fresh = 0;
+
+	for (size_t k = 1; k < PAGES; k += 2)
+		ck_assert_int_eq(
+			uffd_register(u, p + k * ps, ps, UFFDIO_REGISTER_MODE_MISSING, p + k), 0);
+	for (int i = 0; i < T; i++) {
+		l[i] = (struct looker){ u, p, PAGES - 1, &stop, 0, 0 };
+		ck_assert_int_eq(pthread_create(&t[i], NULL, looker_run, &l[i]), 0);
+	}
+	/* Changes far from the lookers' pages, with pauses long enough for rebuilds. */
+	for (int round = 0; round < 2000; round++) {
+		size_t k = (size_t)round % CHURN;
+
+		ck_assert_int_eq(uffd_register(u, q + k * ps, ps, UFFDIO_REGISTER_MODE_MISSING, q),
+				 0);
+		if (round % 3 == 0)
+			ck_assert_int_eq(uffd_unregister(u, q + k * ps, ps), 0);
+		if (round % 64 == 0) {
+			usleep(2000);
+			pthread_mutex_lock(&u->lock);
+			fresh += u->map.ix_fresh;
+			pthread_mutex_unlock(&u->lock);
+		}
+	}
+	atomic_store(&stop, 1);
+	for (int i = 0; i < T; i++) {
+		pthread_join(t[i], NULL);
+		ck_assert_int_eq(l[i].bad, 0);
+		ck_assert_int_gt(l[i].done, 1000);
+	}
+	ck_assert_int_gt(fresh, 0); /* the lookers did rebuild the index between changes */
+	check_map(&u->map);
+	uffd_close(u);
+	munmap(p, (size_t)(PAGES + CHURN) * ps);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("ranges");
@@ -1404,6 +1932,8 @@ int main(void)
 	tcase_add_test(map, rmap_random_model);
 	tcase_add_test(map, rmap_enomem_atomic);
 	tcase_add_test(map, rmap_many_pieces);
+	tcase_add_test(map, rmap_index_model);
+	tcase_add_test(map, rmap_index_enomem);
 	suite_add_tcase(s, map);
 
 	fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
@@ -1420,6 +1950,8 @@ int main(void)
 		tcase_add_test(api, api_ten_thousand);
 		tcase_add_test(api, api_random_model);
 		tcase_add_test(api, api_threads);
+		tcase_add_test(api, api_index_lookups);
+		tcase_add_test(api, api_index_threads);
 		suite_add_tcase(s, api);
 	}
 	if (tu_run(s) != 0)

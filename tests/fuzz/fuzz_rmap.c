@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Fuzz target: random register / unregister / unmap / remap / fork sequences on the range map
- * (the hidden uffd_rmap_* API), compared after every step with a page-by-page model. */
+ * (the hidden uffd_rmap_* API), compared after every step with a page-by-page model, with bursts
+ * of lookups long enough to build the lookup index between changes. */
 #include <errno.h>
 #include <stdbool.h>
 #include <string.h>
@@ -64,6 +65,19 @@ static long check_tree(const struct uffd_node *n, uintptr_t lo, uintptr_t hi, ui
 	       check_tree(n->right, n->start + 1, hi, n->prio);
 }
 
+/* A fresh lookup index against the list: in-order over slots k, 2k, 2k + 1, with floors. */
+static void check_slots(const struct uffd_rmap *m, size_t k, const struct uffd_node **p,
+			const struct uffd_node **prev)
+{
+	if (k > (size_t)m->count)
+		return;
+	check_slots(m, 2 * k, p, prev);
+	FUZZ_CHECK(*p && m->ix[k].start == (*p)->start && m->ix[k].floor == *prev);
+	*prev = *p;
+	*p = (*p)->next;
+	check_slots(m, 2 * k + 1, p, prev);
+}
+
 static void verify(int i)
 {
 	const struct uffd_rmap *m = &maps[i];
@@ -86,6 +100,13 @@ static void verify(int i)
 	for (n = m->free; n; n = n->next)
 		nfree++;
 	FUZZ_CHECK(nfree == m->nfree);
+	if (m->ix_fresh) {
+		const struct uffd_node *w = m->first, *wp = NULL;
+
+		FUZZ_CHECK(m->ix && m->ix_cap >= (size_t)count + 1);
+		check_slots(m, 1, &w, &wp);
+		FUZZ_CHECK(w == NULL && m->ix[0].floor == wp);
+	}
 
 	/* Page by page, walking the pieces alongside. */
 	n = m->first;
@@ -105,10 +126,50 @@ static void verify(int i)
 	}
 }
 
+/* find() and next() at address @a in page @p, against the model. */
+static void check_lookup(struct uffd_rmap *m, const struct model *md, unsigned p, uintptr_t a)
+{
+	const struct uffd_node *f = uffd_rmap_find(m, a), *nx = uffd_rmap_next(m, a);
+	unsigned j;
+
+	FUZZ_CHECK((f != NULL) == md->pg[p].reg);
+	if (f) {
+		FUZZ_CHECK(f->start <= a && a < f->end && nx == f);
+		FUZZ_CHECK((uintptr_t)f->data == md->pg[p].data);
+		FUZZ_CHECK(f->offset + (addr_of(p) - f->start) == md->pg[p].off);
+		return;
+	}
+	for (j = p + 1; j < NPAGES && !md->pg[j].reg; j++)
+		;
+	FUZZ_CHECK(j == NPAGES ? nx == NULL : nx && nx->start == addr_of(j));
+}
+
+/*
+ * A burst of lookups, as many as the input says (enough to cross the index's rebuild threshold,
+ * count / 8 + 8), at pseudo-random addresses seeded by the input: piece edges and insides.
+ */
+static void lookup_burst(int i, struct input *in)
+{
+	unsigned n = take16(in) % 1024, k;
+	uint32_t x = take16(in) << 8 | 1;
+
+	for (k = 0; k < n; k++) {
+		unsigned p;
+		uintptr_t a;
+
+		x ^= x << 13;
+		x ^= x >> 17;
+		x ^= x << 5;
+		p = x % NPAGES;
+		a = addr_of(p) + ((x >> 16) % 3 == 0 ? PS - 1 : (x >> 16) % 2 ? 0 : (x >> 8) % PS);
+		check_lookup(&maps[i], &models[i], p, a);
+	}
+}
+
 /* Lookups at a few addresses the input chooses, against the model. */
 static void verify_lookups(int i, struct input *in)
 {
-	const struct uffd_rmap *m = &maps[i];
+	struct uffd_rmap *m = &maps[i];
 	const struct model *md = &models[i];
 	int k;
 
@@ -203,6 +264,7 @@ enum {
 	OP_BAD,
 	OP_RESERVE,
 	OP_FRAGMENT,
+	OP_LOOKUPS,
 	OP__COUNT
 };
 
@@ -278,6 +340,9 @@ static void step(struct input *in, unsigned op, int cur, bool failing)
 			models[other] = *md;
 		else
 			FUZZ_CHECK(maps[other].count == 0);
+		FUZZ_CHECK(!maps[other].ix_fresh || maps[other].count == 0);
+		verify(other);
+		lookup_burst(other, in); /* the child's own index */
 		verify(other);
 		break;
 	}
@@ -322,6 +387,9 @@ static void step(struct input *in, unsigned op, int cur, bool failing)
 		}
 		break;
 	}
+	case OP_LOOKUPS: /* with an allocation failure armed, the index's mmap fails: no error */
+		lookup_burst(cur, in);
+		break;
 	default:
 		break;
 	}
