@@ -24,7 +24,7 @@
 
 static const char usage_line[] =
 	"usage: uffd-trace [-o FILE] [--json] [--summary] [--quiet] [--order FILE] [--svg FILE] "
-	"[--preload PATH] "
+	"[--user-faults] [--preload PATH] "
 	"[--help] [--version] -- PROGRAM [ARGS...]";
 
 #define PRELOAD_NAME "libuffd-trace-preload.so"
@@ -49,13 +49,20 @@ struct proc {
 	unsigned id;
 	struct region *regs;
 	size_t nregs, cap;
+	/*
+	 * How its memory is registered: MISSING traps first touches. A user-mode-only context gets
+	 * WP instead (never write-protecting anything, and without WP_UNPOPULATED), which blocks or
+	 * fails no access at all but still brings UNMAP, REMAP, REMOVE and FORK events: MISSING
+	 * there would fail a system call writing into untouched memory with EFAULT.
+	 */
+	uint64_t mode;
 	uint64_t reg_bytes, peak_bytes;
 	uint64_t faults, unmaps, remaps, removes, forks;
 };
 
 static struct {
 	FILE *out;
-	bool json, summary, quiet, kernel_faults;
+	bool json, summary, quiet, user_faults;
 	double t0, t0_unix; /* CLOCK_MONOTONIC and the Unix time of the start */
 	size_t page;
 	pid_t child;
@@ -258,8 +265,7 @@ static void rescan(struct proc *p)
 				}
 				gap_end = (uintptr_t)r.start;
 			}
-			uffd_register(p->u, (void *)at, gap_end - at, UFFDIO_REGISTER_MODE_MISSING,
-				      (void *)(idx + 1));
+			uffd_register(p->u, (void *)at, gap_end - at, p->mode, (void *)(idx + 1));
 			at = gap_end;
 		}
 	}
@@ -455,6 +461,7 @@ static int on_fork(struct uffd *parent, struct uffd *child, void *arg)
 		}
 		c->nregs = c->cap = p->nregs;
 	}
+	c->mode = p->mode; /* the child's context is the same kind as its parent's */
 	set_callbacks(child, c);
 	count_registered(c);
 	p->forks++;
@@ -528,7 +535,8 @@ static bool started_by_us(pid_t pid)
 	return false;
 }
 
-static int recv_fd(int sock)
+/* The userfaultfd a process sends, and in @hello what kind of context it is. */
+static int recv_fd(int sock, char *hello)
 {
 	char byte = 0;
 	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
@@ -551,10 +559,11 @@ static int recv_fd(int sock)
 	if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
 	    c->cmsg_len == CMSG_LEN(sizeof(int)))
 		memcpy(&fd, CMSG_DATA(c), sizeof(int));
-	if (byte != TRACE_HELLO && fd >= 0) {
+	if (byte != TRACE_HELLO && byte != TRACE_HELLO_USER && fd >= 0) {
 		close(fd);
 		fd = -1;
 	}
+	*hello = byte;
 	return fd;
 }
 
@@ -585,7 +594,7 @@ static void accept_one(int lsock)
 	socklen_t len = sizeof(cred);
 	struct uffd *u;
 	struct proc *p;
-	char ready = TRACE_READY, exe[PATH_MAX] = "?", path[64];
+	char ready = TRACE_READY, hello = 0, exe[PATH_MAX] = "?", path[64];
 	int sock = accept4(lsock, NULL, NULL, SOCK_CLOEXEC), fd;
 	ssize_t n;
 
@@ -602,7 +611,7 @@ static void accept_one(int lsock)
 	}
 	/* A process that connects and then sends nothing must not stall every other one. */
 	setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	fd = recv_fd(sock);
+	fd = recv_fd(sock, &hello);
 	if (fd >= 0 && (read(sock, &ready, 1) != 1 || ready != TRACE_CLOSED)) {
 		close(fd);
 		fd = -1;
@@ -620,6 +629,8 @@ static void accept_one(int lsock)
 		return;
 	}
 	p = proc_new(u, cred.pid);
+	p->mode = hello == TRACE_HELLO || T.user_faults ? UFFDIO_REGISTER_MODE_MISSING :
+							  UFFDIO_REGISTER_MODE_WP;
 	set_callbacks(u, p);
 	uffd_monitor_watch_pid(T.m, u, cred.pid);
 	rescan(p);
@@ -630,11 +641,18 @@ static void accept_one(int lsock)
 		if (T.json) {
 			json_head(p, "attach");
 			fprintf(T.out,
-				",\"exe\":\"%s\",\"registered\":%" PRIu64 ",\"t0_unix\":%.6f}\n",
-				exe, p->reg_bytes, T.t0_unix);
+				",\"exe\":\"%s\",\"registered\":%" PRIu64
+				",\"first_touches\":%s,\"t0_unix\":%.6f}\n",
+				exe, p->reg_bytes,
+				p->mode == UFFDIO_REGISTER_MODE_MISSING ? "true" : "false",
+				T.t0_unix);
 		} else {
 			text_head(p, NULL, "attach");
-			fprintf(T.out, "%s, %" PRIu64 " KiB registered\n", exe, p->reg_bytes >> 10);
+			fprintf(T.out, "%s, %" PRIu64 " KiB registered%s\n", exe,
+				p->reg_bytes >> 10,
+				p->mode == UFFDIO_REGISTER_MODE_MISSING ?
+					"" :
+					" (events only: first touches not traced)");
 		}
 	}
 	n = write(sock, &ready, 1);
@@ -871,8 +889,7 @@ static pid_t start_program(char **argv, const char *preload, const char *sockpat
 		/* The program gets the signal dispositions uffd-trace was given, not its own. */
 		for (size_t i = 0; i < NSAVED; i++)
 			sigaction(saved_sigs[i], &saved_acts[i], NULL);
-		if (setenv("LD_PRELOAD", pre, 1) || setenv(TRACE_ENV_SOCKET, sockpath, 1) ||
-		    setenv(TRACE_ENV_KFAULTS, T.kernel_faults ? "1" : "0", 1))
+		if (setenv("LD_PRELOAD", pre, 1) || setenv(TRACE_ENV_SOCKET, sockpath, 1))
 			_exit(127);
 		execvp(argv[0], argv);
 		/* As a shell says it: 127 not found, 126 found but not runnable. */
@@ -922,6 +939,11 @@ static void help(void)
 	       "                       a prefetch list for restoring a snapshot\n"
 	       "      --svg FILE       a picture of address against time: faults as dots coloured\n"
 	       "                       by thread, unmaps and removes as bands\n"
+	       "      --user-faults    without privilege too, trace first touches: the program's\n"
+	       "                       userfaultfd is then user-mode-only, and a system call that\n"
+	       "                       writes into untouched memory (read() into a new buffer)\n"
+	       "                       fails with EFAULT; without this option such a program runs\n"
+	       "                       unchanged and only unmaps, remaps and removes are traced\n"
 	       "  -p, --preload PATH   the preload library (default: found next to uffd-trace)\n"
 	       "  -h, --help           print this help and exit\n"
 	       "  -V, --version        print the libuffd version and exit\n\n"
@@ -939,6 +961,7 @@ int main(int argc, char **argv)
 		{ "preload", required_argument, NULL, 'p' },
 		{ "order", required_argument, NULL, 'O' },
 		{ "svg", required_argument, NULL, 'G' },
+		{ "user-faults", no_argument, NULL, 'U' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -982,6 +1005,9 @@ int main(int argc, char **argv)
 		case 'G':
 			svgpath = optarg;
 			break;
+		case 'U':
+			T.user_faults = true;
+			break;
 		case 'h':
 			help();
 			return 0;
@@ -1020,16 +1046,24 @@ int main(int argc, char **argv)
 	err = uffd_probe(&offered, NULL);
 	if (err)
 		tool_die("cannot open a userfaultfd: %s", uffd_strerror(err));
+	/*
+	 * The traced processes run as this user: what it may open, they may (the preload library
+	 * tries the same, and tells each process's outcome, which decides how it is registered).
+	 */
 	if (uffd_open(&probe, &probe_cfg) == 0) {
-		T.kernel_faults = true;
 		if (!(uffd_features(probe) & UFFD_FEATURE_EVENT_FORK))
 			tool_warn("note: fork children are not followed (EVENT_FORK needs "
 				  "CAP_SYS_PTRACE); exec'd programs still are");
 		uffd_close(probe);
 	} else {
-		tool_warn("note: user-mode faults only: a system call that writes into untouched "
-			  "traced memory fails with EFAULT (needs CAP_SYS_PTRACE or "
-			  "vm.unprivileged_userfaultfd=1)");
+		if (T.user_faults)
+			tool_warn("note: user-mode faults only (--user-faults): a system call that "
+				  "writes into untouched traced memory fails with EFAULT");
+		else
+			tool_warn("note: user-mode faults only, so first touches are not traced "
+				  "(--user-faults traces them, but then a system call writing into "
+				  "untouched memory fails with EFAULT); unmaps, remaps and removes "
+				  "are");
 		tool_warn("note: fork children are not followed (EVENT_FORK needs CAP_SYS_PTRACE); "
 			  "exec'd programs still are");
 	}
