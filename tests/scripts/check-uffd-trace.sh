@@ -283,6 +283,35 @@ for k in ('fault', 'unmap', 'remap', 'remove'):
     assert n == int(said[k + 's']), (k, n, said)
 print('ok: trace_target: exactly its', ', '.join('%ss=%s' % (k, said[k + 's'])
       for k in ('fault', 'unmap', 'remap', 'remove')), 'traced, by the threads that made them')
+# Peak registered bytes: each mapping is registered once, in a region of its own, and its range
+# moves with its pages (never counted at both places, nor for the place it moved to), so its
+# region's peak is exactly its size; a region at a place where a mapping of it was or moved to
+# peaks at 0 or that size. A process's peak lies between its largest region's and the sum of its
+# regions' peaks; the total's (all processes at once) between the largest process's and the sum
+# of theirs.
+summ = [o for o in map(json.loads, open(sys.argv[2])) if 'summary' in o]
+sizes = collections.defaultdict(set)
+maps = 0
+for line in open(sys.argv[1]):
+    k, tid, *v = line.split()
+    if k == 'map':
+        sizes[int(v[0], 16)].add(int(v[1], 16) - int(v[0], 16))
+        maps += 1
+    elif k == 'remap':
+        sizes[int(v[1], 16)].add(int(v[2], 16))
+mine = [o for o in summ if o['summary'] == 'region' and int(o['start'], 16) in sizes]
+bad = [o for o in mine if o['peak_registered'] not in sizes[int(o['start'], 16)] | {0}]
+full = [o for o in mine if o['peak_registered']]
+assert not bad and len(full) >= maps, ('mapping peaks', len(full), maps, bad[:3])
+procs = [o for o in summ if o['summary'] == 'process']
+total = [o for o in summ if o['summary'] == 'total'][0]['peak_registered']
+for p in procs:
+    peaks = [o['peak_registered'] for o in summ if o['summary'] == 'region' and o['ctx'] == p['ctx']]
+    assert max(peaks) <= p['peak_registered'] <= sum(peaks), ('process peak', p, max(peaks), sum(peaks))
+assert max(p['peak_registered'] for p in procs) <= total <= sum(p['peak_registered'] for p in procs)
+print('ok: trace_target: each of its %d mappings peaked at exactly %s bytes registered; process %s,'
+      ' total %d' % (maps, '/'.join(str(x) for x in sorted(set().union(*sizes.values()))),
+      ', '.join(str(p['peak_registered']) for p in procs), total))
 PY
 }
 
@@ -309,7 +338,10 @@ grep -qE ' fault +0x[0-9a-f]+ (read|write) +(\[heap\]|anon)$' "$tmp/trace" ||
 	fail "no fault line naming its region"
 lines=$(grep -cE ' fault ' "$tmp/trace")
 [[ $lines -eq $f ]] || fail "python3: $lines fault lines but the total says $f"
-echo "ok: python3: faults=$f unmaps=$u remaps=$(total remaps)"
+(($(total peak_registered) >= 24000000)) || fail "python3: a peak of $(total peak_registered) bytes registered, for a list of 3 million"
+grep -qE '^  ctx 0 +pid [0-9]+ +(\[heap\]|anon) +0x[0-9a-f]+ +faults=[0-9]+ unmaps=[0-9]+ remaps=[0-9]+ removes=[0-9]+ peak_registered=[1-9][0-9]*$' "$tmp/trace" ||
+	fail "python3: no summary line of a region with its peak registered bytes"
+echo "ok: python3: faults=$f unmaps=$u remaps=$(total remaps) peak_registered=$(total peak_registered)"
 witness "python3 building and freeing lists" python3 -c "$prog"
 ((checked > 0)) || fail "python3: no unmap of a faulted page to check against strace"
 
