@@ -373,6 +373,111 @@ fi
 same "trace_target (4 threads)" "$target" "$tmp/log"
 check_target "$tmp/log" faults
 
+# Heavy forking: 2 threads fork 300 children between them, each of which first-touches the 4
+# pages of its own slot of memory registered before, empties them and exits. Every child comes
+# through a FORK event, and exactly its faults (by itself) and its remove are traced in its own
+# context, which is closed when it exits; nothing is left blocked.
+stress=$(dirname "$target")/trace_stress
+[[ -x $stress ]] || fail "no trace_stress next to $target"
+same "trace_stress forking 300 children from 2 threads" "$stress" fork 300 "$tmp/flog"
+python3 - "$tmp/flog" "$tmp/trace" <<'PY' || fail "trace_stress fork: the trace is not what it did"
+import collections, json, sys
+PAGE = 4096
+kids = {}
+for line in open(sys.argv[1]):
+    k, pid, a, b = line.split()
+    kids[int(pid)] = (int(a, 16), int(b, 16))
+assert len(kids) == 300, len(kids)
+ev = [json.loads(l) for l in open(sys.argv[2])]
+forks = [e for e in ev if e.get('event') == 'fork']
+attach = [e for e in ev if e.get('event') == 'attach']
+assert len(attach) == 1 and len(forks) == 300, (len(attach), len(forks))
+parent = attach[0]['ctx']
+assert all(e['ctx'] == parent for e in forks)
+child_ctx = {e['child_ctx'] for e in forks}
+faults, removes, exits, ctx_of = collections.defaultdict(set), collections.Counter(), set(), {}
+for e in ev:
+    k = e.get('event')
+    if k == 'fault':
+        faults[e['pid']].add((e['tid'], int(e['addr'], 16)))
+        ctx_of[e['pid']] = e['ctx']
+    elif k == 'remove':
+        removes[(e['pid'], int(e['start'], 16), int(e['end'], 16))] += 1
+    elif k == 'exit':
+        exits.add(e['ctx'])
+for pid, (a, b) in kids.items():
+    want = {(pid, x) for x in range(a, b, PAGE)}
+    assert faults.get(pid) == want, ('faults of child', pid, sorted(faults.get(pid, ())), sorted(want))
+    assert ctx_of[pid] in child_ctx, ('child', pid, 'faulted in a context no FORK made')
+    assert removes[(pid, a, b)] == 1, ('remove of child', pid)
+    assert ctx_of[pid] in exits, ('no exit for child', pid)
+slots = set().union(*({(p, x) for x in range(a, b, PAGE)} for p, (a, b) in kids.items()))
+stray = [e for e in ev if e.get('event') == 'fault' and any(a <= int(e['addr'], 16) < b for a, b in kids.values())
+         and (e['pid'], int(e['addr'], 16)) not in slots]
+assert not stray, ('faults in the slots not by their child', stray[:3])
+total = [e for e in ev if e.get('summary') == 'total'][0]
+assert total['contexts'] == 301 and total['forks'] == 300, total
+print('ok: trace_stress: 300 fork children, each with its 4 faults, 1 remove and an exit in its '
+      'own context')
+PY
+
+# A shell forking 200 short children (subshells, since a plain command may be started with
+# vfork, which makes no address space) that exec a program: each fork child comes through a FORK
+# event and each exec'd program calls in itself; every address space is seen gone.
+trace_opts=(--summary)
+# shellcheck disable=SC2016 # expanded by the traced shell
+same "sh -c forking 200 children" sh -c 'i=0; while [ $i -lt 200 ]; do (/bin/true); i=$((i + 1)); done; echo done'
+(($(total forks) == 200)) || fail "sh forking: $(total forks) forks traced, 200 made"
+(($(grep -c ' attach ' "$tmp/trace") == 201)) || fail "sh forking: $(grep -c ' attach ' "$tmp/trace") programs attached, 201 ran"
+(($(total contexts) == 401)) || fail "sh forking: $(total contexts) contexts, 401 expected"
+(($(grep -c ' exit ' "$tmp/trace") == 401)) || fail "sh forking: $(grep -c ' exit ' "$tmp/trace") address spaces seen gone, 401 expected"
+echo "ok: sh forking: 200 forks, 201 programs attached, every context seen gone"
+
+# now_ms: a monotonic clock in milliseconds.
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+# A program killed by SIGKILL while its 4 threads fault: uffd-trace ends at once, dying of the
+# same signal, with its summary written, and leaves no process behind.
+rm -f "$tmp/pid"
+t0=$(now_ms)
+timeout -k 5 30 "$tool" -o "$tmp/trace" --summary -- "$stress" spin "$tmp/pid" 0 \
+	>"$tmp/traced.out" 2>"$tmp/traced.err" </dev/null &
+tracer=$!
+for _ in $(seq 200); do [[ -s $tmp/pid ]] && break; sleep 0.05; done
+[[ -s $tmp/pid ]] || { kill -KILL "$tracer"; fail "trace_stress spin did not start faulting under uffd-trace"; }
+pid=$(cat "$tmp/pid")
+sleep 0.3
+kill -KILL "$pid"
+t1=$(now_ms)
+rc=0
+wait "$tracer" || rc=$?
+t2=$(now_ms)
+((t2 - t0 < 25000)) || fail "a killed program: uffd-trace did not end (killed by timeout)"
+((rc == 137)) || { cat "$tmp/traced.err" >&2; fail "a killed program: uffd-trace exited $rc, not 137 (SIGKILL)"; }
+((t2 - t1 < 5000)) || fail "a killed program: uffd-trace took $((t2 - t1)) ms to end"
+! kill -0 "$pid" 2>/dev/null || fail "a killed program: process $pid is still there"
+[[ -z $(ps -o pid= --ppid "$pid") ]] || fail "a killed program: it left children behind"
+(($(total faults) >= 256)) || fail "a killed program: only $(total faults) faults traced before it was killed"
+echo "ok: a program killed by SIGKILL while faulting: uffd-trace ended in $((t2 - t1)) ms with status $rc, $(total faults) faults traced, nothing left behind"
+
+# uffd-trace itself killed while the program's threads fault: the userfaultfd goes with it, and
+# the program runs on untraced to its normal end, with its own output.
+rm -f "$tmp/pid"
+timeout -k 5 30 "$tool" -o "$tmp/trace" -- "$stress" spin "$tmp/pid" 1500 \
+	>"$tmp/spin.out" 2>"$tmp/spin.err" </dev/null &
+tracer=$!
+for _ in $(seq 200); do [[ -s $tmp/pid ]] && break; sleep 0.05; done
+[[ -s $tmp/pid ]] || { kill -KILL "$tracer"; fail "trace_stress spin did not start faulting under uffd-trace"; }
+pid=$(cat "$tmp/pid")
+monitor=$(ps -o ppid= -p "$pid" | tr -d ' ')
+[[ $(cat "/proc/$monitor/comm") == uffd-trace ]] || fail "the parent of trace_stress is not uffd-trace"
+kill -KILL "$monitor"
+wait "$tracer" || true
+for _ in $(seq 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+! kill -0 "$pid" 2>/dev/null || { kill -KILL "$pid"; fail "the program did not end once uffd-trace was killed"; }
+[[ $(cat "$tmp/spin.out") == "spin: threads=4 ok" && ! -s $tmp/spin.err ]] ||
+	{ cat "$tmp/spin.err" >&2; fail "the program did not end normally once uffd-trace was killed"; }
+echo "ok: uffd-trace killed while its program faults: the program ran on to its normal end"
+
 # --json: every line is a JSON object, and the summary is there too.
 trace_opts=(--json --summary)
 same "python3 with --json" python3 -c "$prog"
