@@ -39,10 +39,11 @@ static void die(const char *what)
 	exit(1);
 }
 
-/* Whether the mapping that starts at @start is registered with a userfaultfd (any mode). */
-static bool registered(const char *start)
+/* Whether the mapping that holds @addr is registered with a userfaultfd (any mode). The kernel
+ * may have merged it with a neighbour: it need not start there. */
+static bool registered(const char *addr)
 {
-	char line[512], want[32], buf[4096];
+	char line[512], buf[4096];
 	bool in = false, found = false;
 	FILE *f = fopen("/proc/self/smaps", "re");
 
@@ -51,10 +52,11 @@ static bool registered(const char *start)
 	/* Touched before read() fills it (see trace_target.c). */
 	memset(buf, 0, sizeof(buf));
 	setvbuf(f, buf, _IOFBF, sizeof(buf));
-	snprintf(want, sizeof(want), "%lx-", (unsigned long)start);
 	while (fgets(line, sizeof(line), f)) {
-		if (strchr(line, '-') && strncmp(line, want, strlen(want)) == 0)
-			in = true;
+		unsigned long s, e;
+
+		if (sscanf(line, "%lx-%lx ", &s, &e) == 2)
+			in = s <= (unsigned long)addr && (unsigned long)addr < e;
 		else if (in && strncmp(line, "VmFlags:", 8) == 0) {
 			found = strstr(line, " um") || strstr(line, " uw");
 			break;

@@ -443,7 +443,7 @@ timeout -k 5 30 "$tool" -o "$tmp/trace" --summary -- "$stress" spin "$tmp/pid" 0
 	>"$tmp/traced.out" 2>"$tmp/traced.err" </dev/null &
 tracer=$!
 for _ in $(seq 200); do [[ -s $tmp/pid ]] && break; sleep 0.05; done
-[[ -s $tmp/pid ]] || { kill -KILL "$tracer"; fail "trace_stress spin did not start faulting under uffd-trace"; }
+[[ -s $tmp/pid ]] || { kill -KILL "$tracer"; cat "$tmp/traced.err" >&2; fail "trace_stress spin did not start faulting under uffd-trace"; }
 pid=$(cat "$tmp/pid")
 sleep 0.3
 kill -KILL "$pid"
@@ -466,7 +466,7 @@ timeout -k 5 30 "$tool" -o "$tmp/trace" -- "$stress" spin "$tmp/pid" 1500 \
 	>"$tmp/spin.out" 2>"$tmp/spin.err" </dev/null &
 tracer=$!
 for _ in $(seq 200); do [[ -s $tmp/pid ]] && break; sleep 0.05; done
-[[ -s $tmp/pid ]] || { kill -KILL "$tracer"; fail "trace_stress spin did not start faulting under uffd-trace"; }
+[[ -s $tmp/pid ]] || { kill -KILL "$tracer"; cat "$tmp/spin.err" >&2; fail "trace_stress spin did not start faulting under uffd-trace"; }
 pid=$(cat "$tmp/pid")
 monitor=$(ps -o ppid= -p "$pid" | tr -d ' ')
 [[ $(cat "/proc/$monitor/comm") == uffd-trace ]] || fail "the parent of trace_stress is not uffd-trace"
