@@ -70,10 +70,11 @@ if [[ ! -x $tool || ! -x $target || ! -e $dir/examples/libuffd-trace-preload.so 
 	echo "trace-overhead: building uffd-trace and trace_target in $dir" >&2
 	cfg=(-DLIBUFFD_BUILD_EXAMPLES=ON -DLIBUFFD_BUILD_TESTS=ON -DLIBUFFD_BUILD_DOCS=OFF)
 	[[ -e $dir/CMakeCache.txt ]] || cfg+=(-DCMAKE_BUILD_TYPE=Release)
+	mkdir -p "$dir"
 	{ cmake -S "$root" -B "$dir" "${cfg[@]}" &&
 		cmake --build "$dir" --parallel 2 --target uffd-trace uffd-trace-preload trace_target; } \
-		>"$dir.trace-overhead-build.log" 2>&1 ||
-		{ cat "$dir.trace-overhead-build.log" >&2; die "building in $dir failed"; }
+		>"$dir/trace-overhead-build.log" 2>&1 ||
+		{ cat "$dir/trace-overhead-build.log" >&2; die "building in $dir failed"; }
 fi
 command -v python3 >/dev/null || die "python3 is not installed"
 
