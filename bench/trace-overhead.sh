@@ -77,6 +77,10 @@ if [[ ! -x $tool || ! -x $target || ! -e $dir/examples/libuffd-trace-preload.so 
 		{ cat "$dir/trace-overhead-build.log" >&2; die "building in $dir failed"; }
 fi
 command -v python3 >/dev/null || die "python3 is not installed"
+# The interpreter itself, not a wrapper (a pyenv shim is a shell script that forks dozens of
+# times before it runs python).
+python=$(python3 -c 'import sys; print(sys.executable)')
+[[ -x $python ]] || die "cannot find the python3 interpreter"
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -102,7 +106,7 @@ what[pipeline]="sh -c 'seq 1 $seqn | sort -r | head -n 3'"
 cmd() {
 	case $1 in
 	python3)
-		c=(python3 -c "a = [i for i in range($list)]
+		c=("$python" -c "a = [i for i in range($list)]
 b = [str(i) for i in range($strs)]
 del a
 print(len(b), b[-1])")
@@ -146,6 +150,7 @@ maxof() { printf '%s\n' "$@" | sort -g | tail -n 1; }
 
 printf 'uffd-trace overhead: %d pair%s (untraced, traced) per program, interleaved; wall time\n' \
 	"$pairs" "$([[ $pairs -eq 1 ]] || echo s)"
+printf 'python3: %s; %s\n' "$python" "$(uname -sr)"
 printf '%-46s %10s %10s %6s %6s %6s\n' program "untraced s" "traced s" ratio min max
 for n in "${names[@]}"; do
 	# shellcheck disable=SC2086 # word splitting of the lists of figures is meant
