@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -163,6 +164,39 @@ static void text_head_at(const struct proc *p, const char *who, const char *kind
 static void text_head(const struct proc *p, const char *who, const char *kind)
 {
 	text_head_at(p, who, kind, since());
+}
+
+/*
+ * PROCMAP_QUERY (Linux 6.11): the one mapping at an address, asked of /proc/PID/maps's fd. The
+ * build machines' headers are older, so the layout is here; later fields are not asked for.
+ */
+struct trace_procmap_query {
+	uint64_t size, query_flags, query_addr;
+	uint64_t vma_start, vma_end, vma_flags, vma_page_size, vma_offset, inode;
+	uint32_t dev_major, dev_minor, vma_name_size, build_id_size;
+	uint64_t vma_name_addr, build_id_addr;
+};
+#define TRACE_PROCMAP_QUERY _IOWR('f', 17, struct trace_procmap_query)
+#define TRACE_VMA_RW 0x3   /* PROCMAP_QUERY_VMA_READABLE | _WRITABLE */
+#define TRACE_VMA_MASK 0xf /* ... | _EXECUTABLE | _SHARED */
+
+/*
+ * Whether [start, end) is still inside one private anonymous read-write mapping. Maps are read a
+ * page of text at a time, and the process runs on meanwhile: a mapping read there may have been
+ * unmapped since (without an event, not being registered yet) and its place taken by another
+ * (a PROT_NONE reservation), which must not be registered in its stead. Asked just before
+ * registering, this leaves a window of microseconds instead of the whole read. Kernels without
+ * PROCMAP_QUERY: yes.
+ */
+static bool still_anon_rw(int mapsfd, uintptr_t start, uintptr_t end)
+{
+	struct trace_procmap_query q = { .size = sizeof(q), .query_addr = start };
+
+	if (ioctl(mapsfd, TRACE_PROCMAP_QUERY, &q) != 0)
+		return errno == ENOTTY || errno == EINVAL;
+	return q.vma_start <= start && q.vma_end >= end &&
+	       (q.vma_flags & TRACE_VMA_MASK) == TRACE_VMA_RW && q.inode == 0 && q.dev_major == 0 &&
+	       q.dev_minor == 0;
 }
 
 /* ---- processes and their regions ---- */
@@ -370,7 +404,9 @@ static bool scan_maps(struct proc *p, bool may_register)
 				fclose(f);
 				return true;
 			}
-			uffd_register(p->u, (void *)at, gap_end - at, p->mode, (void *)(idx + 1));
+			if (still_anon_rw(fileno(f), at, gap_end))
+				uffd_register(p->u, (void *)at, gap_end - at, p->mode,
+					      (void *)(idx + 1));
 			at = gap_end;
 		}
 	}
