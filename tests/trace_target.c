@@ -17,8 +17,8 @@
  * PROT_NONE guard pages (so the kernel merges it with nothing), writes every page, empties the
  * first EMPTIED pages with MADV_DONTNEED and writes them again, moves the mapping with mremap
  * (MREMAP_FIXED, into a PROT_NONE reservation) and unmaps it. Under uffd-trace (which sets
- * UFFD_TRACE_SOCKET) a thread waits until the mapping shows as registered ("um" in its smaps
- * VmFlags) before touching it: a mapping used before uffd-trace's next scan of the maps would be
+ * UFFD_TRACE_SOCKET) a thread waits until the mapping shows as registered ("um" or "uw" in its
+ * smaps VmFlags) before touching it: a mapping used before uffd-trace's next scan of the maps would be
  * rightly untraced, and the test wants exact counts.
  * LOG gets a line per step: "map TID START END", "remove TID START END",
  * "remap TID FROM TO LEN", "unmap TID START END". stdout gets what a tracer should count, the
@@ -47,21 +47,29 @@ static void log_line(const char *fmt, unsigned long a, unsigned long b, unsigned
 	pthread_mutex_unlock(&log_lock);
 }
 
-/* Whether the mapping that starts at @start is registered with a userfaultfd (missing mode). */
+/* Whether the mapping that starts at @start is registered with a userfaultfd: in missing mode,
+ * or in write-protect mode (how uffd-trace registers it when it may not trap first touches). */
 static bool registered(const char *start)
 {
-	char line[512], want[32];
+	char line[512], want[32], buf[4096];
 	bool in = false, found = false;
 	FILE *f = fopen("/proc/self/smaps", "re");
 
 	if (!f)
 		die("/proc/self/smaps");
+	/*
+	 * Touched before read() fills it: under uffd-trace --user-faults a user-mode-only
+	 * userfaultfd makes a system call that writes into untouched registered memory fail with
+	 * EFAULT, and stdio's own buffer would be such memory.
+	 */
+	memset(buf, 0, sizeof(buf));
+	setvbuf(f, buf, _IOFBF, sizeof(buf));
 	snprintf(want, sizeof(want), "%lx-", (unsigned long)start);
 	while (fgets(line, sizeof(line), f)) {
 		if (strchr(line, '-') && strncmp(line, want, strlen(want)) == 0)
 			in = true;
 		else if (in && strncmp(line, "VmFlags:", 8) == 0) {
-			found = strstr(line, " um") != NULL;
+			found = strstr(line, " um") || strstr(line, " uw");
 			break;
 		}
 	}

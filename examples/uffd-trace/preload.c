@@ -11,9 +11,8 @@
 
 #include "trace-proto.h"
 
-static int send_fd(int sock, int fd)
+static int send_fd(int sock, int fd, char byte)
 {
-	char byte = TRACE_HELLO;
 	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
 	union {
 		struct cmsghdr align;
@@ -45,18 +44,25 @@ static int send_fd(int sock, int fd)
  * on untraced and unchanged: nothing is printed, errno is put back, and no fd is left open. The
  * program's copy of the userfaultfd is closed once it is on its way to the monitor: registrations
  * belong to the open file, which the monitor keeps.
+ *
+ * The context traps kernel-mode faults where this process may (CAP_SYS_PTRACE, access to
+ * /dev/userfaultfd, vm.unprivileged_userfaultfd=1), else it is user-mode-only. Which one it is
+ * can only be learnt here (the fd does not show it), so the hello byte says it: on a
+ * user-mode-only context the monitor must not trap first touches unless asked to, since a system
+ * call writing into untouched memory would then fail with EFAULT instead of waiting.
  */
 __attribute__((constructor)) static void uffd_trace_attach(void)
 {
 	const char *path = getenv(TRACE_ENV_SOCKET);
-	const char *kf = getenv(TRACE_ENV_KFAULTS);
 	struct uffd_config cfg = {
+		.flags = UFFD_OPEN_KERNEL_FAULTS,
 		.required = UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP |
 			    UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_THREAD_ID,
 		.optional = UFFD_FEATURE_EVENT_FORK,
 	};
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	int saved = errno, sock = -1;
+	char hello = TRACE_HELLO;
 	struct uffd *u = NULL;
 	ssize_t n;
 	char reply;
@@ -64,14 +70,16 @@ __attribute__((constructor)) static void uffd_trace_attach(void)
 	if (!path || !*path || strlen(path) >= sizeof(sa.sun_path))
 		goto out;
 	memcpy(sa.sun_path, path, strlen(path) + 1);
-	if (kf && strcmp(kf, "1") == 0)
-		cfg.flags |= UFFD_OPEN_KERNEL_FAULTS;
-	if (uffd_open(&u, &cfg) != 0)
-		goto out;
+	if (uffd_open(&u, &cfg) != 0) {
+		cfg.flags &= ~UFFD_OPEN_KERNEL_FAULTS;
+		hello = TRACE_HELLO_USER;
+		if (uffd_open(&u, &cfg) != 0)
+			goto out;
+	}
 	sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (sock < 0 || connect(sock, (struct sockaddr *)&sa, sizeof(sa)) != 0)
 		goto out;
-	if (send_fd(sock, uffd_fd(u)) != 0)
+	if (send_fd(sock, uffd_fd(u), hello) != 0)
 		goto out;
 	/* The fd in flight keeps the file open. Closing the context now, and saying so before the
 	 * monitor registers anything, keeps the memory it frees out of the trace. */

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -24,7 +25,7 @@
 
 static const char usage_line[] =
 	"usage: uffd-trace [-o FILE] [--json] [--summary] [--quiet] [--order FILE] [--svg FILE] "
-	"[--preload PATH] "
+	"[--user-faults] [--preload PATH] "
 	"[--help] [--version] -- PROGRAM [ARGS...]";
 
 #define PRELOAD_NAME "libuffd-trace-preload.so"
@@ -40,6 +41,18 @@ struct region {
 	char name[24];
 	bool gone; /* wholly unmapped: a new mapping at the same place is a new region */
 	uint64_t faults, unmaps, remaps, removes;
+	uint64_t bytes, peak; /* registered now and at most: what the ranges tagged with it hold */
+};
+
+/* The old place of a move, between its REMAP event and the UNMAP that follows it. */
+struct moving {
+	uintptr_t start, end;
+	double since;
+};
+
+/* A mapping of a process, as a re-scan found it. */
+struct span {
+	uintptr_t start, end;
 };
 
 /* One traced address space: a process from its start or exec, or a fork child. */
@@ -49,13 +62,27 @@ struct proc {
 	unsigned id;
 	struct region *regs;
 	size_t nregs, cap;
+	/*
+	 * How its memory is registered: MISSING traps first touches. A user-mode-only context gets
+	 * WP instead (never write-protecting anything, and without WP_UNPOPULATED), which blocks or
+	 * fails no access at all but still brings UNMAP, REMAP, REMOVE and FORK events: MISSING
+	 * there would fail a system call writing into untouched memory with EFAULT.
+	 */
+	uint64_t mode;
 	uint64_t reg_bytes, peak_bytes;
+	/* The library's map holds a moved range at both places from the REMAP until the UNMAP of
+	 * the old place: not to be counted twice meanwhile. */
+	struct moving *moving;
+	size_t nmoving, capmoving;
+	/* The library's map changes as a batch of events is read, before their callbacks run: an
+	 * event only asks for a count, made once the whole batch is through. */
+	bool recount;
 	uint64_t faults, unmaps, remaps, removes, forks;
 };
 
 static struct {
 	FILE *out;
-	bool json, summary, quiet, kernel_faults;
+	bool json, summary, quiet, user_faults;
 	double t0, t0_unix; /* CLOCK_MONOTONIC and the Unix time of the start */
 	size_t page;
 	pid_t child;
@@ -64,8 +91,9 @@ static struct {
 	size_t nprocs, cap;
 	bool rescan;
 	unsigned long refused;
-	FILE *order;	  /* --order: "region offset" per first touch */
-	struct dot *dots; /* --svg: every event, drawn at the end */
+	uint64_t reg_bytes, peak_bytes; /* in all traced processes at once */
+	FILE *order;			/* --order: "region offset" per first touch */
+	struct dot *dots;		/* --svg: every event, drawn at the end */
 	size_t ndots, dotcap;
 } T;
 
@@ -138,6 +166,39 @@ static void text_head(const struct proc *p, const char *who, const char *kind)
 	text_head_at(p, who, kind, since());
 }
 
+/*
+ * PROCMAP_QUERY (Linux 6.11): the one mapping at an address, asked of /proc/PID/maps's fd. The
+ * build machines' headers are older, so the layout is here; later fields are not asked for.
+ */
+struct trace_procmap_query {
+	uint64_t size, query_flags, query_addr;
+	uint64_t vma_start, vma_end, vma_flags, vma_page_size, vma_offset, inode;
+	uint32_t dev_major, dev_minor, vma_name_size, build_id_size;
+	uint64_t vma_name_addr, build_id_addr;
+};
+#define TRACE_PROCMAP_QUERY _IOWR('f', 17, struct trace_procmap_query)
+#define TRACE_VMA_RW 0x3   /* PROCMAP_QUERY_VMA_READABLE | _WRITABLE */
+#define TRACE_VMA_MASK 0xf /* ... | _EXECUTABLE | _SHARED */
+
+/*
+ * Whether [start, end) is still inside one private anonymous read-write mapping. Maps are read a
+ * page of text at a time, and the process runs on meanwhile: a mapping read there may have been
+ * unmapped since (without an event, not being registered yet) and its place taken by another
+ * (a PROT_NONE reservation), which must not be registered in its stead. Asked just before
+ * registering, this leaves a window of microseconds instead of the whole read. Kernels without
+ * PROCMAP_QUERY: yes.
+ */
+static bool still_anon_rw(int mapsfd, uintptr_t start, uintptr_t end)
+{
+	struct trace_procmap_query q = { .size = sizeof(q), .query_addr = start };
+
+	if (ioctl(mapsfd, TRACE_PROCMAP_QUERY, &q) != 0)
+		return errno == ENOTTY || errno == EINVAL;
+	return q.vma_start <= start && q.vma_end >= end &&
+	       (q.vma_flags & TRACE_VMA_MASK) == TRACE_VMA_RW && q.inode == 0 && q.dev_major == 0 &&
+	       q.dev_minor == 0;
+}
+
 /* ---- processes and their regions ---- */
 
 static struct proc *proc_new(struct uffd *u, pid_t pid)
@@ -202,51 +263,132 @@ static size_t region_for(struct proc *p, uintptr_t start, uintptr_t end, const c
 	return p->nregs++;
 }
 
-static void count_registered(struct proc *p)
+/* Of [a, b), the bytes inside @v (sorted, disjoint) and outside every span in p->moving. */
+static uint64_t bytes_in(const struct proc *p, uintptr_t a, uintptr_t b, const struct span *v,
+			 size_t nv)
+{
+	const struct span all = { 0, UINTPTR_MAX };
+	uint64_t len = 0;
+
+	if (!v) {
+		v = &all;
+		nv = 1;
+	}
+	for (size_t j = 0; j < nv && v[j].start < b; j++) {
+		uintptr_t lo = a > v[j].start ? a : v[j].start, hi = b < v[j].end ? b : v[j].end;
+
+		if (lo >= hi)
+			continue;
+		len += hi - lo;
+		for (size_t i = 0; i < p->nmoving; i++) {
+			uintptr_t l = lo > p->moving[i].start ? lo : p->moving[i].start;
+			uintptr_t h = hi < p->moving[i].end ? hi : p->moving[i].end;
+
+			if (l < h)
+				len -= h - l; /* a process's moves in flight never overlap */
+		}
+	}
+	return len;
+}
+
+/*
+ * What of @p's memory is registered now, per region (each range carries its region's number) and
+ * in all, and the peaks. Registered bytes grow only where a re-scan registers, a move grows a
+ * mapping or a fork copies them, and each of those is followed by a count. @maps, when given, is
+ * what a re-scan just found mapped (sorted): a range the map still holds but the process has
+ * moved away, its REMAP not read yet, is not counted.
+ */
+static void count_registered(struct proc *p, const struct span *maps, size_t nmaps)
 {
 	struct uffd_range r;
 	const void *at = NULL;
 	uint64_t sum = 0;
+	double now = since();
+	size_t i, w;
 
 	if (!p->u)
 		return;
-	for (; uffd_range_next(p->u, at, &r) == 0; at = r.end)
-		sum += (uint64_t)((char *)r.end - (char *)r.start);
+	/* An UNMAP follows its REMAP at once, from the same thread: an old place still listed
+	 * after a second was kept mapped (MREMAP_DONTUNMAP), and is counted again. */
+	for (i = w = 0; i < p->nmoving; i++)
+		if (now - p->moving[i].since < 1.0)
+			p->moving[w++] = p->moving[i];
+	p->nmoving = w;
+	for (i = 0; i < p->nregs; i++)
+		p->regs[i].bytes = 0;
+	for (; uffd_range_next(p->u, at, &r) == 0; at = r.end) {
+		uint64_t len = bytes_in(p, (uintptr_t)r.start, (uintptr_t)r.end, maps, nmaps);
+		size_t idx = (size_t)(uintptr_t)r.data - 1;
+
+		if (idx < p->nregs)
+			p->regs[idx].bytes += len;
+		sum += len;
+	}
+	for (i = 0; i < p->nregs; i++)
+		if (p->regs[i].bytes > p->regs[i].peak)
+			p->regs[i].peak = p->regs[i].bytes;
+	T.reg_bytes = T.reg_bytes - p->reg_bytes + sum;
+	if (T.reg_bytes > T.peak_bytes)
+		T.peak_bytes = T.reg_bytes;
 	p->reg_bytes = sum;
 	if (sum > p->peak_bytes)
 		p->peak_bytes = sum;
 }
 
-/*
- * Register what of @p's private anonymous memory is not registered yet: the heap and anonymous
- * private writable mappings. Stacks, vdso/vvar, guard pages (no access) and file mappings are
- * left alone. A mapping may vanish between reading maps and registering it: such failures only
- * mean there is nothing left to trace there.
- */
-static void rescan(struct proc *p)
+/* The process has gone: it holds nothing registered any more. */
+static void count_gone(struct proc *p)
 {
+	T.reg_bytes -= p->reg_bytes;
+	p->reg_bytes = 0;
+	for (size_t i = 0; i < p->nregs; i++)
+		p->regs[i].bytes = 0;
+	p->nmoving = 0;
+}
+
+/*
+ * One pass over @p's maps: register what of its private anonymous memory is not registered yet,
+ * the heap and anonymous private writable mappings (stacks, vdso/vvar, guard pages (no access)
+ * and file mappings are left alone), then count what is registered. A mapping may vanish between
+ * reading maps and registering it: such failures only mean there is nothing left to trace there.
+ * Unless @may_register, it stops at the first gap and returns true.
+ */
+static bool scan_maps(struct proc *p, bool may_register)
+{
+	static struct span *maps;
+	static size_t cap;
 	char path[64], line[512];
+	size_t nmaps = 0;
 	FILE *f;
 
 	if (!p->u || p->pid <= 0)
-		return;
+		return false;
 	snprintf(path, sizeof(path), "/proc/%d/maps", (int)p->pid);
 	f = fopen(path, "re");
 	if (!f)
-		return;
+		return false;
 	while (fgets(line, sizeof(line), f)) {
 		unsigned long s, e, ino;
 		char perms[8], name[256] = "";
 		int n = sscanf(line, "%lx-%lx %7s %*s %*s %lu %255s", &s, &e, perms, &ino, name);
 		struct uffd_range r;
 		uintptr_t at;
-		size_t idx;
+		size_t idx = 0;
 
+		if (n < 2)
+			continue;
+		if (nmaps == cap) {
+			cap = cap ? 2 * cap : 256;
+			maps = realloc(maps, cap * sizeof(*maps));
+			if (!maps)
+				tool_die("out of memory");
+		}
+		maps[nmaps++] = (struct span){ s, e };
 		if (n < 4 || strcmp(perms, "rw-p") != 0 || ino != 0)
 			continue;
 		if (name[0] && strcmp(name, "[heap]") != 0)
 			continue;
-		idx = region_for(p, s, e, name[0] ? name : "anon");
+		if (may_register)
+			idx = region_for(p, s, e, name[0] ? name : "anon");
 		/* Register the gaps between what the map already holds. */
 		for (at = s; at < e;) {
 			uintptr_t gap_end = e;
@@ -258,13 +400,35 @@ static void rescan(struct proc *p)
 				}
 				gap_end = (uintptr_t)r.start;
 			}
-			uffd_register(p->u, (void *)at, gap_end - at, UFFDIO_REGISTER_MODE_MISSING,
-				      (void *)(idx + 1));
+			if (!may_register) {
+				fclose(f);
+				return true;
+			}
+			if (still_anon_rw(fileno(f), at, gap_end))
+				uffd_register(p->u, (void *)at, gap_end - at, p->mode,
+					      (void *)(idx + 1));
 			at = gap_end;
 		}
 	}
 	fclose(f);
-	count_registered(p);
+	count_registered(p, maps, nmaps);
+	return false;
+}
+
+static void run_monitor(bool warn);
+
+/*
+ * Register @p's memory mapped since the last scan. A gap may be memory the process has just moved
+ * there, still registered, whose REMAP waits to be read: the events are read first, so that such
+ * a range keeps its region and is not counted at both places, and the maps are read again after
+ * them, since the events let the threads they held run on and change the maps.
+ */
+static void rescan(struct proc *p)
+{
+	if (scan_maps(p, false)) {
+		run_monitor(true);
+		scan_maps(p, true);
+	}
 }
 
 /* The process a thread belongs to. */
@@ -363,8 +527,13 @@ static void span_event(struct proc *p, const struct uffd_span *s, bool unmap)
 	}
 	keep_dot(p, unmap ? 'u' : 'r', since(), a, b, 0);
 	if (unmap) {
+		for (size_t i = 0; i < p->nmoving; i++)
+			if (p->moving[i].start == a && p->moving[i].end == b) {
+				p->moving[i] = p->moving[--p->nmoving];
+				break;
+			}
 		p->unmaps++;
-		count_registered(p);
+		p->recount = true;
 	} else {
 		p->removes++;
 	}
@@ -404,7 +573,6 @@ static int on_remap(struct uffd *u, const struct uffd_remap *m, void *arg)
 	struct region *r = region_at(p, from);
 	char name[sizeof(r->name)];
 
-	(void)u;
 	/* A copy: region_for() below may grow the table that r and its name live in. */
 	snprintf(name, sizeof(name), "%s", r ? r->name : "unregistered");
 	if (r) {
@@ -417,6 +585,17 @@ static int on_remap(struct uffd *u, const struct uffd_remap *m, void *arg)
 		}
 	}
 	p->remaps++;
+	(void)u;
+	if (m->len) {
+		if (p->nmoving == p->capmoving) {
+			p->capmoving = p->capmoving ? 2 * p->capmoving : 8;
+			p->moving = realloc(p->moving, p->capmoving * sizeof(*p->moving));
+			if (!p->moving)
+				tool_die("out of memory");
+		}
+		p->moving[p->nmoving++] =
+			(struct moving){ .start = from, .end = from + m->len, .since = since() };
+	}
 	T.rescan = true; /* a grown move registered a tail the event does not describe */
 	if (T.quiet)
 		return 0;
@@ -452,11 +631,13 @@ static int on_fork(struct uffd *parent, struct uffd *child, void *arg)
 			struct region *r = &c->regs[i];
 
 			r->faults = r->unmaps = r->remaps = r->removes = 0;
+			r->bytes = r->peak = 0;
 		}
 		c->nregs = c->cap = p->nregs;
 	}
+	c->mode = p->mode; /* the child's context is the same kind as its parent's */
 	set_callbacks(child, c);
-	count_registered(c);
+	c->recount = true;
 	p->forks++;
 	if (T.quiet)
 		return 0;
@@ -476,6 +657,7 @@ static void on_exit_cb(struct uffd *u, void *arg)
 	struct proc *p = arg;
 
 	(void)u;
+	count_gone(p);
 	p->u = NULL; /* the monitor closes the context after this */
 	if (T.quiet)
 		return;
@@ -496,6 +678,20 @@ static void set_callbacks(struct uffd *u, struct proc *p)
 	uffd_on_remap(u, on_remap, p);
 	uffd_on_fork(u, on_fork, p);
 	uffd_on_exit(u, on_exit_cb, p);
+}
+
+/* Read and handle the events and faults waiting, then count what they changed. */
+static void run_monitor(bool warn)
+{
+	int err = uffd_monitor_run(T.m, 0);
+
+	if (err < 0 && warn)
+		tool_warn("monitor: %s", uffd_strerror(err));
+	for (size_t i = 0; i < T.nprocs; i++)
+		if (T.procs[i]->recount) {
+			T.procs[i]->recount = false;
+			count_registered(T.procs[i], NULL, 0);
+		}
 }
 
 /* ---- the socket: who may hand over a userfaultfd ---- */
@@ -528,7 +724,8 @@ static bool started_by_us(pid_t pid)
 	return false;
 }
 
-static int recv_fd(int sock)
+/* The userfaultfd a process sends, and in @hello what kind of context it is. */
+static int recv_fd(int sock, char *hello)
 {
 	char byte = 0;
 	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
@@ -551,10 +748,11 @@ static int recv_fd(int sock)
 	if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
 	    c->cmsg_len == CMSG_LEN(sizeof(int)))
 		memcpy(&fd, CMSG_DATA(c), sizeof(int));
-	if (byte != TRACE_HELLO && fd >= 0) {
+	if (byte != TRACE_HELLO && byte != TRACE_HELLO_USER && fd >= 0) {
 		close(fd);
 		fd = -1;
 	}
+	*hello = byte;
 	return fd;
 }
 
@@ -585,7 +783,7 @@ static void accept_one(int lsock)
 	socklen_t len = sizeof(cred);
 	struct uffd *u;
 	struct proc *p;
-	char ready = TRACE_READY, exe[PATH_MAX] = "?", path[64];
+	char ready = TRACE_READY, hello = 0, exe[PATH_MAX] = "?", path[64];
 	int sock = accept4(lsock, NULL, NULL, SOCK_CLOEXEC), fd;
 	ssize_t n;
 
@@ -602,7 +800,7 @@ static void accept_one(int lsock)
 	}
 	/* A process that connects and then sends nothing must not stall every other one. */
 	setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	fd = recv_fd(sock);
+	fd = recv_fd(sock, &hello);
 	if (fd >= 0 && (read(sock, &ready, 1) != 1 || ready != TRACE_CLOSED)) {
 		close(fd);
 		fd = -1;
@@ -620,6 +818,8 @@ static void accept_one(int lsock)
 		return;
 	}
 	p = proc_new(u, cred.pid);
+	p->mode = hello == TRACE_HELLO || T.user_faults ? UFFDIO_REGISTER_MODE_MISSING :
+							  UFFDIO_REGISTER_MODE_WP;
 	set_callbacks(u, p);
 	uffd_monitor_watch_pid(T.m, u, cred.pid);
 	rescan(p);
@@ -630,11 +830,18 @@ static void accept_one(int lsock)
 		if (T.json) {
 			json_head(p, "attach");
 			fprintf(T.out,
-				",\"exe\":\"%s\",\"registered\":%" PRIu64 ",\"t0_unix\":%.6f}\n",
-				exe, p->reg_bytes, T.t0_unix);
+				",\"exe\":\"%s\",\"registered\":%" PRIu64
+				",\"first_touches\":%s,\"t0_unix\":%.6f}\n",
+				exe, p->reg_bytes,
+				p->mode == UFFDIO_REGISTER_MODE_MISSING ? "true" : "false",
+				T.t0_unix);
 		} else {
 			text_head(p, NULL, "attach");
-			fprintf(T.out, "%s, %" PRIu64 " KiB registered\n", exe, p->reg_bytes >> 10);
+			fprintf(T.out, "%s, %" PRIu64 " KiB registered%s\n", exe,
+				p->reg_bytes >> 10,
+				p->mode == UFFDIO_REGISTER_MODE_MISSING ?
+					"" :
+					" (events only: first touches not traced)");
 		}
 	}
 	n = write(sock, &ready, 1);
@@ -745,30 +952,31 @@ static void print_summary(void)
 	if (!T.json)
 		fprintf(T.out,
 			"summary: per region of each address space (ctx), first-touch faults, "
-			"unmaps, remaps, removes\n");
+			"unmaps, remaps, removes, peak registered bytes\n");
 	for (size_t i = 0; i < T.nprocs; i++) {
 		struct proc *p = T.procs[i];
 
 		for (size_t j = 0; j < p->nregs; j++) {
 			struct region *r = &p->regs[j];
 
-			if (!r->faults && !r->unmaps && !r->remaps && !r->removes)
+			if (!r->faults && !r->unmaps && !r->remaps && !r->removes && !r->peak)
 				continue;
 			if (T.json)
 				fprintf(T.out,
 					"{\"summary\":\"region\",\"ctx\":%u,\"pid\":%d,"
 					"\"region\":\"%s\",\"start\":\"0x%" PRIxPTR "\","
 					"\"faults\":%" PRIu64 ",\"unmaps\":%" PRIu64
-					",\"remaps\":%" PRIu64 ",\"removes\":%" PRIu64 "}\n",
+					",\"remaps\":%" PRIu64 ",\"removes\":%" PRIu64
+					",\"peak_registered\":%" PRIu64 "}\n",
 					p->id, (int)p->pid, r->name, r->start, r->faults, r->unmaps,
-					r->remaps, r->removes);
+					r->remaps, r->removes, r->peak);
 			else
 				fprintf(T.out,
 					"  ctx %-3u pid %-7s %-7s 0x%-14" PRIxPTR " faults=%" PRIu64
 					" unmaps=%" PRIu64 " remaps=%" PRIu64 " removes=%" PRIu64
-					"\n",
+					" peak_registered=%" PRIu64 "\n",
 					p->id, pid_text(p->pid, b), r->name, r->start, r->faults,
-					r->unmaps, r->remaps, r->removes);
+					r->unmaps, r->remaps, r->removes, r->peak);
 		}
 		if (T.json)
 			fprintf(T.out,
@@ -795,13 +1003,14 @@ static void print_summary(void)
 		fprintf(T.out,
 			"{\"summary\":\"total\",\"contexts\":%zu,\"faults\":%" PRIu64
 			",\"unmaps\":%" PRIu64 ",\"remaps\":%" PRIu64 ",\"removes\":%" PRIu64
-			",\"forks\":%" PRIu64 ",\"refused\":%lu}\n",
-			T.nprocs, f, um, rm, rv, fk, T.refused);
+			",\"forks\":%" PRIu64 ",\"refused\":%lu,\"peak_registered\":%" PRIu64 "}\n",
+			T.nprocs, f, um, rm, rv, fk, T.refused, T.peak_bytes);
 	else
 		fprintf(T.out,
 			"total: contexts=%zu faults=%" PRIu64 " unmaps=%" PRIu64 " remaps=%" PRIu64
-			" removes=%" PRIu64 " forks=%" PRIu64 " refused=%lu\n",
-			T.nprocs, f, um, rm, rv, fk, T.refused);
+			" removes=%" PRIu64 " forks=%" PRIu64
+			" refused=%lu peak_registered=%" PRIu64 "\n",
+			T.nprocs, f, um, rm, rv, fk, T.refused, T.peak_bytes);
 }
 
 /* ---- starting the program ---- */
@@ -871,8 +1080,7 @@ static pid_t start_program(char **argv, const char *preload, const char *sockpat
 		/* The program gets the signal dispositions uffd-trace was given, not its own. */
 		for (size_t i = 0; i < NSAVED; i++)
 			sigaction(saved_sigs[i], &saved_acts[i], NULL);
-		if (setenv("LD_PRELOAD", pre, 1) || setenv(TRACE_ENV_SOCKET, sockpath, 1) ||
-		    setenv(TRACE_ENV_KFAULTS, T.kernel_faults ? "1" : "0", 1))
+		if (setenv("LD_PRELOAD", pre, 1) || setenv(TRACE_ENV_SOCKET, sockpath, 1))
 			_exit(127);
 		execvp(argv[0], argv);
 		/* As a shell says it: 127 not found, 126 found but not runnable. */
@@ -916,12 +1124,18 @@ static void help(void)
 	       "  -o, --output FILE    write the trace to FILE instead of stderr\n"
 	       "  -j, --json           one JSON object per line\n"
 	       "  -s, --summary        at the end, per region: first-touch faults, unmaps, remaps,\n"
-	       "                       removes; per process and in total\n"
+	       "                       removes and peak registered bytes; per process and in\n"
+	       "                       total (peak: of all processes at once)\n"
 	       "  -q, --quiet          no line per event (with --summary: the summary only)\n"
 	       "      --order FILE     the first-touch order, one 'REGION@START OFFSET' per line:\n"
 	       "                       a prefetch list for restoring a snapshot\n"
 	       "      --svg FILE       a picture of address against time: faults as dots coloured\n"
 	       "                       by thread, unmaps and removes as bands\n"
+	       "      --user-faults    without privilege too, trace first touches: the program's\n"
+	       "                       userfaultfd is then user-mode-only, and a system call that\n"
+	       "                       writes into untouched memory (read() into a new buffer)\n"
+	       "                       fails with EFAULT; without this option such a program runs\n"
+	       "                       unchanged and only unmaps, remaps and removes are traced\n"
 	       "  -p, --preload PATH   the preload library (default: found next to uffd-trace)\n"
 	       "  -h, --help           print this help and exit\n"
 	       "  -V, --version        print the libuffd version and exit\n\n"
@@ -939,6 +1153,7 @@ int main(int argc, char **argv)
 		{ "preload", required_argument, NULL, 'p' },
 		{ "order", required_argument, NULL, 'O' },
 		{ "svg", required_argument, NULL, 'G' },
+		{ "user-faults", no_argument, NULL, 'U' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -982,6 +1197,9 @@ int main(int argc, char **argv)
 		case 'G':
 			svgpath = optarg;
 			break;
+		case 'U':
+			T.user_faults = true;
+			break;
 		case 'h':
 			help();
 			return 0;
@@ -1020,16 +1238,24 @@ int main(int argc, char **argv)
 	err = uffd_probe(&offered, NULL);
 	if (err)
 		tool_die("cannot open a userfaultfd: %s", uffd_strerror(err));
+	/*
+	 * The traced processes run as this user: what it may open, they may (the preload library
+	 * tries the same, and tells each process's outcome, which decides how it is registered).
+	 */
 	if (uffd_open(&probe, &probe_cfg) == 0) {
-		T.kernel_faults = true;
 		if (!(uffd_features(probe) & UFFD_FEATURE_EVENT_FORK))
 			tool_warn("note: fork children are not followed (EVENT_FORK needs "
 				  "CAP_SYS_PTRACE); exec'd programs still are");
 		uffd_close(probe);
 	} else {
-		tool_warn("note: user-mode faults only: a system call that writes into untouched "
-			  "traced memory fails with EFAULT (needs CAP_SYS_PTRACE or "
-			  "vm.unprivileged_userfaultfd=1)");
+		if (T.user_faults)
+			tool_warn("note: user-mode faults only (--user-faults): a system call that "
+				  "writes into untouched traced memory fails with EFAULT");
+		else
+			tool_warn("note: user-mode faults only, so first touches are not traced "
+				  "(--user-faults traces them, but then a system call writing into "
+				  "untouched memory fails with EFAULT); unmaps, remaps and removes "
+				  "are");
 		tool_warn("note: fork children are not followed (EVENT_FORK needs CAP_SYS_PTRACE); "
 			  "exec'd programs still are");
 	}
@@ -1088,9 +1314,7 @@ int main(int argc, char **argv)
 			tool_die("poll: %s", strerror(errno));
 		if (pfd[0].revents & POLLIN)
 			accept_one(lsock);
-		err = uffd_monitor_run(T.m, 0);
-		if (err < 0)
-			tool_warn("monitor: %s", uffd_strerror(err));
+		run_monitor(true);
 		now = tool_now();
 		if (T.rescan || now >= next_scan) {
 			for (size_t i = 0; i < T.nprocs; i++)
@@ -1108,7 +1332,7 @@ int main(int argc, char **argv)
 			break;
 	}
 	/* One last pass: whatever was read is printed before the contexts are closed. */
-	uffd_monitor_run(T.m, 0);
+	run_monitor(false);
 	if (T.summary)
 		print_summary();
 	if (svgpath)
@@ -1128,6 +1352,7 @@ int main(int argc, char **argv)
 	rmdir(dir);
 	for (size_t i = 0; i < T.nprocs; i++) {
 		free(T.procs[i]->regs);
+		free(T.procs[i]->moving);
 		free(T.procs[i]);
 	}
 	free(T.procs);
