@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "trace_smaps.h"
+
 /*
  * usage: trace_stress spin PIDFILE MS
  *        trace_stress fork N LOG
@@ -39,31 +41,13 @@ static void die(const char *what)
 	exit(1);
 }
 
-/* Whether the mapping that holds @addr is registered with a userfaultfd (any mode). The kernel
- * may have merged it with a neighbour: it need not start there. */
 static bool registered(const char *addr)
 {
-	char line[512], buf[4096];
-	bool in = false, found = false;
-	FILE *f = fopen("/proc/self/smaps", "re");
+	int r = smaps_registered(addr);
 
-	if (!f)
+	if (r < 0)
 		die("/proc/self/smaps");
-	/* Touched before read() fills it (see trace_target.c). */
-	memset(buf, 0, sizeof(buf));
-	setvbuf(f, buf, _IOFBF, sizeof(buf));
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long s, e;
-
-		if (sscanf(line, "%lx-%lx ", &s, &e) == 2)
-			in = s <= (unsigned long)addr && (unsigned long)addr < e;
-		else if (in && strncmp(line, "VmFlags:", 8) == 0) {
-			found = strstr(line, " um") || strstr(line, " uw");
-			break;
-		}
-	}
-	fclose(f);
-	return found;
+	return r;
 }
 
 static char *map_registered(size_t pages)

@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "trace_smaps.h"
+
 /*
  * usage: trace_target LOG
  * Each of THREADS threads, ROUNDS times: maps PAGES pages of private anonymous memory between two
@@ -47,34 +49,13 @@ static void log_line(const char *fmt, unsigned long a, unsigned long b, unsigned
 	pthread_mutex_unlock(&log_lock);
 }
 
-/* Whether the mapping that starts at @start is registered with a userfaultfd: in missing mode,
- * or in write-protect mode (how uffd-trace registers it when it may not trap first touches). */
 static bool registered(const char *start)
 {
-	char line[512], want[32], buf[4096];
-	bool in = false, found = false;
-	FILE *f = fopen("/proc/self/smaps", "re");
+	int r = smaps_registered(start);
 
-	if (!f)
+	if (r < 0)
 		die("/proc/self/smaps");
-	/*
-	 * Touched before read() fills it: under uffd-trace --user-faults a user-mode-only
-	 * userfaultfd makes a system call that writes into untouched registered memory fail with
-	 * EFAULT, and stdio's own buffer would be such memory.
-	 */
-	memset(buf, 0, sizeof(buf));
-	setvbuf(f, buf, _IOFBF, sizeof(buf));
-	snprintf(want, sizeof(want), "%lx-", (unsigned long)start);
-	while (fgets(line, sizeof(line), f)) {
-		if (strchr(line, '-') && strncmp(line, want, strlen(want)) == 0)
-			in = true;
-		else if (in && strncmp(line, "VmFlags:", 8) == 0) {
-			found = strstr(line, " um") || strstr(line, " uw");
-			break;
-		}
-	}
-	fclose(f);
-	return found;
+	return r;
 }
 
 static void wait_registered(const char *start)
