@@ -777,6 +777,21 @@ UFFD_API_EXPORT int uffd_monitor_run(struct uffd_monitor *m, int timeout_ms);
 UFFD_API_EXPORT int uffd_monitor_stop(struct uffd_monitor *m);
 
 /**
+ * uffd_monitor_probe - check every context's process now, not at the next 250 ms probe.
+ *
+ * The kernel sends no event when a process exits or execs, so the monitor probes the contexts
+ * whose exit it cannot otherwise hear of (no pidfd: fork children, adopted fds) every 250 ms.
+ * A caller that knows processes have just ended (it reaped a child, a pipeline finished) calls
+ * this so that the running (or next) uffd_monitor_run() probes at once: the `on_exit`
+ * callbacks of the processes that are gone run, and their contexts are closed, without
+ * waiting for the tick. The probe cannot change a live process's memory. Safe from any thread
+ * and from a signal handler (it only re-arms a timerfd).
+ * \param m the monitor.
+ * \return 0, or -EINVAL for NULL.
+ */
+UFFD_API_EXPORT int uffd_monitor_probe(struct uffd_monitor *m);
+
+/**
  * uffd_monitor_fd - an fd that polls readable when uffd_monitor_run() has work.
  *
  * Embed the monitor in an existing event loop: poll this fd, and call uffd_monitor_run(m, 0)

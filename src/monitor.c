@@ -249,6 +249,19 @@ int uffd_monitor_stop(struct uffd_monitor *m)
 	return 0;
 }
 
+int uffd_monitor_probe(struct uffd_monitor *m)
+{
+	/* Expire now, then tick as before: the run loop probes on the timer's fd. */
+	struct itimerspec its = {
+		.it_interval = { 0, PROBE_INTERVAL_MS * 1000000L },
+		.it_value = { 0, 1 },
+	};
+
+	if (!m)
+		return -EINVAL;
+	return timerfd_settime(m->timerfd, 0, &its, NULL) ? -errno : 0;
+}
+
 int uffd_monitor_fd(const struct uffd_monitor *m)
 {
 	return m ? m->epfd : -EINVAL;

@@ -405,6 +405,7 @@ static void same(const struct state *a, const struct state *b, const char *name)
 	X(monitor_run_null, -EINVAL, uffd_monitor_run(NULL, 0))                                    \
 	X(monitor_run_bad_timeout, -EINVAL, uffd_monitor_run(F.m, -2))                             \
 	X(monitor_stop_null, -EINVAL, uffd_monitor_stop(NULL))                                     \
+	X(monitor_probe_null, -EINVAL, uffd_monitor_probe(NULL))                                   \
 	X(monitor_fd_null, -EINVAL, uffd_monitor_fd(NULL))                                         \
 	X(monitor_count_null, -EINVAL, uffd_monitor_count(NULL))                                   \
 	X(get_stats_null, -EINVAL, uffd_get_stats(NULL, &F.stats))                                 \

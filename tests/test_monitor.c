@@ -278,6 +278,7 @@ START_TEST(bad_arguments)
 	ck_assert_int_eq(uffd_monitor_count(NULL), -EINVAL);
 	ck_assert_int_eq(uffd_monitor_count(m), 0);
 	ck_assert_int_eq(uffd_monitor_stop(NULL), -EINVAL);
+	ck_assert_int_eq(uffd_monitor_probe(NULL), -EINVAL);
 	ck_assert_int_eq(uffd_monitor_run(NULL, 0), -EINVAL);
 	ck_assert_int_eq(uffd_monitor_run(m, -2), -EINVAL);
 
@@ -1135,6 +1136,71 @@ START_TEST(watched_process_exec_reported)
 }
 END_TEST
 
+/* A monitored process that registers two pages, hands over its fd, and exits on the go byte. */
+static __attribute__((noreturn)) void exit_child(int sock)
+{
+	struct uffd_config cfg = { .required = EVENTS };
+	struct info in = { 0 };
+	struct uffd *u = NULL;
+	char c;
+
+	in.npages = 2;
+	in.r = mmap(NULL, 2 * PS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	in.err = in.r == MAP_FAILED ? -ENOMEM : uffd_open(&u, &cfg);
+	if (!in.err)
+		in.err = uffd_register(u, in.r, 2 * PS, UFFDIO_REGISTER_MODE_MISSING, NULL);
+	if (send_fd(sock, in.err ? -1 : uffd_fd(u), &in, sizeof(in)) || in.err)
+		_exit(2);
+	if (read(sock, &c, 1) != 1)
+		_exit(3);
+	_exit(0);
+}
+
+/*
+ * uffd_monitor_probe(): an unwatched context whose process is gone is reported at once, not at
+ * the next 250 ms tick. The probe re-arms the timer, so the only expiry within 250 ms of it is
+ * its own: a report within 100 ms is the probe's doing. Asked for before the run, it is
+ * served by that run.
+ */
+START_TEST(probe_now_reports_exit)
+{
+	struct uffd_monitor *m;
+	struct info in;
+	struct uffd *u;
+	int sv[2], st;
+	double t_probe, end;
+	pid_t cpid;
+
+	sock_pair(sv);
+	cpid = fork();
+	ck_assert_int_ge(cpid, 0);
+	if (cpid == 0) {
+		close(sv[0]);
+		exit_child(sv[1]);
+	}
+	close(sv[1]);
+	ck_assert_int_eq(uffd_monitor_new(&m), 0);
+	obs_reset(m);
+	u = adopt_from(sv[0], &in);
+	uffd_on_exit(u, obs_exit, &O);
+	ck_assert_int_eq(uffd_monitor_add(m, u), 0);
+	ck_assert_int_eq(write(sv[0], "g", 1), 1);
+	st = wait_child(cpid, 5000);
+	ck_assert_int_eq(st, 0);
+	t_probe = now_s();
+	ck_assert_int_eq(uffd_monitor_probe(m), 0);
+	end = t_probe + 3;
+	while (uffd_monitor_count(m) > 0 && now_s() < end)
+		ck_assert_int_ge(uffd_monitor_run(m, 20), 0);
+	ck_assert_int_eq(atomic_load(&O.nexit), 1);
+	ck_assert_double_lt(O.exits[0].t - t_probe, 0.1);
+	ck_assert_int_eq(uffd_monitor_count(m), 0);
+	uffd_monitor_free(m);
+	close(sv[0]);
+	munmap(O.buf, PS);
+}
+END_TEST
+
 /* The monitored process for the -ESRCH test: registers two pages, touches one on the go byte. */
 static __attribute__((noreturn)) void touch_child(int sock)
 {
@@ -1256,6 +1322,7 @@ int main(void)
 	tcase_add_test(ex, adopted_process_tree_and_exits);
 	tcase_add_test(ex, probe_never_changes_live_process);
 	tcase_add_test(ex, watched_process_exec_reported);
+	tcase_add_test(ex, probe_now_reports_exit);
 	tcase_add_test(ex, exit_seen_by_esrch_reported_once);
 	suite_add_tcase(s, ba);
 	suite_add_tcase(s, sp);

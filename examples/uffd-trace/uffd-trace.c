@@ -1326,6 +1326,11 @@ int main(int argc, char **argv)
 			if (waitpid(T.child, &status, 0) == T.child) {
 				child_done = true;
 				drain_until = now + DRAIN_MS / 1000.0;
+				/*
+				 * Children that exec'd without a fault left contexts whose exit
+				 * only a probe notices: probe now, not at the next tick.
+				 */
+				uffd_monitor_probe(T.m);
 			}
 		}
 		if (child_done && (uffd_monitor_count(T.m) == 0 || now >= drain_until))
