@@ -704,38 +704,32 @@ static int complete(struct uffd *u, int *handled)
 }
 
 /*
- * The range of a fault, from a one-entry cache of the last piece hit: faults come in runs within
- * one registration, and a hit needs neither the map lock nor a lookup. map_gen changes with every
- * change of the map (register, unregister, prep), which empties the cache.
+ * The range of the fast path's fault u->fpf. Its range field is a one-entry cache of the last
+ * piece hit: faults come in runs within one registration, and a hit needs neither the map lock
+ * nor a lookup nor a copy. map_gen changes with every change of the map (register, unregister,
+ * prep), which empties the cache; a miss looks the address up and refills it (all zero when the
+ * address is in no piece, which no later address can hit).
  */
-__attribute__((noinline)) static void fault_range_lookup(struct uffd *u, uintptr_t a,
-							 struct uffd_range *out)
+__attribute__((noinline)) static void fault_range_lookup(struct uffd *u, uintptr_t a)
 {
 	const struct uffd_node *n;
-	uint64_t gen;
 
 	pthread_mutex_lock(&u->lock);
 	n = uffd_rmap_find(&u->map, a);
-	uffd_rmap_fill(n, out);
-	gen = atomic_load_explicit(&u->map_gen, memory_order_relaxed);
+	uffd_rmap_fill(n, &u->fpf.range);
+	u->rc_gen = atomic_load_explicit(&u->map_gen, memory_order_relaxed);
 	pthread_mutex_unlock(&u->lock);
-	if (n) {
-		u->rc = *out;
-		u->rc_gen = gen;
-	}
 }
 
-static inline void fault_range(struct uffd *u, uintptr_t a, struct uffd_range *out)
+static inline void fault_range(struct uffd *u, uintptr_t a)
 {
 	uint64_t gen = atomic_load_explicit(&u->map_gen, memory_order_acquire);
+	const struct uffd_range *r = &u->fpf.range;
 
 	if (uffd_likely(gen == u->rc_gen &&
-			a - (uintptr_t)u->rc.start <
-				(uintptr_t)u->rc.end - (uintptr_t)u->rc.start)) {
-		*out = u->rc;
+			a - (uintptr_t)r->start < (uintptr_t)r->end - (uintptr_t)r->start))
 		return;
-	}
-	fault_range_lookup(u, a, out);
+	fault_range_lookup(u, a);
 }
 
 static bool only_faults(const struct uffd_msg *m, unsigned n)
@@ -783,17 +777,17 @@ static int serve_faults(struct uffd *u, unsigned cnt)
 	unsigned bad = 0;
 
 	for (; m != end; m++) {
-		struct uffd_pagefault pf;
+		struct uffd_pagefault *pf = &u->fpf;
 		int r;
 
-		if (uffd_unlikely(uffd_decode_pagefault(m, &pf) != 0)) {
+		if (uffd_unlikely(uffd_decode_pagefault(m, pf) != 0)) {
 			bad++; /* as prep would: counted as unknown, not delivered */
 			continue;
 		}
-		fault_range(u, (uintptr_t)pf.address, &pf.range);
-		r = call_fault(u, &pf);
+		fault_range(u, (uintptr_t)pf->address);
+		r = call_fault(u, pf);
 		if (uffd_unlikely(r != 0))
-			return serve_rest(u, &pf, r, (unsigned)(m - u->msgs), cnt, bad);
+			return serve_rest(u, pf, r, (unsigned)(m - u->msgs), cnt, bad);
 	}
 	uffd_stat_add(&u->st.faults, cnt - bad);
 	if (bad)

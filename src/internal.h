@@ -237,9 +237,11 @@ struct uffd {
 	struct uffd_msg *msgs; /* batch read buffer, `batch` messages */
 	struct uffd_qitem *q;  /* queue of read-but-not-delivered events, qcap items */
 	unsigned qcap, qhead, qprep, qtail;
-	unsigned poll_first;	   /* waits that polled before reading, in a row (see read_wait) */
-	struct uffd_range rc;	   /* the piece the last fault hit (dispatcher-private cache) */
-	uint64_t rc_gen;	   /* map_gen when rc was looked up */
+	unsigned poll_first; /* waits that polled before reading, in a row (see read_wait) */
+	/* The fast path's fault, handed to the callback; fpf.range doubles as a one-entry cache
+	 * of the piece the last fault hit (dispatcher-private), valid while map_gen == rc_gen. */
+	struct uffd_pagefault fpf;
+	uint64_t rc_gen;
 	_Atomic uint64_t map_gen;  /* bumped, under lock, by every change of map */
 	_Atomic int exited;	   /* the process is gone */
 	_Atomic int exit_reported; /* on_exit has run */
