@@ -835,45 +835,6 @@ END_TEST
 
 /* ---- the process behind the fd is gone ---- */
 
-static int send_fd(int sock, int fd)
-{
-	char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
-	char byte = 'f';
-	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
-	struct msghdr mh = { .msg_iov = &iov,
-			     .msg_iovlen = 1,
-			     .msg_control = cbuf,
-			     .msg_controllen = sizeof(cbuf) };
-	struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(c), &fd, sizeof(int));
-	return sendmsg(sock, &mh, 0) == 1 ? 0 : -1;
-}
-
-static int recv_fd(int sock)
-{
-	char cbuf[CMSG_SPACE(sizeof(int))];
-	char byte;
-	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
-	struct msghdr mh = { .msg_iov = &iov,
-			     .msg_iovlen = 1,
-			     .msg_control = cbuf,
-			     .msg_controllen = sizeof(cbuf) };
-	struct cmsghdr *c;
-	int fd;
-
-	if (recvmsg(sock, &mh, 0) != 1)
-		return -1;
-	c = CMSG_FIRSTHDR(&mh);
-	if (!c || c->cmsg_type != SCM_RIGHTS)
-		return -1;
-	memcpy(&fd, CMSG_DATA(c), sizeof(int));
-	return fd;
-}
-
 /* The child makes a userfaultfd (handshake done, POISON and MOVE granted), registers a page of
  * its own, sends the fd and exits. */
 static void esrch_child(int sock, char *area)
@@ -891,7 +852,7 @@ static void esrch_child(int sock, char *area)
 
 	if (fd < 0 || ioctl(fd, UFFDIO_API, &api) != 0 || ioctl(fd, UFFDIO_REGISTER, &r) != 0)
 		_exit(2);
-	if (send_fd(sock, fd) != 0)
+	if (tu_send_fd(sock, fd, "f", 1) != 0)
 		_exit(3);
 	_exit(0);
 }
@@ -902,6 +863,7 @@ START_TEST(esrch_after_exit)
 	char *src = pattern(ps, 'e');
 	struct uffd *u;
 	int sv[2], fd, status;
+	char byte;
 	pid_t pid;
 
 	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
@@ -909,7 +871,7 @@ START_TEST(esrch_after_exit)
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0)
 		esrch_child(sv[1], area);
-	fd = recv_fd(sv[0]);
+	ck_assert_int_eq(tu_recv_fd(sv[0], &fd, &byte, 1), 0);
 	ck_assert_int_ge(fd, 0);
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);

@@ -6,6 +6,7 @@
 #include <check.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 /*
  * ThreadSanitizer's fork() holds its internal locks until fork() returns, and the kernel holds
@@ -41,5 +42,21 @@ void *tu_map_shmem(size_t len, bool shared, int *memfd_out);
 /* Reserve @n huge pages (as root) if fewer are free; returns the old nr_hugepages or -1. */
 long tu_hugepages_reserve(long n);
 void tu_hugepages_restore(long old);
+
+/* Seconds on the monotonic clock. */
+double tu_now(void);
+/* Sleep @ms milliseconds, through signals. */
+void tu_sleep_ms(unsigned ms);
+/*
+ * Reap @pid within @timeout_ms; kill it if it takes longer. Returns the wait status, or -1 when
+ * it had to be killed. Allocates nothing, so it is safe while another thread is inside fork().
+ */
+int tu_wait_child(pid_t pid, int timeout_ms);
+/* Send @len bytes of @buf on the unix socket @sock, with @fd attached unless it is negative:
+ * 0, or -1 when not all was sent. */
+int tu_send_fd(int sock, int fd, const void *buf, size_t len);
+/* Receive @len bytes into @buf and the fd sent with them into *@fd (-1 when none came, close-on-
+ * exec): 0, or -1 when fewer bytes came. */
+int tu_recv_fd(int sock, int *fd, void *buf, size_t len);
 
 #endif
