@@ -825,23 +825,13 @@ END_TEST
 int main(void)
 {
 	Suite *s = suite_create("fork");
-	TCase *tc = tcase_create("fork"), *dl = tcase_create("deadlock"),
-	      *em = tcase_create("emfile");
+	TCase *tc = tu_tcase("fork", 30, setup, teardown),
+	      *dl = tu_tcase("deadlock", 150, setup, teardown),
+	      *em = tu_tcase("emfile", 30, setup, teardown);
 	struct uffd_config cfg = { .required = FORK_EVENTS };
-	struct uffd *u;
-	int r = uffd_open(&u, &cfg);
 
-	if (r)
-		tu_skip("cannot open a userfaultfd with FORK/UNMAP/REMAP/REMOVE events: %s",
-			uffd_strerror(r));
-	uffd_close(u);
+	tu_require_uffd(&cfg, "FORK/UNMAP/REMAP/REMOVE events");
 
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_add_checked_fixture(dl, setup, teardown);
-	tcase_add_checked_fixture(em, setup, teardown);
-	tcase_set_timeout(tc, 30);
-	tcase_set_timeout(dl, 150);
-	tcase_set_timeout(em, 30);
 	tcase_add_test(tc, fork_child_inherits_callbacks_and_map);
 	tcase_add_test(tc, fork_without_on_fork_runs_unmonitored);
 	tcase_add_test(tc, on_fork_refusal_in_monitor_leaves_child_unmonitored);

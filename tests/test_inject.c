@@ -995,25 +995,13 @@ END_TEST
 int main(void)
 {
 	Suite *s = suite_create("inject");
-	TCase *op = tcase_create("open"), *rg = tcase_create("register"),
-	      *dp = tcase_create("dispatch"), *mo = tcase_create("monitor");
+	TCase *op = tu_tcase("open", 30, setup, NULL), *rg = tu_tcase("register", 30, setup, NULL),
+	      *dp = tu_tcase("dispatch", 60, setup, NULL),
+	      *mo = tu_tcase("monitor", 60, setup, NULL);
 	struct uffd_config cfg = { .required = EVENTS | UFFD_FEATURE_EVENT_FORK };
-	struct uffd *u;
-	int r = uffd_open(&u, &cfg);
 
-	if (r)
-		tu_skip("cannot open a userfaultfd with FORK/UNMAP/REMAP/REMOVE events: %s",
-			uffd_strerror(r));
-	uffd_close(u);
+	tu_require_uffd(&cfg, "FORK/UNMAP/REMAP/REMOVE events");
 
-	tcase_add_checked_fixture(op, setup, NULL);
-	tcase_add_checked_fixture(rg, setup, NULL);
-	tcase_add_checked_fixture(dp, setup, NULL);
-	tcase_add_checked_fixture(mo, setup, NULL);
-	tcase_set_timeout(op, 30);
-	tcase_set_timeout(rg, 30);
-	tcase_set_timeout(dp, 60);
-	tcase_set_timeout(mo, 60);
 	tcase_add_test(op, open_each_alloc);
 	tcase_add_test(op, adopt_each_alloc);
 	tcase_add_test(rg, register_each_alloc);

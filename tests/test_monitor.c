@@ -1217,23 +1217,12 @@ END_TEST
 int main(void)
 {
 	Suite *s = suite_create("monitor");
-	TCase *ba = tcase_create("basics"), *sp = tcase_create("stop"),
-	      *ex = tcase_create("processes");
+	TCase *ba = tu_tcase("basics", 30, setup, NULL), *sp = tu_tcase("stop", 30, setup, NULL),
+	      *ex = tu_tcase("processes", 60, setup, NULL);
 	struct uffd_config cfg = { .required = EVENTS };
-	struct uffd *u;
-	int r = uffd_open(&u, &cfg);
 
-	if (r)
-		tu_skip("cannot open a userfaultfd with FORK/UNMAP/REMAP/REMOVE events: %s",
-			uffd_strerror(r));
-	uffd_close(u);
+	tu_require_uffd(&cfg, "FORK/UNMAP/REMAP/REMOVE events");
 
-	tcase_add_checked_fixture(ba, setup, NULL);
-	tcase_add_checked_fixture(sp, setup, NULL);
-	tcase_add_checked_fixture(ex, setup, NULL);
-	tcase_set_timeout(ba, 30);
-	tcase_set_timeout(sp, 30);
-	tcase_set_timeout(ex, 60);
 	tcase_add_test(ba, bad_arguments);
 	tcase_add_test(ba, add_busy_and_free_closes);
 	tcase_add_test(ba, watch_pid_args);

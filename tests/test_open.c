@@ -874,14 +874,6 @@ START_TEST(version_string)
 }
 END_TEST
 
-static TCase *tcase(const char *name, int timeout)
-{
-	TCase *tc = tcase_create(name);
-
-	tcase_set_timeout(tc, timeout);
-	return tc;
-}
-
 int main(void)
 {
 	Suite *s = suite_create("open");
@@ -895,13 +887,13 @@ int main(void)
 	if (getuid() != 0)
 		tu_skip("these tests need root (doors, EVENT_FORK, dropping to nobody)");
 
-	tc = tcase("probe", 10);
+	tc = tu_tcase("probe", 10, NULL, NULL);
 	tcase_add_test(tc, probe_kernel);
 	tcase_add_test(tc, probe_threads);
 	tcase_add_test(tc, probe_failure_not_cached);
 	suite_add_tcase(s, tc);
 
-	tc = tcase("open", 10);
+	tc = tu_tcase("open", 10, NULL, NULL);
 	tcase_add_test(tc, open_default);
 	tcase_add_test(tc, open_granted);
 	tcase_add_test(tc, open_bad_args);
@@ -910,16 +902,16 @@ int main(void)
 	tcase_add_test(tc, open_doors);
 	suite_add_tcase(s, tc);
 
-	tc = tcase("faults", 10);
+	tc = tu_tcase("faults", 10, NULL, NULL);
 	tcase_add_test(tc, user_mode_only_default);
 	tcase_add_test(tc, kernel_faults_delivered);
 	suite_add_tcase(s, tc);
 
-	tc = tcase("unprivileged", 20);
+	tc = tu_tcase("unprivileged", 20, NULL, NULL);
 	tcase_add_test(tc, unprivileged);
 	suite_add_tcase(s, tc);
 
-	tc = tcase("adopt", 10);
+	tc = tu_tcase("adopt", 10, NULL, NULL);
 	tcase_add_test(tc, adopt_fresh_fd_negotiates);
 	tcase_add_test(tc, adopt_done_fd_learns);
 	tcase_add_test(tc, adopt_failures);
@@ -927,7 +919,7 @@ int main(void)
 		tcase_add_test(tc, adopt_fork_child_fd);
 	suite_add_tcase(s, tc);
 
-	tc = tcase("names", 10);
+	tc = tu_tcase("names", 10, NULL, NULL);
 	tcase_add_test(tc, feature_names);
 	tcase_add_test(tc, ioctl_names);
 	tcase_add_test(tc, strerror_codes);

@@ -904,19 +904,10 @@ START_TEST(esrch_after_exit)
 }
 END_TEST
 
-static TCase *tcase(const char *name, int timeout)
-{
-	TCase *tc = tcase_create(name);
-
-	tcase_set_timeout(tc, timeout);
-	return tc;
-}
-
 int main(void)
 {
 	Suite *s = suite_create("resolve");
 	uint64_t f = 0;
-	struct uffd *u;
 	TCase *tc;
 	int ret;
 
@@ -928,12 +919,9 @@ int main(void)
 		tu_skip("the kernel lacks features these tests need (have 0x%llx, need 0x%llx)",
 			(unsigned long long)f, (unsigned long long)TEST_FEATURES);
 	/* Make sure a context can be had before forking the tests. */
-	ret = uffd_open(&u, NULL);
-	if (ret < 0)
-		tu_skip("cannot open a userfaultfd: %s", uffd_strerror(ret));
-	uffd_close(u);
+	tu_require_uffd(NULL, NULL);
 
-	tc = tcase("anon", 10);
+	tc = tu_tcase("anon", 10, NULL, NULL);
 	tcase_add_test(tc, copy_resolves_fault);
 	tcase_add_test(tc, zeropage_resolves_fault);
 	tcase_add_test(tc, dontwake_then_wake);
@@ -951,7 +939,7 @@ int main(void)
 	tcase_add_test(tc, eagain_while_event_pending);
 	suite_add_tcase(s, tc);
 
-	tc = tcase("shmem", 10);
+	tc = tu_tcase("shmem", 10, NULL, NULL);
 	tcase_add_test(tc, shmem_missing_copy_zeropage);
 	tcase_add_test(tc, shmem_minor_continue);
 	tcase_add_test(tc, shmem_continue_wp);
@@ -959,7 +947,7 @@ int main(void)
 	tcase_add_test(tc, shmem_move_einval);
 	suite_add_tcase(s, tc);
 
-	tc = tcase("exited", 10);
+	tc = tu_tcase("exited", 10, NULL, NULL);
 	tcase_add_test(tc, esrch_after_exit);
 	suite_add_tcase(s, tc);
 	return tu_run(s);

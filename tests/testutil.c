@@ -15,6 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <uffd.h>
+
 bool tu_strict(void)
 {
 	const char *s = getenv("LIBUFFD_TEST_STRICT");
@@ -33,6 +35,28 @@ void tu_skip(const char *fmt, ...)
 	fputc('\n', stderr);
 	va_end(ap);
 	exit(tu_strict() ? 1 : 77);
+}
+
+void tu_require_uffd(const struct uffd_config *cfg, const char *with)
+{
+	struct uffd *u;
+	int r = uffd_open(&u, cfg);
+
+	if (r && with)
+		tu_skip("cannot open a userfaultfd with %s: %s", with, uffd_strerror(r));
+	if (r)
+		tu_skip("cannot open a userfaultfd: %s", uffd_strerror(r));
+	uffd_close(u);
+}
+
+TCase *tu_tcase(const char *name, int timeout, void (*setup)(void), void (*teardown)(void))
+{
+	TCase *tc = tcase_create(name);
+
+	if (setup || teardown)
+		tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, timeout);
+	return tc;
 }
 
 int tu_run(Suite *s)

@@ -26,9 +26,16 @@
 #define UNDER_TSAN 0
 #endif
 
+struct uffd_config;
+
 /* Exit 77 (CTest: skipped) with the reason; under LIBUFFD_TEST_STRICT=1 exit 1 instead. */
 __attribute__((noreturn)) void tu_skip(const char *fmt, ...);
 bool tu_strict(void);
+/* Skip (tu_skip) unless a userfaultfd can be opened with @cfg (NULL: the defaults); @with says
+ * what @cfg asks for, as in "cannot open a userfaultfd with <with>: <why>", or is NULL. */
+void tu_require_uffd(const struct uffd_config *cfg, const char *with);
+/* A test case with a timeout of @timeout seconds and, unless both are NULL, a checked fixture. */
+TCase *tu_tcase(const char *name, int timeout, void (*setup)(void), void (*teardown)(void));
 /* Run one suite in Check's fork mode; returns the process exit code (0 or 1). */
 int tu_run(Suite *s);
 /* Number of open fds of this process. */
