@@ -4,18 +4,19 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-#include <uffd.h>
 
 bool tu_strict(void)
 {
@@ -238,4 +239,63 @@ int tu_recv_fd(int sock, int *fd, void *buf, size_t len)
 		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
 			memcpy(fd, CMSG_DATA(cm), sizeof(int));
 	return 0;
+}
+
+struct uffd *tu_open(uint64_t features)
+{
+	struct uffd_config cfg = { .required = features };
+	struct uffd *u = NULL;
+
+	ck_assert_int_eq(uffd_open(&u, &cfg), 0);
+	return u;
+}
+
+void tu_kernel_register(struct uffd *u, void *addr, size_t len, uint64_t mode)
+{
+	struct uffdio_register r = {
+		.range = { .start = (uintptr_t)addr, .len = len },
+		.mode = mode,
+	};
+
+	ck_assert_int_eq(ioctl(uffd_fd(u), UFFDIO_REGISTER, &r), 0);
+}
+
+static void *touch_fn(void *arg)
+{
+	struct tu_toucher *t = arg;
+
+	if (t->write)
+		*t->addr = t->value;
+	else
+		t->value = *t->addr;
+	atomic_store(&t->done, true);
+	return NULL;
+}
+
+void tu_touch_start(struct tu_toucher *t, void *addr, bool write, char value)
+{
+	t->addr = addr;
+	t->write = write;
+	t->value = value;
+	atomic_store(&t->done, false);
+	ck_assert_int_eq(pthread_create(&t->t, NULL, touch_fn, t), 0);
+}
+
+void tu_touch_join(struct tu_toucher *t)
+{
+	ck_assert_int_eq(pthread_join(t->t, NULL), 0);
+	ck_assert(atomic_load(&t->done));
+}
+
+struct uffd_msg tu_expect_fault(struct uffd *u, void *addr, uint64_t flags)
+{
+	struct pollfd pf = { .fd = uffd_fd(u), .events = POLLIN };
+	struct uffd_msg m;
+
+	ck_assert_int_eq(poll(&pf, 1, 5000), 1);
+	ck_assert_int_eq(read(uffd_fd(u), &m, sizeof(m)), (ssize_t)sizeof(m));
+	ck_assert_uint_eq(m.event, UFFD_EVENT_PAGEFAULT);
+	ck_assert_uint_eq(m.arg.pagefault.address, (uintptr_t)addr);
+	ck_assert_uint_eq(m.arg.pagefault.flags & flags, flags);
+	return m;
 }

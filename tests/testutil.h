@@ -4,9 +4,13 @@
 #define UFFD_TESTUTIL_H
 
 #include <check.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
+
+#include <uffd.h>
 
 /*
  * ThreadSanitizer's fork() holds its internal locks until fork() returns, and the kernel holds
@@ -25,8 +29,6 @@
 #ifndef UNDER_TSAN
 #define UNDER_TSAN 0
 #endif
-
-struct uffd_config;
 
 /* Exit 77 (CTest: skipped) with the reason; under LIBUFFD_TEST_STRICT=1 exit 1 instead. */
 __attribute__((noreturn)) void tu_skip(const char *fmt, ...);
@@ -65,5 +67,28 @@ int tu_send_fd(int sock, int fd, const void *buf, size_t len);
 /* Receive @len bytes into @buf and the fd sent with them into *@fd (-1 when none came, close-on-
  * exec): 0, or -1 when fewer bytes came. */
 int tu_recv_fd(int sock, int *fd, void *buf, size_t len);
+
+/* ---- one context, its raw registration, a thread blocked on a fault ---- */
+
+/* uffd_open() with @features required, or fail the test. */
+struct uffd *tu_open(uint64_t features);
+/* UFFDIO_REGISTER straight to the kernel (the context's map does not learn of it), or fail. */
+void tu_kernel_register(struct uffd *u, void *addr, size_t len, uint64_t mode);
+
+/* A thread that touches one byte, and blocks there until its fault is resolved. */
+struct tu_toucher {
+	pthread_t t;
+	volatile char *addr;
+	bool write;
+	char value; /* written, or read */
+	_Atomic bool done;
+};
+
+/* Start a thread that writes @value to @addr (@write) or reads it into t->value. */
+void tu_touch_start(struct tu_toucher *t, void *addr, bool write, char value);
+/* Join it; it must have finished its touch. */
+void tu_touch_join(struct tu_toucher *t);
+/* Read one message (waiting up to 5 s) and check it is a fault at @addr with @flags set. */
+struct uffd_msg tu_expect_fault(struct uffd *u, void *addr, uint64_t flags);
 
 #endif
