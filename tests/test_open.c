@@ -439,28 +439,6 @@ END_TEST
 
 /* ---- the unprivileged path ---- */
 
-static long read_sysctl(const char *path)
-{
-	FILE *f = fopen(path, "r");
-	long v = -1;
-
-	if (!f)
-		return -1;
-	if (fscanf(f, "%ld", &v) != 1)
-		v = -1;
-	fclose(f);
-	return v;
-}
-
-static void write_sysctl(const char *path, long v)
-{
-	FILE *f = fopen(path, "w");
-
-	ck_assert_ptr_nonnull(f);
-	fprintf(f, "%ld\n", v);
-	ck_assert_int_eq(fclose(f), 0);
-}
-
 /* Checks made by the unprivileged child; it exits with the number of the first that failed. */
 #define CHILD_CHECK(n, cond)      \
 	do {                      \
@@ -552,7 +530,7 @@ static void unprivileged_child(void)
 START_TEST(unprivileged)
 {
 	const char *knob = "/proc/sys/vm/unprivileged_userfaultfd";
-	long old = read_sysctl(knob);
+	long old = tu_read_long(knob);
 	int status;
 	pid_t pid;
 
@@ -561,14 +539,14 @@ START_TEST(unprivileged)
 	ck_assert_int_ge(old, 0);
 	/* The knob must be off for "kernel faults need privilege" to hold. */
 	if (old != 0)
-		write_sysctl(knob, 0);
+		ck_assert_int_eq(tu_write_long(knob, 0), 0);
 	pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0)
 		unprivileged_child();
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	if (old != 0)
-		write_sysctl(knob, old);
+		ck_assert_int_eq(tu_write_long(knob, old), 0);
 	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
 		      "unprivileged child failed at check %d (status 0x%x)",
 		      WIFEXITED(status) ? WEXITSTATUS(status) : -1, status);

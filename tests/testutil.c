@@ -116,7 +116,7 @@ void *tu_map_shmem(size_t len, bool shared, int *memfd_out)
 	return p;
 }
 
-static long read_long(const char *path)
+long tu_read_long(const char *path)
 {
 	FILE *f = fopen(path, "r");
 	long v = -1;
@@ -129,7 +129,7 @@ static long read_long(const char *path)
 	return v;
 }
 
-static int write_long(const char *path, long v)
+int tu_write_long(const char *path, long v)
 {
 	FILE *f = fopen(path, "w");
 	int ok;
@@ -143,18 +143,18 @@ static int write_long(const char *path, long v)
 long tu_hugepages_reserve(long n)
 {
 	const char *nr = "/proc/sys/vm/nr_hugepages";
-	long old = read_long(nr);
-	long fr = read_long("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages");
+	long old = tu_read_long(nr);
+	long fr = tu_read_long("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages");
 
 	if (old < 0)
 		return -1;
 	if (fr >= n)
 		return old;
-	if (write_long(nr, old + (n - (fr < 0 ? 0 : fr))) != 0)
+	if (tu_write_long(nr, old + (n - (fr < 0 ? 0 : fr))) != 0)
 		return -1;
-	fr = read_long("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages");
+	fr = tu_read_long("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages");
 	if (fr < n) {
-		write_long(nr, old);
+		tu_write_long(nr, old);
 		return -1;
 	}
 	return old;
@@ -163,7 +163,7 @@ long tu_hugepages_reserve(long n)
 void tu_hugepages_restore(long old)
 {
 	if (old >= 0)
-		write_long("/proc/sys/vm/nr_hugepages", old);
+		tu_write_long("/proc/sys/vm/nr_hugepages", old);
 }
 
 double tu_now(void)

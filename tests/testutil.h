@@ -48,6 +48,10 @@ size_t tu_page(void);
 void *tu_map_anon(size_t len);
 /* A memfd of @len bytes mapped shared (or private) at a fresh address, or fail the test. */
 void *tu_map_shmem(size_t len, bool shared, int *memfd_out);
+/* The number in a sysctl or sysfs file, or -1. */
+long tu_read_long(const char *path);
+/* Write @v to such a file: 0, or -1 when it could not be written. */
+int tu_write_long(const char *path, long v);
 /* Reserve @n huge pages (as root) if fewer are free; returns the old nr_hugepages or -1. */
 long tu_hugepages_reserve(long n);
 void tu_hugepages_restore(long old);
