@@ -993,10 +993,11 @@ START_TEST(probe_never_changes_live_process)
 END_TEST
 
 /*
- * A watched process that exec()s: its old address space, and with it everything the context
- * could ever report, is gone although the pid lives on and its pidfd stays quiet.
+ * The start of a monitored child: two pages registered in a context of its own, whose fd (or the
+ * error) goes to the test; then the go byte. Exits 2 when the setup fails, 3 without the byte.
+ * Returns the pages.
  */
-static __attribute__((noreturn)) void exec_child(int sock)
+static char *child_two_pages(int sock)
 {
 	struct uffd_config cfg = { .required = EVENTS };
 	struct info in = { 0 };
@@ -1012,6 +1013,16 @@ static __attribute__((noreturn)) void exec_child(int sock)
 		_exit(2);
 	if (read(sock, &c, 1) != 1)
 		_exit(3);
+	return in.r;
+}
+
+/*
+ * A watched process that exec()s: its old address space, and with it everything the context
+ * could ever report, is gone although the pid lives on and its pidfd stays quiet.
+ */
+static __attribute__((noreturn)) void exec_child(int sock)
+{
+	child_two_pages(sock);
 	/* The socket is close-on-exec: the test sees EOF when the exec has happened. */
 	execl("/bin/sleep", "sleep", "4", (char *)NULL);
 	_exit(4);
@@ -1063,20 +1074,7 @@ END_TEST
 /* A monitored process that registers two pages, hands over its fd, and exits on the go byte. */
 static __attribute__((noreturn)) void exit_child(int sock)
 {
-	struct uffd_config cfg = { .required = EVENTS };
-	struct info in = { 0 };
-	struct uffd *u = NULL;
-	char c;
-
-	in.npages = 2;
-	in.r = mmap(NULL, 2 * PS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	in.err = in.r == MAP_FAILED ? -ENOMEM : uffd_open(&u, &cfg);
-	if (!in.err)
-		in.err = uffd_register(u, in.r, 2 * PS, UFFDIO_REGISTER_MODE_MISSING, NULL);
-	if (tu_send_fd(sock, in.err ? -1 : uffd_fd(u), &in, sizeof(in)) || in.err)
-		_exit(2);
-	if (read(sock, &c, 1) != 1)
-		_exit(3);
+	child_two_pages(sock);
 	_exit(0);
 }
 
@@ -1128,21 +1126,8 @@ END_TEST
 /* The monitored process for the -ESRCH test: registers two pages, touches one on the go byte. */
 static __attribute__((noreturn)) void touch_child(int sock)
 {
-	struct uffd_config cfg = { .required = EVENTS };
-	struct info in = { 0 };
-	struct uffd *u = NULL;
-	char c;
+	char c = *(volatile char *)child_two_pages(sock);
 
-	in.npages = 2;
-	in.r = mmap(NULL, 2 * PS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	in.err = in.r == MAP_FAILED ? -ENOMEM : uffd_open(&u, &cfg);
-	if (!in.err)
-		in.err = uffd_register(u, in.r, 2 * PS, UFFDIO_REGISTER_MODE_MISSING, NULL);
-	if (tu_send_fd(sock, in.err ? -1 : uffd_fd(u), &in, sizeof(in)) || in.err)
-		_exit(2);
-	if (read(sock, &c, 1) != 1)
-		_exit(3);
-	c = *(volatile char *)in.r;
 	_exit(c == PATTERN ? 0 : 4);
 }
 
