@@ -147,7 +147,6 @@ int main(int argc, char **argv)
 	int c, err;
 
 	tool_init("dirty-track", usage_line);
-	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":i:p:s:w:l:nkhV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'i':
@@ -171,14 +170,8 @@ int main(int argc, char **argv)
 		case 'k':
 			cfg.flags |= UFFD_OPEN_KERNEL_FAULTS;
 			break;
-		case 'h':
-			help();
-			return 0;
-		case 'V':
-			tool_print_version();
-			return 0;
 		default:
-			tool_bad_option(c, argv);
+			tool_other_option(c, argv, help);
 		}
 	}
 	tool_no_operands(argc, argv);
@@ -223,10 +216,7 @@ int main(int argc, char **argv)
 	       "Every page starts write-protected; a write faults once per interval, and the\n"
 	       "monitor marks the page dirty and un-protects it.\nWP_UNPOPULATED: %s.\n\n",
 	       pages, intervals, writes, seed, wp_note);
-	fflush(stdout);
-	err = tool_dispatcher_start(&disp, u);
-	if (err)
-		tool_die("cannot start the dispatcher thread: %s", strerror(err));
+	tool_dispatcher_start(&disp, u);
 
 	rng = seed;
 	for (unsigned long n = 1; n <= intervals; n++) {

@@ -343,7 +343,6 @@ int main(int argc, char **argv)
 	int c, err;
 
 	tool_init("lazy-load", usage_line);
-	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":r:t:qkhV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'r':
@@ -358,14 +357,8 @@ int main(int argc, char **argv)
 		case 'k':
 			cfg.flags |= UFFD_OPEN_KERNEL_FAULTS;
 			break;
-		case 'h':
-			help();
-			return 0;
-		case 'V':
-			tool_print_version();
-			return 0;
 		default:
-			tool_bad_option(c, argv);
+			tool_other_option(c, argv, help);
 		}
 	}
 	if (optind == argc)
@@ -418,11 +411,8 @@ int main(int argc, char **argv)
 	       "go; the monitor sees each change:\n",
 	       f.path, (double)f.size / (1 << 20), m.len / page, l.readahead - 1, l.readahead,
 	       m.threads);
-	fflush(stdout);
 
-	err = tool_dispatcher_start(&disp, u);
-	if (err)
-		tool_die("cannot start the dispatcher thread: %s", strerror(err));
+	tool_dispatcher_start(&disp, u);
 	t0 = tool_now();
 	for (unsigned t = 0; t < m.threads; t++) {
 		w[t] = (struct worker){ .m = &m, .id = t };

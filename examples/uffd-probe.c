@@ -412,20 +412,13 @@ int main(int argc, char **argv)
 	int c;
 
 	tool_init("uffd-probe", usage_line);
-	opterr = 0; /* one line of our own instead of getopt's message */
 	while ((c = getopt_long(argc, argv, ":jhV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'j':
 			json = true;
 			break;
-		case 'h':
-			help();
-			return 0;
-		case 'V':
-			tool_print_version();
-			return 0;
 		default:
-			tool_bad_option(c, argv);
+			tool_other_option(c, argv, help);
 		}
 	}
 	tool_no_operands(argc, argv);

@@ -243,7 +243,6 @@ int main(int argc, char **argv)
 	int c, err;
 
 	tool_init("unmap-watch", usage_line);
-	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":t:r:qkhV", opts, NULL)) != -1) {
 		switch (c) {
 		case 't':
@@ -258,14 +257,8 @@ int main(int argc, char **argv)
 		case 'k':
 			cfg.flags |= UFFD_OPEN_KERNEL_FAULTS;
 			break;
-		case 'h':
-			help();
-			return 0;
-		case 'V':
-			tool_print_version();
-			return 0;
 		default:
-			tool_bad_option(c, argv);
+			tool_other_option(c, argv, help);
 		}
 	}
 	tool_no_operands(argc, argv);
@@ -300,11 +293,8 @@ int main(int argc, char **argv)
 	       "callback sees it: already updated.\n\n",
 	       nthreads, rounds, REGION_PAGES, CUT_PAGE, MOVE_FROM, MOVE_FROM + MOVE_PAGES - 1,
 	       DISCARD_PAGES - 1);
-	fflush(stdout);
 
-	err = tool_dispatcher_start(&disp, u);
-	if (err)
-		tool_die("cannot start the dispatcher thread: %s", strerror(err));
+	tool_dispatcher_start(&disp, u);
 	for (t = 0; t < nthreads; t++) {
 		err = pthread_create(&workers[t].thread, NULL, worker_main, &workers[t]);
 		if (err)

@@ -483,17 +483,11 @@ END_TEST
 int main(void)
 {
 	Suite *s = suite_create("badinput");
-	TCase *tc = tcase_create("table");
+	TCase *tc = tu_tcase("table", 20, NULL, NULL);
 	struct uffd_config cfg = { .required = EVENTS | UFFD_FEATURE_PAGEFAULT_FLAG_WP };
-	struct uffd *u;
-	int r = uffd_open(&u, &cfg);
 
-	if (r)
-		tu_skip("cannot open a userfaultfd with events and write-protection: %s",
-			uffd_strerror(r));
-	uffd_close(u);
+	tu_require_uffd(&cfg, "events and write-protection");
 	printf("badinput: %d cases (public functions x kinds of bad argument)\n", NCASES);
-	tcase_set_timeout(tc, 20);
 	tcase_add_loop_test(tc, bad_input, 0, NCASES);
 	suite_add_tcase(s, tc);
 	return tu_run(s);

@@ -763,25 +763,14 @@ END_TEST
 int main(void)
 {
 	Suite *s = suite_create("dispatch");
-	TCase *ev = tcase_create("events"), *pc = tcase_create("prep_complete"),
-	      *df = tcase_create("defaults"), *th = tcase_create("threads");
-	struct uffd *u;
+	TCase *ev = tu_tcase("events", 30, setup, NULL),
+	      *pc = tu_tcase("prep_complete", 30, setup, NULL),
+	      *df = tu_tcase("defaults", 30, setup, NULL),
+	      *th = tu_tcase("threads", 60, setup, NULL);
 	struct uffd_config cfg = { .required = EVENTS };
-	int r = uffd_open(&u, &cfg);
 
-	if (r)
-		tu_skip("cannot open a userfaultfd with UNMAP/REMAP/REMOVE events: %s",
-			uffd_strerror(r));
-	uffd_close(u);
+	tu_require_uffd(&cfg, "UNMAP/REMAP/REMOVE events");
 
-	tcase_add_checked_fixture(ev, setup, NULL);
-	tcase_add_checked_fixture(pc, setup, NULL);
-	tcase_add_checked_fixture(df, setup, NULL);
-	tcase_add_checked_fixture(th, setup, NULL);
-	tcase_set_timeout(ev, 30);
-	tcase_set_timeout(pc, 30);
-	tcase_set_timeout(df, 30);
-	tcase_set_timeout(th, 60);
 	tcase_add_test(ev, unmap_whole);
 	tcase_add_test(ev, unmap_part_splits);
 	tcase_add_test(ev, unmap_spanning_gaps);

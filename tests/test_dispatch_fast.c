@@ -230,15 +230,9 @@ END_TEST
 int main(void)
 {
 	Suite *s = suite_create("dispatch_fast");
-	TCase *tc = tcase_create("fast_path");
-	struct uffd *u;
-	int r = uffd_open(&u, NULL);
+	TCase *tc = tu_tcase("fast_path", 60, setup, teardown);
 
-	if (r)
-		tu_skip("cannot open a userfaultfd: %s", uffd_strerror(r));
-	uffd_close(u);
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, 60);
+	tu_require_uffd(NULL, NULL);
 	tcase_add_test(tc, stop_mid_batch_keeps_the_rest);
 	tcase_add_test(tc, range_follows_register_and_unregister);
 	tcase_add_test(tc, range_follows_remap);

@@ -26,22 +26,6 @@
 
 static size_t PS;
 
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_ms(unsigned ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-
-	while (nanosleep(&ts, &ts) && errno == EINTR)
-		;
-}
-
 /*
  * A sleep for the window in which another thread is blocked inside fork(): sanitizers intercept
  * nanosleep() and record a stack under a lock their fork() interceptor holds across the syscall.
@@ -52,31 +36,6 @@ static void raw_sleep_ms(unsigned ms)
 
 	while (syscall(SYS_clock_nanosleep, CLOCK_MONOTONIC, 0, &ts, &ts) == -1 && errno == EINTR)
 		;
-}
-
-/*
- * Reap @pid within @timeout_ms; kill it if it takes longer. Returns the wait status, or -1 when
- * it had to be killed. Allocates nothing, so it is safe while another thread is inside fork().
- */
-static int wait_child(pid_t pid, int timeout_ms)
-{
-	double end = now_s() + timeout_ms / 1000.0;
-	int st;
-
-	for (;;) {
-		pid_t r = waitpid(pid, &st, WNOHANG);
-
-		if (r == pid)
-			return st;
-		if (r < 0)
-			return -1;
-		if (now_s() > end) {
-			kill(pid, SIGKILL);
-			waitpid(pid, &st, 0);
-			return -1;
-		}
-		sleep_ms(2);
-	}
 }
 
 static struct uffd *open_fork_ctx(void)
@@ -230,12 +189,12 @@ static void teardown(void)
 
 static bool wait_atomic_ge(atomic_int *v, int want, int timeout_ms)
 {
-	double end = now_s() + timeout_ms / 1000.0;
+	double end = tu_now() + timeout_ms / 1000.0;
 
 	while (atomic_load(v) < want) {
-		if (now_s() > end)
+		if (tu_now() > end)
 			return false;
-		sleep_ms(1);
+		tu_sleep_ms(1);
 	}
 	return true;
 }
@@ -345,7 +304,7 @@ START_TEST(fork_child_inherits_callbacks_and_map)
 
 	/* Let the child fault and unmap; its own unmap must come back on its own context. */
 	ck_assert_int_eq(write(go[1], "g", 1), 1);
-	st_child = wait_child(pid, 10000);
+	st_child = tu_wait_child(pid, 10000);
 	ck_assert_int_ne(st_child, -1);
 	ck_assert(WIFEXITED(st_child));
 	ck_assert_int_eq(WEXITSTATUS(st_child), 0);
@@ -432,7 +391,7 @@ START_TEST(fork_without_on_fork_runs_unmonitored)
 		}
 		_exit(0);
 	}
-	status = wait_child(pid, 10000);
+	status = tu_wait_child(pid, 10000);
 	ck_assert_int_ne(status, -1);
 	ck_assert(WIFEXITED(status));
 	ck_assert_int_eq(WEXITSTATUS(status), 0);
@@ -544,8 +503,8 @@ START_TEST(two_threads_fork_under_monitor)
 	ck_assert_uint_eq(st.forks, 2 * ROUNDS);
 
 	/* Every child has exited: the probe buries each child context, on_exit once for each. */
-	end = now_s() + 10;
-	while (uffd_monitor_count(m) > 1 && now_s() < end)
+	end = tu_now() + 10;
+	while (uffd_monitor_count(m) > 1 && tu_now() < end)
 		ck_assert_int_ge(uffd_monitor_run(m, 300), 0);
 	ck_assert_int_eq(uffd_monitor_count(m), 1);
 	ck_assert_int_eq(atomic_load(&F.exits), 2 * ROUNDS);
@@ -616,7 +575,7 @@ START_TEST(on_fork_refusal_in_monitor_leaves_child_unmonitored)
 				_exit(10 + (int)i);
 		_exit(0);
 	}
-	status = wait_child(pid, 10000);
+	status = tu_wait_child(pid, 10000);
 	ck_assert_int_eq(uffd_monitor_stop(m), 0);
 	pthread_join(mt.t, NULL);
 	ck_assert_int_ne(status, -1);
@@ -682,17 +641,17 @@ START_TEST(on_fork_may_place_child_in_another_monitor)
 		_exit(0);
 	}
 	/* This thread serves the other monitor until the child is done. */
-	end = now_s() + 10;
-	while (now_s() < end) {
+	end = tu_now() + 10;
+	while (tu_now() < end) {
 		if (waitpid(pid, &status, WNOHANG) == pid)
 			break;
 		if (uffd_monitor_count(m2) == 0)
-			sleep_ms(2);
+			tu_sleep_ms(2);
 		else
 			ck_assert_int_ge(uffd_monitor_run(m2, 20), 0);
 	}
 	if (status == -1)
-		status = wait_child(pid, 0);
+		status = tu_wait_child(pid, 0);
 	ck_assert_int_eq(uffd_monitor_stop(m), 0);
 	pthread_join(mt.t, NULL);
 
@@ -733,7 +692,7 @@ static void *one_fork_main(void *p)
 		_exit(0);
 	atomic_store(&o->state, 2);
 	if (o->pid > 0)
-		o->status = wait_child(o->pid, 10000);
+		o->status = tu_wait_child(o->pid, 10000);
 	return NULL;
 }
 
@@ -800,10 +759,10 @@ static void emfile_case(bool in_monitor)
 	blocked_mid = atomic_load(&o.state) == 1;
 	forks_mid = uffd_get_stats(u, &st) == 0 ? (int)st.forks : -1;
 	setrlimit(RLIMIT_NOFILE, &old);
-	end = now_s() + 10;
-	while (atomic_load(&F.forks) == 0 && now_s() < end && r3 >= 0)
+	end = tu_now() + 10;
+	while (atomic_load(&F.forks) == 0 && tu_now() < end && r3 >= 0)
 		r3 = emfile_step(u, m, 100);
-	while (atomic_load(&o.state) != 2 && now_s() < end)
+	while (atomic_load(&o.state) != 2 && tu_now() < end)
 		raw_sleep_ms(1);
 	if (atomic_load(&o.state) != 2) {
 		/* Release a forker still stuck (closing the fd drops the event) before failing. */
@@ -866,23 +825,13 @@ END_TEST
 int main(void)
 {
 	Suite *s = suite_create("fork");
-	TCase *tc = tcase_create("fork"), *dl = tcase_create("deadlock"),
-	      *em = tcase_create("emfile");
+	TCase *tc = tu_tcase("fork", 30, setup, teardown),
+	      *dl = tu_tcase("deadlock", 150, setup, teardown),
+	      *em = tu_tcase("emfile", 30, setup, teardown);
 	struct uffd_config cfg = { .required = FORK_EVENTS };
-	struct uffd *u;
-	int r = uffd_open(&u, &cfg);
 
-	if (r)
-		tu_skip("cannot open a userfaultfd with FORK/UNMAP/REMAP/REMOVE events: %s",
-			uffd_strerror(r));
-	uffd_close(u);
+	tu_require_uffd(&cfg, "FORK/UNMAP/REMAP/REMOVE events");
 
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_add_checked_fixture(dl, setup, teardown);
-	tcase_add_checked_fixture(em, setup, teardown);
-	tcase_set_timeout(tc, 30);
-	tcase_set_timeout(dl, 150);
-	tcase_set_timeout(em, 30);
 	tcase_add_test(tc, fork_child_inherits_callbacks_and_map);
 	tcase_add_test(tc, fork_without_on_fork_runs_unmonitored);
 	tcase_add_test(tc, on_fork_refusal_in_monitor_leaves_child_unmonitored);

@@ -28,25 +28,10 @@
 	 UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_POISON | \
 	 UFFD_FEATURE_MOVE)
 
-static struct uffd *open_ctx(uint64_t features)
-{
-	struct uffd_config cfg = { .required = features };
-	struct uffd *u = NULL;
+/* The touchers are threads: tu_touch_start() calls pthread_create(), and tests/CMakeLists.txt
+ * labels a program `threads` (run under TSan) when its source names that call. */
 
-	ck_assert_int_eq(uffd_open(&u, &cfg), 0);
-	return u;
-}
-
-static void reg(struct uffd *u, void *addr, size_t len, uint64_t mode)
-{
-	struct uffdio_register r = {
-		.range = { .start = (uintptr_t)addr, .len = len },
-		.mode = mode,
-	};
-
-	ck_assert_int_eq(ioctl(uffd_fd(u), UFFDIO_REGISTER, &r), 0);
-}
-
+/* A fault on hugetlbfs is reported at its huge page's start: tu_expect_fault() is given that. */
 static char *map_huge(size_t len)
 {
 	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB,
@@ -67,67 +52,19 @@ static char *pattern(size_t len, char seed)
 	return p;
 }
 
-struct toucher {
-	pthread_t t;
-	volatile char *addr;
-	bool write;
-	char value;
-	_Atomic bool done;
-};
-
-static void *touch_fn(void *arg)
-{
-	struct toucher *t = arg;
-
-	if (t->write)
-		*t->addr = t->value;
-	else
-		t->value = *t->addr;
-	atomic_store(&t->done, true);
-	return NULL;
-}
-
-static void touch_start(struct toucher *t, void *addr, bool write, char value)
-{
-	t->addr = addr;
-	t->write = write;
-	t->value = value;
-	atomic_store(&t->done, false);
-	ck_assert_int_eq(pthread_create(&t->t, NULL, touch_fn, t), 0);
-}
-
-static void touch_join(struct toucher *t)
-{
-	ck_assert_int_eq(pthread_join(t->t, NULL), 0);
-	ck_assert(atomic_load(&t->done));
-}
-
-/* One fault message; on hugetlbfs its address is the huge page's start. */
-static void expect_fault(struct uffd *u, void *hpage, uint64_t flags)
-{
-	struct pollfd pf = { .fd = uffd_fd(u), .events = POLLIN };
-	struct uffd_msg m;
-
-	ck_assert_int_eq(poll(&pf, 1, 5000), 1);
-	ck_assert_int_eq(read(uffd_fd(u), &m, sizeof(m)), (ssize_t)sizeof(m));
-	ck_assert_uint_eq(m.event, UFFD_EVENT_PAGEFAULT);
-	ck_assert_uint_eq(m.arg.pagefault.address, (uintptr_t)hpage);
-	ck_assert_uint_eq(m.arg.pagefault.flags & flags, flags);
-}
-
 START_TEST(huge_copy)
 {
-	struct uffd *u = open_ctx(UFFD_FEATURE_MISSING_HUGETLBFS);
+	struct uffd *u = tu_open(UFFD_FEATURE_MISSING_HUGETLBFS);
 	char *area = map_huge(2 * HPS);
 	char *src = pattern(2 * HPS, 'h');
-	struct toucher t;
+	struct tu_toucher t;
 
-	reg(u, area, 2 * HPS, UFFDIO_REGISTER_MODE_MISSING);
-	touch_start(&t, area + HPS + 12345, false, 0);
-	expect_fault(u, area + HPS, 0);
+	tu_kernel_register(u, area, 2 * HPS, UFFDIO_REGISTER_MODE_MISSING);
+	tu_touch_start(&t, area + HPS + 12345, false, 0);
+	tu_expect_fault(u, area + HPS, 0);
 	ck_assert_int_eq(uffd_copy(u, area + HPS, src + HPS, HPS, 0), 0);
 	ck_assert_uint_eq(uffd_last_done(), HPS);
-	touch_join(&t);
+	tu_touch_join(&t);
 	ck_assert_int_eq(t.value, src[HPS + 12345]);
 	ck_assert_int_eq(memcmp(area + HPS, src + HPS, HPS), 0);
 
@@ -146,12 +83,12 @@ END_TEST
 /* Huge page 2 of 2 present: page 1 is copied, then -EEXIST, with last_done at 2 MB. */
 START_TEST(huge_copy_partial)
 {
-	struct uffd *u = open_ctx(UFFD_FEATURE_MISSING_HUGETLBFS);
+	struct uffd *u = tu_open(UFFD_FEATURE_MISSING_HUGETLBFS);
 	char *area = map_huge(2 * HPS);
 	char *src = pattern(2 * HPS, 'P');
 	char *other = pattern(HPS, 'O');
 
-	reg(u, area, 2 * HPS, UFFDIO_REGISTER_MODE_MISSING);
+	tu_kernel_register(u, area, 2 * HPS, UFFDIO_REGISTER_MODE_MISSING);
 	ck_assert_int_eq(uffd_copy(u, area + HPS, other, HPS, 0), 0);
 	ck_assert_int_eq(uffd_copy(u, area, src, 2 * HPS, 0), -EEXIST);
 	ck_assert_uint_eq(uffd_last_done(), HPS);
@@ -166,11 +103,11 @@ END_TEST
 
 START_TEST(huge_minor_continue)
 {
-	struct uffd *u = open_ctx(UFFD_FEATURE_MINOR_HUGETLBFS);
+	struct uffd *u = tu_open(UFFD_FEATURE_MINOR_HUGETLBFS);
 	int memfd = memfd_create("libuffd-huge", MFD_CLOEXEC | MFD_HUGETLB);
 	char *src = pattern(2 * HPS, 'C');
 	char *fill, *area;
-	struct toucher t;
+	struct tu_toucher t;
 
 	ck_assert_int_ge(memfd, 0);
 	ck_assert_int_eq(ftruncate(memfd, 2 * HPS), 0);
@@ -180,13 +117,13 @@ START_TEST(huge_minor_continue)
 	ck_assert_ptr_ne(fill, MAP_FAILED);
 	ck_assert_ptr_ne(area, MAP_FAILED);
 	memcpy(fill, src, 2 * HPS);
-	reg(u, area, 2 * HPS, UFFDIO_REGISTER_MODE_MINOR);
+	tu_kernel_register(u, area, 2 * HPS, UFFDIO_REGISTER_MODE_MINOR);
 
-	touch_start(&t, area + HPS + 99, false, 0);
-	expect_fault(u, area + HPS, UFFD_PAGEFAULT_FLAG_MINOR);
+	tu_touch_start(&t, area + HPS + 99, false, 0);
+	tu_expect_fault(u, area + HPS, UFFD_PAGEFAULT_FLAG_MINOR);
 	ck_assert_int_eq(uffd_continue(u, area + HPS, HPS, 0), 0);
 	ck_assert_uint_eq(uffd_last_done(), HPS);
-	touch_join(&t);
+	tu_touch_join(&t);
 	ck_assert_int_eq(t.value, src[HPS + 99]);
 	/* Partial: huge page 2 is mapped already. */
 	ck_assert_int_eq(uffd_continue(u, area, 2 * HPS, 0), -EEXIST);
@@ -202,27 +139,27 @@ END_TEST
 
 START_TEST(huge_writeprotect)
 {
-	struct uffd *u = open_ctx(UFFD_FEATURE_MISSING_HUGETLBFS | UFFD_FEATURE_PAGEFAULT_FLAG_WP |
-				  UFFD_FEATURE_WP_HUGETLBFS_SHMEM);
+	struct uffd *u = tu_open(UFFD_FEATURE_MISSING_HUGETLBFS | UFFD_FEATURE_PAGEFAULT_FLAG_WP |
+				 UFFD_FEATURE_WP_HUGETLBFS_SHMEM);
 	char *area = map_huge(HPS);
 	char *src = pattern(HPS, 'W');
-	struct toucher t;
+	struct tu_toucher t;
 
-	reg(u, area, HPS, UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP);
+	tu_kernel_register(u, area, HPS, UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP);
 	ck_assert_int_eq(uffd_copy(u, area, src, HPS, UFFDIO_COPY_MODE_WP), 0);
-	touch_start(&t, area + 4096 * 3 + 1, true, 'z');
-	expect_fault(u, area, UFFD_PAGEFAULT_FLAG_WP | UFFD_PAGEFAULT_FLAG_WRITE);
+	tu_touch_start(&t, area + 4096 * 3 + 1, true, 'z');
+	tu_expect_fault(u, area, UFFD_PAGEFAULT_FLAG_WP | UFFD_PAGEFAULT_FLAG_WRITE);
 	ck_assert_int_eq(uffd_writeprotect(u, area, HPS, false, 0), 0);
 	ck_assert_uint_eq(uffd_last_done(), HPS);
-	touch_join(&t);
+	tu_touch_join(&t);
 	ck_assert_int_eq(area[4096 * 3 + 1], 'z');
 	ck_assert_int_eq(area[0], src[0]);
 	/* Protect again: a second write faults again. */
 	ck_assert_int_eq(uffd_writeprotect(u, area, HPS, true, 0), 0);
-	touch_start(&t, area, true, 'y');
-	expect_fault(u, area, UFFD_PAGEFAULT_FLAG_WP);
+	tu_touch_start(&t, area, true, 'y');
+	tu_expect_fault(u, area, UFFD_PAGEFAULT_FLAG_WP);
 	ck_assert_int_eq(uffd_writeprotect(u, area, HPS, false, 0), 0);
-	touch_join(&t);
+	tu_touch_join(&t);
 	ck_assert_int_eq(area[0], 'y');
 	uffd_close(u);
 	free(src);
@@ -241,13 +178,13 @@ static void on_sigbus(int sig)
 START_TEST(huge_poison_and_move)
 {
 	struct uffd *u =
-		open_ctx(UFFD_FEATURE_MISSING_HUGETLBFS | UFFD_FEATURE_POISON | UFFD_FEATURE_MOVE);
+		tu_open(UFFD_FEATURE_MISSING_HUGETLBFS | UFFD_FEATURE_POISON | UFFD_FEATURE_MOVE);
 	char *area = map_huge(2 * HPS);
 	char *src = tu_map_anon(HPS);
 	struct sigaction sa = { .sa_handler = on_sigbus };
 	volatile bool bus = false;
 
-	reg(u, area, 2 * HPS, UFFDIO_REGISTER_MODE_MISSING);
+	tu_kernel_register(u, area, 2 * HPS, UFFDIO_REGISTER_MODE_MISSING);
 	ck_assert_int_eq(uffd_poison(u, area, HPS, 0), 0);
 	ck_assert_uint_eq(uffd_last_done(), HPS);
 	sigemptyset(&sa.sa_mask);

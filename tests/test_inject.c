@@ -247,15 +247,6 @@ static unsigned kernel_modes(const void *addr)
 	return modes;
 }
 
-static struct uffd *open_ctx(uint64_t required)
-{
-	struct uffd_config cfg = { .required = required };
-	struct uffd *u = NULL;
-
-	ck_assert_int_eq(uffd_open(&u, &cfg), 0);
-	return u;
-}
-
 /* Register single pages of a big mapping until the context's map has no free node left, so that
  * the next operation that needs a node must allocate. Returns the mapping (2 * count pages). */
 static char *exhaust_nodes(struct uffd *u, size_t *len_out)
@@ -406,7 +397,7 @@ END_TEST
 
 START_TEST(register_each_alloc)
 {
-	struct uffd *u = open_ctx(0);
+	struct uffd *u = tu_open(0);
 	char *p = tu_map_anon(8 * PS);
 	static struct snap before, after;
 	unsigned long c0, calls;
@@ -422,7 +413,7 @@ START_TEST(register_each_alloc)
 	uffd_close(u);
 
 	for (i = 1; i <= (int)calls; i++) {
-		u = open_ctx(0);
+		u = tu_open(0);
 		uffd_test_fail_at(UFFD_FAIL_MMAP, i, ENOMEM);
 		injected++;
 		ck_assert_int_eq(uffd_register(u, p, 8 * PS, UFFDIO_REGISTER_MODE_MISSING, p),
@@ -446,7 +437,7 @@ END_TEST
 
 START_TEST(split_each_alloc)
 {
-	struct uffd *u = open_ctx(0);
+	struct uffd *u = tu_open(0);
 	char *p = tu_map_anon(8 * PS);
 	static struct snap before, after;
 	size_t biglen;
@@ -513,7 +504,7 @@ static void *do_mremap(void *arg)
 
 START_TEST(unmap_each_alloc)
 {
-	struct uffd *u = open_ctx(EVENTS);
+	struct uffd *u = tu_open(EVENTS);
 	char *p = tu_map_anon(8 * PS);
 	static struct snap before, after;
 	struct uffd_range r;
@@ -574,7 +565,7 @@ END_TEST
 
 START_TEST(remap_each_alloc)
 {
-	struct uffd *u = open_ctx(EVENTS);
+	struct uffd *u = tu_open(EVENTS);
 	char *p = tu_map_anon(4 * PS), *dst = tu_map_anon(4 * PS);
 	static struct snap before, after;
 	struct uffd_range r;
@@ -700,7 +691,7 @@ static void fork_cycle(struct uffd *u, char *page, int fail_at, int fail_err)
 
 START_TEST(fork_each_alloc)
 {
-	struct uffd *u = open_ctx(EVENTS | UFFD_FEATURE_EVENT_FORK);
+	struct uffd *u = tu_open(EVENTS | UFFD_FEATURE_EVENT_FORK);
 	char *p = tu_map_anon(4 * PS);
 	unsigned long c0, calls;
 	int i, fds;
@@ -724,7 +715,7 @@ END_TEST
 
 START_TEST(fork_emfile)
 {
-	struct uffd *u = open_ctx(EVENTS | UFFD_FEATURE_EVENT_FORK);
+	struct uffd *u = tu_open(EVENTS | UFFD_FEATURE_EVENT_FORK);
 	char *p = tu_map_anon(4 * PS);
 	struct forker f = { .page = p + 2 * PS };
 	struct rlimit old, low;
@@ -796,7 +787,7 @@ static void *kick(void *arg)
 
 START_TEST(eintr_poll_read)
 {
-	struct uffd *u = open_ctx(EVENTS);
+	struct uffd *u = tu_open(EVENTS);
 	char *p = tu_map_anon(4 * PS);
 	struct uffd_event ev[4];
 	struct sigaction sa = { .sa_handler = on_usr1 }; /* no SA_RESTART: poll() sees EINTR */
@@ -878,7 +869,7 @@ END_TEST
 START_TEST(monitor_add_watch_each_alloc)
 {
 	struct uffd_monitor *m = NULL;
-	struct uffd *u = open_ctx(0);
+	struct uffd *u = tu_open(0);
 	int calls, i, fds;
 
 	ck_assert_int_eq(uffd_monitor_new(&m), 0);
@@ -889,7 +880,7 @@ START_TEST(monitor_add_watch_each_alloc)
 	uffd_monitor_free(m); /* closes u */
 
 	ck_assert_int_eq(uffd_monitor_new(&m), 0);
-	u = open_ctx(0);
+	u = tu_open(0);
 	for (i = 1; i <= calls; i++) {
 		w_begin(i);
 		ck_assert_int_eq(uffd_monitor_add(m, u), -ENOMEM);
@@ -946,7 +937,7 @@ static void monitor_serve_until_exit(struct uffd_monitor *m, pid_t pid)
 START_TEST(monitor_fork_each_alloc)
 {
 	struct uffd_monitor *m = NULL;
-	struct uffd *u = open_ctx(EVENTS | UFFD_FEATURE_EVENT_FORK);
+	struct uffd *u = tu_open(EVENTS | UFFD_FEATURE_EVENT_FORK);
 	char *p = tu_map_anon(4 * PS);
 	struct forker f;
 	pthread_t t;
@@ -995,25 +986,13 @@ END_TEST
 int main(void)
 {
 	Suite *s = suite_create("inject");
-	TCase *op = tcase_create("open"), *rg = tcase_create("register"),
-	      *dp = tcase_create("dispatch"), *mo = tcase_create("monitor");
+	TCase *op = tu_tcase("open", 30, setup, NULL), *rg = tu_tcase("register", 30, setup, NULL),
+	      *dp = tu_tcase("dispatch", 60, setup, NULL),
+	      *mo = tu_tcase("monitor", 60, setup, NULL);
 	struct uffd_config cfg = { .required = EVENTS | UFFD_FEATURE_EVENT_FORK };
-	struct uffd *u;
-	int r = uffd_open(&u, &cfg);
 
-	if (r)
-		tu_skip("cannot open a userfaultfd with FORK/UNMAP/REMAP/REMOVE events: %s",
-			uffd_strerror(r));
-	uffd_close(u);
+	tu_require_uffd(&cfg, "FORK/UNMAP/REMAP/REMOVE events");
 
-	tcase_add_checked_fixture(op, setup, NULL);
-	tcase_add_checked_fixture(rg, setup, NULL);
-	tcase_add_checked_fixture(dp, setup, NULL);
-	tcase_add_checked_fixture(mo, setup, NULL);
-	tcase_set_timeout(op, 30);
-	tcase_set_timeout(rg, 30);
-	tcase_set_timeout(dp, 60);
-	tcase_set_timeout(mo, 60);
 	tcase_add_test(op, open_each_alloc);
 	tcase_add_test(op, adopt_each_alloc);
 	tcase_add_test(rg, register_each_alloc);

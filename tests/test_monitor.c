@@ -28,44 +28,6 @@
 
 static size_t PS;
 
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_ms(unsigned ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-
-	while (nanosleep(&ts, &ts) && errno == EINTR)
-		;
-}
-
-/* Reap @pid within @timeout_ms, killing it if it takes longer: the status, or -1 if killed. */
-static int wait_child(pid_t pid, int timeout_ms)
-{
-	double end = now_s() + timeout_ms / 1000.0;
-	int st;
-
-	for (;;) {
-		pid_t r = waitpid(pid, &st, WNOHANG);
-
-		if (r == pid)
-			return st;
-		if (r < 0)
-			return -1;
-		if (now_s() > end) {
-			kill(pid, SIGKILL);
-			waitpid(pid, &st, 0);
-			return -1;
-		}
-		sleep_ms(2);
-	}
-}
-
 static void setup(void)
 {
 	PS = tu_page();
@@ -92,44 +54,6 @@ struct info {
 	char *p; /* the extra registered page at the monitor's probe address, or NULL */
 };
 
-static int send_fd(int sock, int fd, const void *buf, size_t len)
-{
-	char ctl[CMSG_SPACE(sizeof(int))];
-	struct iovec iov = { (void *)buf, len };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-	struct cmsghdr *cm;
-
-	if (fd >= 0) {
-		memset(ctl, 0, sizeof(ctl));
-		mh.msg_control = ctl;
-		mh.msg_controllen = sizeof(ctl);
-		cm = CMSG_FIRSTHDR(&mh);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(cm), &fd, sizeof(int));
-	}
-	return sendmsg(sock, &mh, 0) == (ssize_t)len ? 0 : -1;
-}
-
-static int recv_fd(int sock, int *fd, void *buf, size_t len)
-{
-	char ctl[CMSG_SPACE(sizeof(int))];
-	struct iovec iov = { buf, len };
-	struct msghdr mh = {
-		.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof(ctl)
-	};
-	struct cmsghdr *cm;
-
-	*fd = -1;
-	if (recvmsg(sock, &mh, MSG_CMSG_CLOEXEC) != (ssize_t)len)
-		return -1;
-	for (cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
-		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
-			memcpy(fd, CMSG_DATA(cm), sizeof(int));
-	return 0;
-}
-
 static void sock_pair(int sv[2])
 {
 	struct timeval tv = { 15, 0 };
@@ -147,7 +71,7 @@ static struct uffd *adopt_from(int sock, struct info *in)
 	struct uffd *u = NULL;
 	int fd;
 
-	ck_assert_int_eq(recv_fd(sock, &fd, in, sizeof(*in)), 0);
+	ck_assert_int_eq(tu_recv_fd(sock, &fd, in, sizeof(*in)), 0);
 	ck_assert_int_eq(in->err, 0);
 	ck_assert_int_ge(fd, 0);
 	ck_assert_int_eq(uffd_adopt(&u, fd, &cfg), 0);
@@ -191,7 +115,7 @@ static void obs_exit(struct uffd *u, void *arg)
 	uffd_get_stats(u, &st);
 	if (i < MAXREC)
 		o->exits[i] =
-			(struct xrec){ u, now_s(), st.faults, st.forks, uffd_monitor_count(o->m) };
+			(struct xrec){ u, tu_now(), st.faults, st.forks, uffd_monitor_count(o->m) };
 }
 
 #define PATTERN 0x5c
@@ -230,7 +154,7 @@ static void *mon_main(void *p)
 	struct mon_thread *mt = p;
 
 	mt->ret = uffd_monitor_run(mt->m, mt->timeout_ms);
-	mt->t_end = now_s();
+	mt->t_end = tu_now();
 	atomic_store(&mt->done, true);
 	return NULL;
 }
@@ -246,16 +170,16 @@ static void mon_start(struct mon_thread *mt, struct uffd_monitor *m, int timeout
 /* Join within @timeout_ms; if run() has not returned by then, stop it and report false. */
 static bool mon_join(struct mon_thread *mt, int timeout_ms)
 {
-	double end = now_s() + timeout_ms / 1000.0;
+	double end = tu_now() + timeout_ms / 1000.0;
 	bool ok = true;
 
 	while (!atomic_load(&mt->done)) {
-		if (now_s() > end) {
+		if (tu_now() > end) {
 			ok = false;
 			uffd_monitor_stop(mt->m);
 			break;
 		}
-		sleep_ms(2);
+		tu_sleep_ms(2);
 	}
 	pthread_join(mt->t, NULL);
 	return ok;
@@ -298,10 +222,10 @@ START_TEST(bad_arguments)
 
 	/* An empty monitor has nothing to serve: run returns at once, even with no timeout. */
 	ck_assert_int_eq(uffd_monitor_new(&m), 0);
-	t0 = now_s();
+	t0 = tu_now();
 	ck_assert_int_eq(uffd_monitor_run(m, -1), 0);
 	ck_assert_int_eq(uffd_monitor_run(m, 0), 0);
-	ck_assert_double_lt(now_s() - t0, 0.5);
+	ck_assert_double_lt(tu_now() - t0, 0.5);
 	uffd_monitor_free(m);
 	munmap(mem, 2 * PS);
 }
@@ -383,14 +307,14 @@ START_TEST(run_timeout_on_time)
 	u = open_idle(&mem, 2);
 	ck_assert_int_eq(uffd_monitor_add(m, u), 0);
 
-	t0 = now_s();
+	t0 = tu_now();
 	ck_assert_int_eq(uffd_monitor_run(m, 0), 0);
-	ck_assert_double_lt(now_s() - t0, 0.2);
+	ck_assert_double_lt(tu_now() - t0, 0.2);
 
 	/* Several probe rounds pass in 700 ms; none of them counts as an event. */
-	t0 = now_s();
+	t0 = tu_now();
 	ck_assert_int_eq(uffd_monitor_run(m, 700), 0);
-	dt = now_s() - t0;
+	dt = tu_now() - t0;
 	ck_assert_double_ge(dt, 0.69);
 	ck_assert_double_lt(dt, 1.5);
 	ck_assert_int_eq(uffd_monitor_count(m), 1);
@@ -412,7 +336,7 @@ static void *stopper_main(void *p)
 {
 	struct stopper *s = p;
 
-	sleep_ms(s->delay_ms);
+	tu_sleep_ms(s->delay_ms);
 	if (s->sig)
 		pthread_kill(s->target, s->sig);
 	else
@@ -433,10 +357,10 @@ static void stop_handler(int sig)
 /* Run with no timeout; something else stops it after about 300 ms. */
 static void run_until_stopped(struct uffd_monitor *m, double *elapsed)
 {
-	double t0 = now_s();
+	double t0 = tu_now();
 
 	ck_assert_int_eq(uffd_monitor_run(m, -1), 0);
-	*elapsed = now_s() - t0;
+	*elapsed = tu_now() - t0;
 }
 
 START_TEST(stop_from_thread)
@@ -566,8 +490,8 @@ START_TEST(fd_pollable_in_custom_loop)
 	th.p = mem;
 	th.pages = 8;
 	ck_assert_int_eq(pthread_create(&th.t, NULL, toucher_main, &th), 0);
-	end = now_s() + 10;
-	while (!atomic_load(&th.done) && now_s() < end) {
+	end = tu_now() + 10;
+	while (!atomic_load(&th.done) && tu_now() < end) {
 		struct pollfd pf = { .fd = uffd_monitor_fd(m), .events = POLLIN };
 		int n = poll(&pf, 1, 100), r;
 
@@ -596,10 +520,10 @@ END_TEST
 /* An embedding loop must not spin: run(m, 0) clears what made the fd readable, even when empty. */
 static int poll_loop_wakeups(struct uffd_monitor *m, double seconds)
 {
-	double end = now_s() + seconds;
+	double end = tu_now() + seconds;
 	int wakeups = 0;
 
-	while (now_s() < end) {
+	while (tu_now() < end) {
 		struct pollfd pf = { .fd = uffd_monitor_fd(m), .events = POLLIN };
 
 		if (poll(&pf, 1, 50) > 0) {
@@ -662,7 +586,7 @@ static __attribute__((noreturn)) void tree_child(int sock, struct tree_shared *s
 	if (!in.err)
 		in.err =
 			uffd_register(u, in.r, TREE_PAGES * PS, UFFDIO_REGISTER_MODE_MISSING, NULL);
-	if (send_fd(sock, in.err ? -1 : uffd_fd(u), &in, sizeof(in)) || in.err)
+	if (tu_send_fd(sock, in.err ? -1 : uffd_fd(u), &in, sizeof(in)) || in.err)
 		_exit(2);
 	if (read(sock, &c, 1) != 1)
 		_exit(3);
@@ -703,7 +627,7 @@ static __attribute__((noreturn)) void tree_child(int sock, struct tree_shared *s
 
 		if (waitpid(sh->g_pid[g], &st, 0) != sh->g_pid[g])
 			_exit(8);
-		sh->g_reaped[g] = now_s();
+		sh->g_reaped[g] = tu_now();
 		sh->g_status[g] = st;
 		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
 			bad = 9;
@@ -746,8 +670,8 @@ START_TEST(adopted_process_tree_and_exits)
 
 	mon_start(&mt, m, -1);
 	ck_assert_int_eq(write(sv[0], "g", 1), 1);
-	st = wait_child(cpid, 20000);
-	t_c = now_s();
+	st = tu_wait_child(cpid, 20000);
+	t_c = tu_now();
 	/* run() returns by itself once the child and every grandchild are gone. */
 	ck_assert(mon_join(&mt, 10000));
 	ck_assert_int_ne(st, -1);
@@ -946,7 +870,7 @@ static __attribute__((noreturn)) void probe_child(int sock, void *probe)
 				       NULL);
 	if (!in.err && in.p)
 		in.err = uffd_register(u, in.p, PS, UFFDIO_REGISTER_MODE_MISSING, NULL);
-	if (send_fd(sock, in.err ? -1 : uffd_fd(u), &in, sizeof(in)) || in.err)
+	if (tu_send_fd(sock, in.err ? -1 : uffd_fd(u), &in, sizeof(in)) || in.err)
 		_exit(2);
 
 	if (read(sock, &c, 1) != 1)
@@ -977,9 +901,9 @@ static __attribute__((noreturn)) void probe_child(int sock, void *probe)
 /* Serve with run(m, 50) until @sock is readable, for at most @timeout_ms. */
 static bool serve_until_readable(struct uffd_monitor *m, int sock, int timeout_ms)
 {
-	double end = now_s() + timeout_ms / 1000.0;
+	double end = tu_now() + timeout_ms / 1000.0;
 
-	while (now_s() < end) {
+	while (tu_now() < end) {
 		struct pollfd pf = { .fd = sock, .events = POLLIN };
 
 		if (poll(&pf, 1, 0) > 0)
@@ -1022,9 +946,9 @@ START_TEST(probe_never_changes_live_process)
 	ck_assert_int_eq(uffd_monitor_add(m, u), 0); /* pid unknown: probed every round */
 
 	/* Well over a second of probe rounds against a live process. */
-	t0 = now_s();
+	t0 = tu_now();
 	ck_assert_int_eq(uffd_monitor_run(m, 1600), 0);
-	ck_assert_double_ge(now_s() - t0, 1.55);
+	ck_assert_double_ge(tu_now() - t0, 1.55);
 	ck_assert_int_eq(uffd_monitor_count(m), 1);
 	ck_assert_int_eq(atomic_load(&O.nexit), 0);
 	ck_assert_int_eq(atomic_load(&O.nfault), 0);
@@ -1049,12 +973,12 @@ START_TEST(probe_never_changes_live_process)
 
 	/* And the probe does see the exit, within a second of it. */
 	ck_assert_int_eq(write(sv[0], "x", 1), 1);
-	st = wait_child(cpid, 10000);
-	t_reap = now_s();
+	st = tu_wait_child(cpid, 10000);
+	t_reap = tu_now();
 	ck_assert_int_ne(st, -1);
 	ck_assert(WIFEXITED(st));
 	ck_assert_int_eq(WEXITSTATUS(st), 0);
-	while (uffd_monitor_count(m) > 0 && now_s() - t_reap < 5)
+	while (uffd_monitor_count(m) > 0 && tu_now() - t_reap < 5)
 		ck_assert_int_ge(uffd_monitor_run(m, 100), 0);
 	ck_assert_int_eq(atomic_load(&O.nexit), 1);
 	ck_assert_ptr_eq(O.exits[0].u, u);
@@ -1069,10 +993,11 @@ START_TEST(probe_never_changes_live_process)
 END_TEST
 
 /*
- * A watched process that exec()s: its old address space, and with it everything the context
- * could ever report, is gone although the pid lives on and its pidfd stays quiet.
+ * The start of a monitored child: two pages registered in a context of its own, whose fd (or the
+ * error) goes to the test; then the go byte. Exits 2 when the setup fails, 3 without the byte.
+ * Returns the pages.
  */
-static __attribute__((noreturn)) void exec_child(int sock)
+static char *child_two_pages(int sock)
 {
 	struct uffd_config cfg = { .required = EVENTS };
 	struct info in = { 0 };
@@ -1084,10 +1009,20 @@ static __attribute__((noreturn)) void exec_child(int sock)
 	in.err = in.r == MAP_FAILED ? -ENOMEM : uffd_open(&u, &cfg);
 	if (!in.err)
 		in.err = uffd_register(u, in.r, 2 * PS, UFFDIO_REGISTER_MODE_MISSING, NULL);
-	if (send_fd(sock, in.err ? -1 : uffd_fd(u), &in, sizeof(in)) || in.err)
+	if (tu_send_fd(sock, in.err ? -1 : uffd_fd(u), &in, sizeof(in)) || in.err)
 		_exit(2);
 	if (read(sock, &c, 1) != 1)
 		_exit(3);
+	return in.r;
+}
+
+/*
+ * A watched process that exec()s: its old address space, and with it everything the context
+ * could ever report, is gone although the pid lives on and its pidfd stays quiet.
+ */
+static __attribute__((noreturn)) void exec_child(int sock)
+{
+	child_two_pages(sock);
 	/* The socket is close-on-exec: the test sees EOF when the exec has happened. */
 	execl("/bin/sleep", "sleep", "4", (char *)NULL);
 	_exit(4);
@@ -1120,15 +1055,15 @@ START_TEST(watched_process_exec_reported)
 	ck_assert_int_eq(uffd_monitor_watch_pid(m, u, cpid), 0);
 	ck_assert_int_eq(write(sv[0], "g", 1), 1);
 	ck_assert_int_eq(read(sv[0], &c, 1), 0);
-	t_exec = now_s();
+	t_exec = tu_now();
 	end = t_exec + 3;
-	while (uffd_monitor_count(m) > 0 && now_s() < end)
+	while (uffd_monitor_count(m) > 0 && tu_now() < end)
 		ck_assert_int_ge(uffd_monitor_run(m, 100), 0);
 	ck_assert_int_eq(atomic_load(&O.nexit), 1);
 	ck_assert_double_lt(O.exits[0].t - t_exec, EXIT_SLACK_S);
 	ck_assert_int_eq(uffd_monitor_count(m), 0);
 	kill(cpid, SIGKILL);
-	st = wait_child(cpid, 5000);
+	st = tu_wait_child(cpid, 5000);
 	ck_assert_int_ne(st, -1);
 	uffd_monitor_free(m);
 	close(sv[0]);
@@ -1139,20 +1074,7 @@ END_TEST
 /* A monitored process that registers two pages, hands over its fd, and exits on the go byte. */
 static __attribute__((noreturn)) void exit_child(int sock)
 {
-	struct uffd_config cfg = { .required = EVENTS };
-	struct info in = { 0 };
-	struct uffd *u = NULL;
-	char c;
-
-	in.npages = 2;
-	in.r = mmap(NULL, 2 * PS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	in.err = in.r == MAP_FAILED ? -ENOMEM : uffd_open(&u, &cfg);
-	if (!in.err)
-		in.err = uffd_register(u, in.r, 2 * PS, UFFDIO_REGISTER_MODE_MISSING, NULL);
-	if (send_fd(sock, in.err ? -1 : uffd_fd(u), &in, sizeof(in)) || in.err)
-		_exit(2);
-	if (read(sock, &c, 1) != 1)
-		_exit(3);
+	child_two_pages(sock);
 	_exit(0);
 }
 
@@ -1185,12 +1107,12 @@ START_TEST(probe_now_reports_exit)
 	uffd_on_exit(u, obs_exit, &O);
 	ck_assert_int_eq(uffd_monitor_add(m, u), 0);
 	ck_assert_int_eq(write(sv[0], "g", 1), 1);
-	st = wait_child(cpid, 5000);
+	st = tu_wait_child(cpid, 5000);
 	ck_assert_int_eq(st, 0);
-	t_probe = now_s();
+	t_probe = tu_now();
 	ck_assert_int_eq(uffd_monitor_probe(m), 0);
 	end = t_probe + 3;
-	while (uffd_monitor_count(m) > 0 && now_s() < end)
+	while (uffd_monitor_count(m) > 0 && tu_now() < end)
 		ck_assert_int_ge(uffd_monitor_run(m, 20), 0);
 	ck_assert_int_eq(atomic_load(&O.nexit), 1);
 	ck_assert_double_lt(O.exits[0].t - t_probe, 0.1);
@@ -1204,21 +1126,8 @@ END_TEST
 /* The monitored process for the -ESRCH test: registers two pages, touches one on the go byte. */
 static __attribute__((noreturn)) void touch_child(int sock)
 {
-	struct uffd_config cfg = { .required = EVENTS };
-	struct info in = { 0 };
-	struct uffd *u = NULL;
-	char c;
+	char c = *(volatile char *)child_two_pages(sock);
 
-	in.npages = 2;
-	in.r = mmap(NULL, 2 * PS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	in.err = in.r == MAP_FAILED ? -ENOMEM : uffd_open(&u, &cfg);
-	if (!in.err)
-		in.err = uffd_register(u, in.r, 2 * PS, UFFDIO_REGISTER_MODE_MISSING, NULL);
-	if (send_fd(sock, in.err ? -1 : uffd_fd(u), &in, sizeof(in)) || in.err)
-		_exit(2);
-	if (read(sock, &c, 1) != 1)
-		_exit(3);
-	c = *(volatile char *)in.r;
 	_exit(c == PATTERN ? 0 : 4);
 }
 
@@ -1236,7 +1145,7 @@ static int kill_then_copy(struct uffd *u, const struct uffd_pagefault *pf, void 
 
 	atomic_fetch_add(&k->calls, 1);
 	kill(k->pid, SIGKILL);
-	k->status = wait_child(k->pid, 10000);
+	k->status = tu_wait_child(k->pid, 10000);
 	memset(O.buf, PATTERN, PS);
 	k->copy_ret =
 		uffd_copy(u, (void *)((uintptr_t)pf->address & ~(uintptr_t)(PS - 1)), O.buf, PS, 0);
@@ -1270,8 +1179,8 @@ START_TEST(exit_seen_by_esrch_reported_once)
 	/* The pidfd reports the same exit too: on_exit must still run once. */
 	ck_assert_int_eq(uffd_monitor_watch_pid(m, u, k.pid), 0);
 	ck_assert_int_eq(write(sv[0], "g", 1), 1);
-	end = now_s() + 10;
-	while (uffd_monitor_count(m) > 0 && now_s() < end)
+	end = tu_now() + 10;
+	while (uffd_monitor_count(m) > 0 && tu_now() < end)
 		ck_assert_int_ge(uffd_monitor_run(m, 100), 0);
 	ck_assert_int_eq(atomic_load(&k.calls), 1);
 	ck_assert_int_eq(k.copy_ret, -ESRCH);
@@ -1293,23 +1202,12 @@ END_TEST
 int main(void)
 {
 	Suite *s = suite_create("monitor");
-	TCase *ba = tcase_create("basics"), *sp = tcase_create("stop"),
-	      *ex = tcase_create("processes");
+	TCase *ba = tu_tcase("basics", 30, setup, NULL), *sp = tu_tcase("stop", 30, setup, NULL),
+	      *ex = tu_tcase("processes", 60, setup, NULL);
 	struct uffd_config cfg = { .required = EVENTS };
-	struct uffd *u;
-	int r = uffd_open(&u, &cfg);
 
-	if (r)
-		tu_skip("cannot open a userfaultfd with FORK/UNMAP/REMAP/REMOVE events: %s",
-			uffd_strerror(r));
-	uffd_close(u);
+	tu_require_uffd(&cfg, "FORK/UNMAP/REMAP/REMOVE events");
 
-	tcase_add_checked_fixture(ba, setup, NULL);
-	tcase_add_checked_fixture(sp, setup, NULL);
-	tcase_add_checked_fixture(ex, setup, NULL);
-	tcase_set_timeout(ba, 30);
-	tcase_set_timeout(sp, 30);
-	tcase_set_timeout(ex, 60);
 	tcase_add_test(ba, bad_arguments);
 	tcase_add_test(ba, add_busy_and_free_closes);
 	tcase_add_test(ba, watch_pid_args);

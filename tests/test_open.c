@@ -439,28 +439,6 @@ END_TEST
 
 /* ---- the unprivileged path ---- */
 
-static long read_sysctl(const char *path)
-{
-	FILE *f = fopen(path, "r");
-	long v = -1;
-
-	if (!f)
-		return -1;
-	if (fscanf(f, "%ld", &v) != 1)
-		v = -1;
-	fclose(f);
-	return v;
-}
-
-static void write_sysctl(const char *path, long v)
-{
-	FILE *f = fopen(path, "w");
-
-	ck_assert_ptr_nonnull(f);
-	fprintf(f, "%ld\n", v);
-	ck_assert_int_eq(fclose(f), 0);
-}
-
 /* Checks made by the unprivileged child; it exits with the number of the first that failed. */
 #define CHILD_CHECK(n, cond)      \
 	do {                      \
@@ -552,7 +530,7 @@ static void unprivileged_child(void)
 START_TEST(unprivileged)
 {
 	const char *knob = "/proc/sys/vm/unprivileged_userfaultfd";
-	long old = read_sysctl(knob);
+	long old = tu_read_long(knob);
 	int status;
 	pid_t pid;
 
@@ -561,14 +539,14 @@ START_TEST(unprivileged)
 	ck_assert_int_ge(old, 0);
 	/* The knob must be off for "kernel faults need privilege" to hold. */
 	if (old != 0)
-		write_sysctl(knob, 0);
+		ck_assert_int_eq(tu_write_long(knob, 0), 0);
 	pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0)
 		unprivileged_child();
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	if (old != 0)
-		write_sysctl(knob, old);
+		ck_assert_int_eq(tu_write_long(knob, old), 0);
 	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
 		      "unprivileged child failed at check %d (status 0x%x)",
 		      WIFEXITED(status) ? WEXITSTATUS(status) : -1, status);
@@ -874,14 +852,6 @@ START_TEST(version_string)
 }
 END_TEST
 
-static TCase *tcase(const char *name, int timeout)
-{
-	TCase *tc = tcase_create(name);
-
-	tcase_set_timeout(tc, timeout);
-	return tc;
-}
-
 int main(void)
 {
 	Suite *s = suite_create("open");
@@ -895,13 +865,13 @@ int main(void)
 	if (getuid() != 0)
 		tu_skip("these tests need root (doors, EVENT_FORK, dropping to nobody)");
 
-	tc = tcase("probe", 10);
+	tc = tu_tcase("probe", 10, NULL, NULL);
 	tcase_add_test(tc, probe_kernel);
 	tcase_add_test(tc, probe_threads);
 	tcase_add_test(tc, probe_failure_not_cached);
 	suite_add_tcase(s, tc);
 
-	tc = tcase("open", 10);
+	tc = tu_tcase("open", 10, NULL, NULL);
 	tcase_add_test(tc, open_default);
 	tcase_add_test(tc, open_granted);
 	tcase_add_test(tc, open_bad_args);
@@ -910,16 +880,16 @@ int main(void)
 	tcase_add_test(tc, open_doors);
 	suite_add_tcase(s, tc);
 
-	tc = tcase("faults", 10);
+	tc = tu_tcase("faults", 10, NULL, NULL);
 	tcase_add_test(tc, user_mode_only_default);
 	tcase_add_test(tc, kernel_faults_delivered);
 	suite_add_tcase(s, tc);
 
-	tc = tcase("unprivileged", 20);
+	tc = tu_tcase("unprivileged", 20, NULL, NULL);
 	tcase_add_test(tc, unprivileged);
 	suite_add_tcase(s, tc);
 
-	tc = tcase("adopt", 10);
+	tc = tu_tcase("adopt", 10, NULL, NULL);
 	tcase_add_test(tc, adopt_fresh_fd_negotiates);
 	tcase_add_test(tc, adopt_done_fd_learns);
 	tcase_add_test(tc, adopt_failures);
@@ -927,7 +897,7 @@ int main(void)
 		tcase_add_test(tc, adopt_fork_child_fd);
 	suite_add_tcase(s, tc);
 
-	tc = tcase("names", 10);
+	tc = tu_tcase("names", 10, NULL, NULL);
 	tcase_add_test(tc, feature_names);
 	tcase_add_test(tc, ioctl_names);
 	tcase_add_test(tc, strerror_codes);

@@ -31,25 +31,6 @@
 
 static size_t ps;
 
-static struct uffd *open_ctx(uint64_t features)
-{
-	struct uffd_config cfg = { .required = features };
-	struct uffd *u = NULL;
-
-	ck_assert_int_eq(uffd_open(&u, &cfg), 0);
-	return u;
-}
-
-static void reg(struct uffd *u, void *addr, size_t len, uint64_t mode)
-{
-	struct uffdio_register r = {
-		.range = { .start = (uintptr_t)addr, .len = len },
-		.mode = mode,
-	};
-
-	ck_assert_int_eq(ioctl(uffd_fd(u), UFFDIO_REGISTER, &r), 0);
-}
-
 /* Is the page at @p mapped in this process's page tables? (pagemap "present" bit) */
 static bool present(const void *p)
 {
@@ -62,64 +43,15 @@ static bool present(const void *p)
 	return (e >> 63) & 1;
 }
 
-/* ---- a thread that touches a page and blocks on its fault ---- */
-
-struct toucher {
-	pthread_t t;
-	volatile char *addr;
-	bool write;
-	char value; /* written, or read */
-	_Atomic bool done;
-};
-
-static void *touch_fn(void *arg)
-{
-	struct toucher *t = arg;
-
-	if (t->write)
-		*t->addr = t->value;
-	else
-		t->value = *t->addr;
-	atomic_store(&t->done, true);
-	return NULL;
-}
-
-static void touch_start(struct toucher *t, void *addr, bool write, char value)
-{
-	t->addr = addr;
-	t->write = write;
-	t->value = value;
-	atomic_store(&t->done, false);
-	ck_assert_int_eq(pthread_create(&t->t, NULL, touch_fn, t), 0);
-}
-
-static void touch_join(struct toucher *t)
-{
-	ck_assert_int_eq(pthread_join(t->t, NULL), 0);
-	ck_assert(atomic_load(&t->done));
-}
+/* ---- a thread that touches a page and blocks on its fault (testutil's tu_toucher) ---- */
 
 /* The toucher is still blocked after a short while. */
-static void still_blocked(struct toucher *t)
+static void still_blocked(struct tu_toucher *t)
 {
 	struct timespec ts = { 0, 50 * 1000 * 1000 };
 
 	nanosleep(&ts, NULL);
 	ck_assert(!atomic_load(&t->done));
-}
-
-/* Read one message (waiting up to 5 s) and check it is a fault at @addr with @flags set. */
-static struct uffd_msg expect_fault(struct uffd *u, void *addr, uint64_t flags)
-{
-	struct pollfd pf = { .fd = uffd_fd(u), .events = POLLIN };
-	struct uffd_msg m;
-
-	ck_assert_int_eq(poll(&pf, 1, 5000), 1);
-	ck_assert_int_eq(read(uffd_fd(u), &m, sizeof(m)), (ssize_t)sizeof(m));
-	ck_assert_uint_eq(m.event, UFFD_EVENT_PAGEFAULT);
-	ck_assert_uint_eq(m.arg.pagefault.address, (uintptr_t)addr);
-	ck_assert_uint_eq(m.arg.pagefault.flags & flags, flags);
-	return m;
 }
 
 static void no_message(struct uffd *u)
@@ -143,18 +75,18 @@ static char *pattern(size_t len, char seed)
 
 START_TEST(copy_resolves_fault)
 {
-	struct uffd *u = open_ctx(0);
+	struct uffd *u = tu_open(0);
 	char *area = tu_map_anon(4 * ps);
 	char *src = pattern(4 * ps, 'a');
-	struct toucher t;
+	struct tu_toucher t;
 
-	reg(u, area, 4 * ps, UFFDIO_REGISTER_MODE_MISSING);
-	touch_start(&t, area + ps + 10, false, 0);
-	expect_fault(u, area + ps, 0);
+	tu_kernel_register(u, area, 4 * ps, UFFDIO_REGISTER_MODE_MISSING);
+	tu_touch_start(&t, area + ps + 10, false, 0);
+	tu_expect_fault(u, area + ps, 0);
 	/* The source need not be aligned. */
 	ck_assert_int_eq(uffd_copy(u, area + ps, src + 3, ps, 0), 0);
 	ck_assert_uint_eq(uffd_last_done(), ps);
-	touch_join(&t);
+	tu_touch_join(&t);
 	ck_assert_int_eq(t.value, src[3 + 10]);
 	ck_assert_int_eq(memcmp(area + ps, src + 3, ps), 0);
 	ck_assert(!present(area));
@@ -165,10 +97,10 @@ START_TEST(copy_resolves_fault)
 	ck_assert_int_eq(memcmp(area + 2 * ps, src, 2 * ps), 0);
 
 	/* A write fault, resolved by a copy; the write lands on the copied page. */
-	touch_start(&t, area + 7, true, 'W');
-	expect_fault(u, area, UFFD_PAGEFAULT_FLAG_WRITE);
+	tu_touch_start(&t, area + 7, true, 'W');
+	tu_expect_fault(u, area, UFFD_PAGEFAULT_FLAG_WRITE);
 	ck_assert_int_eq(uffd_copy(u, area, src, ps, 0), 0);
-	touch_join(&t);
+	tu_touch_join(&t);
 	ck_assert_int_eq(area[7], 'W');
 	ck_assert_int_eq(area[8], src[8]);
 	no_message(u);
@@ -180,16 +112,16 @@ END_TEST
 
 START_TEST(zeropage_resolves_fault)
 {
-	struct uffd *u = open_ctx(0);
+	struct uffd *u = tu_open(0);
 	char *area = tu_map_anon(2 * ps);
-	struct toucher t;
+	struct tu_toucher t;
 
-	reg(u, area, 2 * ps, UFFDIO_REGISTER_MODE_MISSING);
-	touch_start(&t, area + ps + 1, false, 'x');
-	expect_fault(u, area + ps, 0);
+	tu_kernel_register(u, area, 2 * ps, UFFDIO_REGISTER_MODE_MISSING);
+	tu_touch_start(&t, area + ps + 1, false, 'x');
+	tu_expect_fault(u, area + ps, 0);
 	ck_assert_int_eq(uffd_zeropage(u, area, 2 * ps, 0), 0);
 	ck_assert_uint_eq(uffd_last_done(), 2 * ps);
-	touch_join(&t);
+	tu_touch_join(&t);
 	ck_assert_int_eq(t.value, 0);
 	for (size_t i = 0; i < 2 * ps; i++)
 		ck_assert_int_eq(area[i], 0);
@@ -204,20 +136,20 @@ END_TEST
 /* DONTWAKE leaves the thread asleep until uffd_wake(). */
 START_TEST(dontwake_then_wake)
 {
-	struct uffd *u = open_ctx(0);
+	struct uffd *u = tu_open(0);
 	char *area = tu_map_anon(ps);
 	char *src = pattern(ps, 'd');
-	struct toucher t;
+	struct tu_toucher t;
 
-	reg(u, area, ps, UFFDIO_REGISTER_MODE_MISSING);
-	touch_start(&t, area, false, 0);
-	expect_fault(u, area, 0);
+	tu_kernel_register(u, area, ps, UFFDIO_REGISTER_MODE_MISSING);
+	tu_touch_start(&t, area, false, 0);
+	tu_expect_fault(u, area, 0);
 	ck_assert_int_eq(uffd_copy(u, area, src, ps, UFFDIO_COPY_MODE_DONTWAKE), 0);
 	ck_assert_uint_eq(uffd_last_done(), ps);
 	still_blocked(&t);
 	ck_assert_int_eq(uffd_wake(u, area, ps), 0);
 	ck_assert_uint_eq(uffd_last_done(), ps);
-	touch_join(&t);
+	tu_touch_join(&t);
 	ck_assert_int_eq(t.value, src[0]);
 
 	/* Waking a range with nothing mapped is fine too. */
@@ -237,12 +169,12 @@ END_TEST
  */
 START_TEST(copy_partial)
 {
-	struct uffd *u = open_ctx(0);
+	struct uffd *u = tu_open(0);
 	char *area = tu_map_anon(4 * ps);
 	char *src = pattern(4 * ps, 'p');
 	char *other = pattern(ps, 'O');
 
-	reg(u, area, 4 * ps, UFFDIO_REGISTER_MODE_MISSING);
+	tu_kernel_register(u, area, 4 * ps, UFFDIO_REGISTER_MODE_MISSING);
 	ck_assert_int_eq(uffd_copy(u, area + ps, other, ps, 0), 0);
 
 	/* What the kernel itself says. */
@@ -263,7 +195,7 @@ START_TEST(copy_partial)
 	ck_assert_ptr_eq(mmap(area, ps, PROT_READ | PROT_WRITE,
 			      MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0),
 			 area);
-	reg(u, area, ps, UFFDIO_REGISTER_MODE_MISSING);
+	tu_kernel_register(u, area, ps, UFFDIO_REGISTER_MODE_MISSING);
 
 	/* What the library makes of it. */
 	ck_assert_int_eq(uffd_copy(u, area, src, 4 * ps, 0), -EEXIST);
@@ -293,11 +225,11 @@ END_TEST
  * first, so nothing is done. */
 START_TEST(copy_past_registration)
 {
-	struct uffd *u = open_ctx(0);
+	struct uffd *u = tu_open(0);
 	char *area = tu_map_anon(4 * ps);
 	char *src = pattern(4 * ps, 'r');
 
-	reg(u, area, 2 * ps, UFFDIO_REGISTER_MODE_MISSING);
+	tu_kernel_register(u, area, 2 * ps, UFFDIO_REGISTER_MODE_MISSING);
 	ck_assert_int_eq(uffd_copy(u, area, src, 4 * ps, 0), -ENOENT);
 	ck_assert_uint_eq(uffd_last_done(), 0);
 	ck_assert(!present(area));
@@ -317,12 +249,12 @@ END_TEST
 
 START_TEST(copy_bad_source)
 {
-	struct uffd *u = open_ctx(0);
+	struct uffd *u = tu_open(0);
 	char *area = tu_map_anon(ps);
 	char *none = mmap(NULL, ps, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
 	ck_assert_ptr_ne(none, MAP_FAILED);
-	reg(u, area, ps, UFFDIO_REGISTER_MODE_MISSING);
+	tu_kernel_register(u, area, ps, UFFDIO_REGISTER_MODE_MISSING);
 	ck_assert_int_eq(uffd_copy(u, area, none, ps, 0), -EFAULT);
 	ck_assert_uint_eq(uffd_last_done(), 0);
 	ck_assert_int_eq(uffd_copy(u, area, NULL, ps, 0), -EFAULT);
@@ -335,35 +267,35 @@ END_TEST
 
 START_TEST(writeprotect_anon)
 {
-	struct uffd *u = open_ctx(UFFD_FEATURE_PAGEFAULT_FLAG_WP);
+	struct uffd *u = tu_open(UFFD_FEATURE_PAGEFAULT_FLAG_WP);
 	char *area = tu_map_anon(2 * ps);
 	char *src = pattern(2 * ps, 'w');
-	struct toucher t;
+	struct tu_toucher t;
 
-	reg(u, area, 2 * ps, UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP);
+	tu_kernel_register(u, area, 2 * ps, UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP);
 	ck_assert_int_eq(uffd_copy(u, area, src, 2 * ps, 0), 0);
 	ck_assert_int_eq(uffd_writeprotect(u, area, 2 * ps, true, 0), 0);
 	ck_assert_uint_eq(uffd_last_done(), 2 * ps);
 
 	/* A write faults with WP; un-protecting wakes the writer. */
-	touch_start(&t, area + 5, true, 'Z');
-	expect_fault(u, area, UFFD_PAGEFAULT_FLAG_WP | UFFD_PAGEFAULT_FLAG_WRITE);
+	tu_touch_start(&t, area + 5, true, 'Z');
+	tu_expect_fault(u, area, UFFD_PAGEFAULT_FLAG_WP | UFFD_PAGEFAULT_FLAG_WRITE);
 	still_blocked(&t);
 	ck_assert_int_eq(uffd_writeprotect(u, area, ps, false, 0), 0);
 	ck_assert_uint_eq(uffd_last_done(), ps);
-	touch_join(&t);
+	tu_touch_join(&t);
 	ck_assert_int_eq(area[5], 'Z');
 	/* Reads of a protected page do not fault. */
 	ck_assert_int_eq(area[ps + 1], src[ps + 1]);
 
 	/* Un-protect with DONTWAKE: the writer sleeps until woken. */
-	touch_start(&t, area + ps + 3, true, 'Y');
-	expect_fault(u, area + ps, UFFD_PAGEFAULT_FLAG_WP);
+	tu_touch_start(&t, area + ps + 3, true, 'Y');
+	tu_expect_fault(u, area + ps, UFFD_PAGEFAULT_FLAG_WP);
 	ck_assert_int_eq(
 		uffd_writeprotect(u, area + ps, ps, false, UFFDIO_WRITEPROTECT_MODE_DONTWAKE), 0);
 	still_blocked(&t);
 	ck_assert_int_eq(uffd_wake(u, area + ps, ps), 0);
-	touch_join(&t);
+	tu_touch_join(&t);
 	ck_assert_int_eq(area[ps + 3], 'Y');
 
 	/* The WP bit in mode agrees with protect, or is refused. */
@@ -384,18 +316,18 @@ END_TEST
 /* COPY with MODE_WP installs a write-protected page; WP on a range not registered WP fails. */
 START_TEST(copy_wp_and_wp_unregistered)
 {
-	struct uffd *u = open_ctx(UFFD_FEATURE_PAGEFAULT_FLAG_WP);
+	struct uffd *u = tu_open(UFFD_FEATURE_PAGEFAULT_FLAG_WP);
 	char *area = tu_map_anon(2 * ps);
 	char *src = pattern(ps, 'c');
-	struct toucher t;
+	struct tu_toucher t;
 
-	reg(u, area, ps, UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP);
-	reg(u, area + ps, ps, UFFDIO_REGISTER_MODE_MISSING);
+	tu_kernel_register(u, area, ps, UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP);
+	tu_kernel_register(u, area + ps, ps, UFFDIO_REGISTER_MODE_MISSING);
 	ck_assert_int_eq(uffd_copy(u, area, src, ps, UFFDIO_COPY_MODE_WP), 0);
-	touch_start(&t, area, true, 'q');
-	expect_fault(u, area, UFFD_PAGEFAULT_FLAG_WP);
+	tu_touch_start(&t, area, true, 'q');
+	tu_expect_fault(u, area, UFFD_PAGEFAULT_FLAG_WP);
 	ck_assert_int_eq(uffd_writeprotect(u, area, ps, false, 0), 0);
-	touch_join(&t);
+	tu_touch_join(&t);
 	ck_assert_int_eq(area[0], 'q');
 
 	/* MODE_WP where the range is not registered WP: the kernel's EINVAL. */
@@ -413,19 +345,19 @@ END_TEST
 
 START_TEST(move_anon)
 {
-	struct uffd *u = open_ctx(UFFD_FEATURE_MOVE);
+	struct uffd *u = tu_open(UFFD_FEATURE_MOVE);
 	char *dst = tu_map_anon(4 * ps);
 	char *src = tu_map_anon(4 * ps);
 	char *want = pattern(4 * ps, 'm');
-	struct toucher t;
+	struct tu_toucher t;
 
 	memcpy(src, want, 4 * ps);
-	reg(u, dst, 4 * ps, UFFDIO_REGISTER_MODE_MISSING);
-	touch_start(&t, dst + 2 * ps + 9, false, 0);
-	expect_fault(u, dst + 2 * ps, 0);
+	tu_kernel_register(u, dst, 4 * ps, UFFDIO_REGISTER_MODE_MISSING);
+	tu_touch_start(&t, dst + 2 * ps + 9, false, 0);
+	tu_expect_fault(u, dst + 2 * ps, 0);
 	ck_assert_int_eq(uffd_move(u, dst + 2 * ps, src + 2 * ps, ps, 0), 0);
 	ck_assert_uint_eq(uffd_last_done(), ps);
-	touch_join(&t);
+	tu_touch_join(&t);
 	ck_assert_int_eq(t.value, want[2 * ps + 9]);
 	/* The page moved: the source is empty now. */
 	ck_assert(!present(src + 2 * ps));
@@ -486,11 +418,11 @@ static bool raises_sigbus(volatile char *p)
 
 START_TEST(poison_anon)
 {
-	struct uffd *u = open_ctx(UFFD_FEATURE_POISON);
-	struct uffd *plain = open_ctx(0);
+	struct uffd *u = tu_open(UFFD_FEATURE_POISON);
+	struct uffd *plain = tu_open(0);
 	char *area = tu_map_anon(2 * ps);
 
-	reg(u, area, 2 * ps, UFFDIO_REGISTER_MODE_MISSING);
+	tu_kernel_register(u, area, 2 * ps, UFFDIO_REGISTER_MODE_MISSING);
 	ck_assert_int_eq(uffd_poison(u, area, ps, 0), 0);
 	ck_assert_uint_eq(uffd_last_done(), ps);
 	ck_assert(raises_sigbus(area + 17));
@@ -511,7 +443,7 @@ END_TEST
 /* A poison also resolves a blocked fault: the faulting thread gets SIGBUS, here caught. */
 static void *poison_touch(void *arg)
 {
-	struct toucher *t = arg;
+	struct tu_toucher *t = arg;
 
 	if (raises_sigbus(t->addr))
 		t->value = 'B';
@@ -521,15 +453,15 @@ static void *poison_touch(void *arg)
 
 START_TEST(poison_resolves_fault)
 {
-	struct uffd *u = open_ctx(UFFD_FEATURE_POISON);
+	struct uffd *u = tu_open(UFFD_FEATURE_POISON);
 	char *area = tu_map_anon(ps);
-	struct toucher t = { .addr = area };
+	struct tu_toucher t = { .addr = area };
 
-	reg(u, area, ps, UFFDIO_REGISTER_MODE_MISSING);
+	tu_kernel_register(u, area, ps, UFFDIO_REGISTER_MODE_MISSING);
 	ck_assert_int_eq(pthread_create(&t.t, NULL, poison_touch, &t), 0);
-	expect_fault(u, area, 0);
+	tu_expect_fault(u, area, 0);
 	ck_assert_int_eq(uffd_poison(u, area, ps, 0), 0);
-	touch_join(&t);
+	tu_touch_join(&t);
 	ck_assert_int_eq(t.value, 'B');
 	uffd_close(u);
 	munmap(area, ps);
@@ -539,10 +471,10 @@ END_TEST
 /* CONTINUE has no meaning on anonymous memory: the kernel's EINVAL. */
 START_TEST(continue_anon_einval)
 {
-	struct uffd *u = open_ctx(UFFD_FEATURE_MINOR_SHMEM);
+	struct uffd *u = tu_open(UFFD_FEATURE_MINOR_SHMEM);
 	char *area = tu_map_anon(ps);
 
-	reg(u, area, ps, UFFDIO_REGISTER_MODE_MISSING);
+	tu_kernel_register(u, area, ps, UFFDIO_REGISTER_MODE_MISSING);
 	ck_assert_int_eq(uffd_continue(u, area, ps, 0), -EINVAL);
 	ck_assert(!present(area));
 	uffd_close(u);
@@ -554,13 +486,13 @@ END_TEST
 
 START_TEST(bad_inputs)
 {
-	struct uffd *u = open_ctx(TEST_FEATURES);
+	struct uffd *u = tu_open(TEST_FEATURES);
 	char *area = tu_map_anon(2 * ps);
 	char *src = pattern(2 * ps, 'b');
 	char *high = (char *)(UINTPTR_MAX - ps + 1); /* the last page: any length wraps */
 	int fds = tu_count_fds();
 
-	reg(u, area, 2 * ps, UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP);
+	tu_kernel_register(u, area, 2 * ps, UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP);
 
 	/* Each call's own valid mode bits are taken; the next bit up is refused. */
 	ck_assert_int_eq(uffd_copy(u, area, src, ps, 0x4), -EINVAL);
@@ -622,12 +554,12 @@ static void *other_thread_copy(void *arg)
 
 START_TEST(last_done_per_thread)
 {
-	struct uffd *u = open_ctx(0);
+	struct uffd *u = tu_open(0);
 	char *area = tu_map_anon(2 * ps);
 	pthread_t th;
 	void *other;
 
-	reg(u, area, 2 * ps, UFFDIO_REGISTER_MODE_MISSING);
+	tu_kernel_register(u, area, 2 * ps, UFFDIO_REGISTER_MODE_MISSING);
 	ck_assert_int_eq(uffd_zeropage(u, area, 2 * ps, 0), 0);
 	ck_assert_int_eq(pthread_create(&th, NULL, other_thread_copy, u), 0);
 	ck_assert_int_eq(pthread_join(th, &other), 0);
@@ -657,7 +589,7 @@ static void *madvise_fn(void *arg)
 
 START_TEST(eagain_while_event_pending)
 {
-	struct uffd *u = open_ctx(TEST_FEATURES);
+	struct uffd *u = tu_open(TEST_FEATURES);
 	char *area = tu_map_anon(4 * ps);
 	char *src = tu_map_anon(ps);
 	struct madviser m = { .addr = area, .len = ps };
@@ -665,7 +597,7 @@ START_TEST(eagain_while_event_pending)
 	struct uffd_msg msg;
 	pthread_t th;
 
-	reg(u, area, 4 * ps, UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP);
+	tu_kernel_register(u, area, 4 * ps, UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP);
 	ck_assert_int_eq(uffd_zeropage(u, area, ps, 0), 0);
 	src[0] = 1;
 	ck_assert_int_eq(pthread_create(&th, NULL, madvise_fn, &m), 0);
@@ -698,27 +630,27 @@ END_TEST
 
 START_TEST(shmem_missing_copy_zeropage)
 {
-	struct uffd *u = open_ctx(UFFD_FEATURE_MISSING_SHMEM);
+	struct uffd *u = tu_open(UFFD_FEATURE_MISSING_SHMEM);
 	int memfd;
 	char *area = tu_map_shmem(4 * ps, true, &memfd);
 	char *src = pattern(ps, 's');
-	struct toucher t;
+	struct tu_toucher t;
 	char c = 0;
 
-	reg(u, area, 4 * ps, UFFDIO_REGISTER_MODE_MISSING);
-	touch_start(&t, area + 3, false, 0);
-	expect_fault(u, area, 0);
+	tu_kernel_register(u, area, 4 * ps, UFFDIO_REGISTER_MODE_MISSING);
+	tu_touch_start(&t, area + 3, false, 0);
+	tu_expect_fault(u, area, 0);
 	ck_assert_int_eq(uffd_copy(u, area, src, ps, 0), 0);
-	touch_join(&t);
+	tu_touch_join(&t);
 	ck_assert_int_eq(t.value, src[3]);
 	/* The page is in the file now. */
 	ck_assert_int_eq(pread(memfd, &c, 1, 3), 1);
 	ck_assert_int_eq(c, src[3]);
 
-	touch_start(&t, area + 2 * ps, false, 'x');
-	expect_fault(u, area + 2 * ps, 0);
+	tu_touch_start(&t, area + 2 * ps, false, 'x');
+	tu_expect_fault(u, area + 2 * ps, 0);
 	ck_assert_int_eq(uffd_zeropage(u, area + ps, 2 * ps, 0), 0);
-	touch_join(&t);
+	tu_touch_join(&t);
 	ck_assert_int_eq(t.value, 0);
 	/* Partial: pages 2-3 are there, page 4 not. */
 	ck_assert_int_eq(uffd_copy(u, area + ps, src, 3 * ps, 0), -EEXIST);
@@ -733,20 +665,20 @@ END_TEST
 
 START_TEST(shmem_minor_continue)
 {
-	struct uffd *u = open_ctx(UFFD_FEATURE_MINOR_SHMEM);
+	struct uffd *u = tu_open(UFFD_FEATURE_MINOR_SHMEM);
 	int memfd;
 	char *area = tu_map_shmem(4 * ps, true, &memfd);
 	char *src = pattern(4 * ps, 'M');
-	struct toucher t;
+	struct tu_toucher t;
 
 	/* The page cache is filled through the file, not the registered mapping. */
 	ck_assert_int_eq(pwrite(memfd, src, 4 * ps, 0), (ssize_t)(4 * ps));
-	reg(u, area, 4 * ps, UFFDIO_REGISTER_MODE_MINOR);
-	touch_start(&t, area + ps + 11, false, 0);
-	expect_fault(u, area + ps, UFFD_PAGEFAULT_FLAG_MINOR);
+	tu_kernel_register(u, area, 4 * ps, UFFDIO_REGISTER_MODE_MINOR);
+	tu_touch_start(&t, area + ps + 11, false, 0);
+	tu_expect_fault(u, area + ps, UFFD_PAGEFAULT_FLAG_MINOR);
 	ck_assert_int_eq(uffd_continue(u, area + ps, ps, 0), 0);
 	ck_assert_uint_eq(uffd_last_done(), ps);
-	touch_join(&t);
+	tu_touch_join(&t);
 	ck_assert_int_eq(t.value, src[ps + 11]);
 
 	/* Several pages at once; then partial: pages 1..4 with page 2 mapped already. */
@@ -756,12 +688,12 @@ START_TEST(shmem_minor_continue)
 	ck_assert_int_eq(memcmp(area, src, 3 * ps), 0);
 	ck_assert(!present(area + 3 * ps));
 	/* CONTINUE with DONTWAKE, then wake. */
-	touch_start(&t, area + 3 * ps, false, 0);
-	expect_fault(u, area + 3 * ps, UFFD_PAGEFAULT_FLAG_MINOR);
+	tu_touch_start(&t, area + 3 * ps, false, 0);
+	tu_expect_fault(u, area + 3 * ps, UFFD_PAGEFAULT_FLAG_MINOR);
 	ck_assert_int_eq(uffd_continue(u, area + 3 * ps, ps, UFFDIO_CONTINUE_MODE_DONTWAKE), 0);
 	still_blocked(&t);
 	ck_assert_int_eq(uffd_wake(u, area + 3 * ps, ps), 0);
-	touch_join(&t);
+	tu_touch_join(&t);
 	ck_assert_int_eq(t.value, src[3 * ps]);
 	uffd_close(u);
 	free(src);
@@ -773,20 +705,20 @@ END_TEST
 /* CONTINUE with MODE_WP maps the page write-protected (6.4+). */
 START_TEST(shmem_continue_wp)
 {
-	struct uffd *u = open_ctx(UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_PAGEFAULT_FLAG_WP |
-				  UFFD_FEATURE_WP_HUGETLBFS_SHMEM);
+	struct uffd *u = tu_open(UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_PAGEFAULT_FLAG_WP |
+				 UFFD_FEATURE_WP_HUGETLBFS_SHMEM);
 	int memfd;
 	char *area = tu_map_shmem(ps, true, &memfd);
-	struct toucher t;
+	struct tu_toucher t;
 
 	ck_assert_int_eq(pwrite(memfd, "abc", 3, 0), 3);
-	reg(u, area, ps, UFFDIO_REGISTER_MODE_MINOR | UFFDIO_REGISTER_MODE_WP);
+	tu_kernel_register(u, area, ps, UFFDIO_REGISTER_MODE_MINOR | UFFDIO_REGISTER_MODE_WP);
 	ck_assert_int_eq(uffd_continue(u, area, ps, UFFDIO_CONTINUE_MODE_WP), 0);
 	ck_assert_int_eq(area[1], 'b');
-	touch_start(&t, area, true, 'Q');
-	expect_fault(u, area, UFFD_PAGEFAULT_FLAG_WP);
+	tu_touch_start(&t, area, true, 'Q');
+	tu_expect_fault(u, area, UFFD_PAGEFAULT_FLAG_WP);
 	ck_assert_int_eq(uffd_writeprotect(u, area, ps, false, 0), 0);
-	touch_join(&t);
+	tu_touch_join(&t);
 	ck_assert_int_eq(area[0], 'Q');
 	uffd_close(u);
 	close(memfd);
@@ -796,11 +728,11 @@ END_TEST
 
 START_TEST(shmem_poison)
 {
-	struct uffd *u = open_ctx(UFFD_FEATURE_POISON | UFFD_FEATURE_MISSING_SHMEM);
+	struct uffd *u = tu_open(UFFD_FEATURE_POISON | UFFD_FEATURE_MISSING_SHMEM);
 	int memfd;
 	char *area = tu_map_shmem(2 * ps, true, &memfd);
 
-	reg(u, area, 2 * ps, UFFDIO_REGISTER_MODE_MISSING);
+	tu_kernel_register(u, area, 2 * ps, UFFDIO_REGISTER_MODE_MISSING);
 	ck_assert_int_eq(uffd_poison(u, area + ps, ps, 0), 0);
 	ck_assert(raises_sigbus(area + ps));
 	/* Page 1 poisoned by the partial call, page 2 already was. */
@@ -817,13 +749,13 @@ END_TEST
 /* MOVE works on private anonymous memory only: shmem is the kernel's EINVAL. */
 START_TEST(shmem_move_einval)
 {
-	struct uffd *u = open_ctx(UFFD_FEATURE_MOVE | UFFD_FEATURE_MISSING_SHMEM);
+	struct uffd *u = tu_open(UFFD_FEATURE_MOVE | UFFD_FEATURE_MISSING_SHMEM);
 	int memfd;
 	char *area = tu_map_shmem(ps, true, &memfd);
 	char *src = tu_map_anon(ps);
 
 	src[0] = 1;
-	reg(u, area, ps, UFFDIO_REGISTER_MODE_MISSING);
+	tu_kernel_register(u, area, ps, UFFDIO_REGISTER_MODE_MISSING);
 	ck_assert_int_eq(uffd_move(u, area, src, ps, 0), -EINVAL);
 	ck_assert_int_eq(src[0], 1);
 	uffd_close(u);
@@ -834,45 +766,6 @@ START_TEST(shmem_move_einval)
 END_TEST
 
 /* ---- the process behind the fd is gone ---- */
-
-static int send_fd(int sock, int fd)
-{
-	char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
-	char byte = 'f';
-	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
-	struct msghdr mh = { .msg_iov = &iov,
-			     .msg_iovlen = 1,
-			     .msg_control = cbuf,
-			     .msg_controllen = sizeof(cbuf) };
-	struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(c), &fd, sizeof(int));
-	return sendmsg(sock, &mh, 0) == 1 ? 0 : -1;
-}
-
-static int recv_fd(int sock)
-{
-	char cbuf[CMSG_SPACE(sizeof(int))];
-	char byte;
-	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
-	struct msghdr mh = { .msg_iov = &iov,
-			     .msg_iovlen = 1,
-			     .msg_control = cbuf,
-			     .msg_controllen = sizeof(cbuf) };
-	struct cmsghdr *c;
-	int fd;
-
-	if (recvmsg(sock, &mh, 0) != 1)
-		return -1;
-	c = CMSG_FIRSTHDR(&mh);
-	if (!c || c->cmsg_type != SCM_RIGHTS)
-		return -1;
-	memcpy(&fd, CMSG_DATA(c), sizeof(int));
-	return fd;
-}
 
 /* The child makes a userfaultfd (handshake done, POISON and MOVE granted), registers a page of
  * its own, sends the fd and exits. */
@@ -891,7 +784,7 @@ static void esrch_child(int sock, char *area)
 
 	if (fd < 0 || ioctl(fd, UFFDIO_API, &api) != 0 || ioctl(fd, UFFDIO_REGISTER, &r) != 0)
 		_exit(2);
-	if (send_fd(sock, fd) != 0)
+	if (tu_send_fd(sock, fd, "f", 1) != 0)
 		_exit(3);
 	_exit(0);
 }
@@ -902,6 +795,7 @@ START_TEST(esrch_after_exit)
 	char *src = pattern(ps, 'e');
 	struct uffd *u;
 	int sv[2], fd, status;
+	char byte;
 	pid_t pid;
 
 	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
@@ -909,7 +803,7 @@ START_TEST(esrch_after_exit)
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0)
 		esrch_child(sv[1], area);
-	fd = recv_fd(sv[0]);
+	ck_assert_int_eq(tu_recv_fd(sv[0], &fd, &byte, 1), 0);
 	ck_assert_int_ge(fd, 0);
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
@@ -942,19 +836,10 @@ START_TEST(esrch_after_exit)
 }
 END_TEST
 
-static TCase *tcase(const char *name, int timeout)
-{
-	TCase *tc = tcase_create(name);
-
-	tcase_set_timeout(tc, timeout);
-	return tc;
-}
-
 int main(void)
 {
 	Suite *s = suite_create("resolve");
 	uint64_t f = 0;
-	struct uffd *u;
 	TCase *tc;
 	int ret;
 
@@ -966,12 +851,9 @@ int main(void)
 		tu_skip("the kernel lacks features these tests need (have 0x%llx, need 0x%llx)",
 			(unsigned long long)f, (unsigned long long)TEST_FEATURES);
 	/* Make sure a context can be had before forking the tests. */
-	ret = uffd_open(&u, NULL);
-	if (ret < 0)
-		tu_skip("cannot open a userfaultfd: %s", uffd_strerror(ret));
-	uffd_close(u);
+	tu_require_uffd(NULL, NULL);
 
-	tc = tcase("anon", 10);
+	tc = tu_tcase("anon", 10, NULL, NULL);
 	tcase_add_test(tc, copy_resolves_fault);
 	tcase_add_test(tc, zeropage_resolves_fault);
 	tcase_add_test(tc, dontwake_then_wake);
@@ -989,7 +871,7 @@ int main(void)
 	tcase_add_test(tc, eagain_while_event_pending);
 	suite_add_tcase(s, tc);
 
-	tc = tcase("shmem", 10);
+	tc = tu_tcase("shmem", 10, NULL, NULL);
 	tcase_add_test(tc, shmem_missing_copy_zeropage);
 	tcase_add_test(tc, shmem_minor_continue);
 	tcase_add_test(tc, shmem_continue_wp);
@@ -997,7 +879,7 @@ int main(void)
 	tcase_add_test(tc, shmem_move_einval);
 	suite_add_tcase(s, tc);
 
-	tc = tcase("exited", 10);
+	tc = tu_tcase("exited", 10, NULL, NULL);
 	tcase_add_test(tc, esrch_after_exit);
 	suite_add_tcase(s, tc);
 	return tu_run(s);

@@ -22,6 +22,7 @@ void tool_init(const char *name, const char *usage)
 {
 	tool_name = name;
 	tool_usage = usage;
+	opterr = 0; /* one line of our own instead of getopt's message */
 	/* Events are printed as they arrive, also into a pipe. */
 	setvbuf(stdout, NULL, _IOLBF, 0);
 }
@@ -83,6 +84,19 @@ void tool_bad_option(int c, char **argv)
 	if (optopt && strchr(text, '='))
 		tool_usage_error("option '%.*s' takes no value", (int)strcspn(text, "="), text);
 	tool_usage_error("unknown option '%s'", text);
+}
+
+void tool_other_option(int c, char **argv, void (*help)(void))
+{
+	if (c == 'h') {
+		help();
+		exit(0);
+	}
+	if (c == 'V') {
+		tool_print_version();
+		exit(0);
+	}
+	tool_bad_option(c, argv);
 }
 
 unsigned long tool_number(const char *opt, const char *arg, unsigned long min, unsigned long max)

@@ -17,7 +17,8 @@
 
 /* ---- cli.c: messages, options, small utilities ---- */
 
-/* Name the running tool and its usage line, once, first thing in main(). */
+/* Name the running tool and its usage line, once, first thing in main(); getopt_long() then
+ * prints nothing of its own (opterr = 0): tool_bad_option() says what was wrong. */
 void tool_init(const char *name, const char *usage);
 /* Print "name: message" on stderr. */
 void tool_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -28,6 +29,9 @@ noreturn void tool_usage_error(const char *fmt, ...) __attribute__((format(print
 /* getopt_long() returned '?' or ':' (the option string must start with ':'): say which option
  * was wrong, in one line, and exit 2. */
 noreturn void tool_bad_option(int c, char **argv);
+/* The end of every tool's option switch: -h/--help calls @help and -V/--version prints the
+ * version, each then exiting 0; anything else is tool_bad_option(). */
+noreturn void tool_other_option(int c, char **argv, void (*help)(void));
 /* A whole decimal number in [min, max] given to @opt, or a usage error naming both. */
 unsigned long tool_number(const char *opt, const char *arg, unsigned long min, unsigned long max);
 /* No arguments may be left after the options. */
@@ -61,8 +65,9 @@ struct tool_dispatcher {
 	int err; /* the first error uffd_dispatch() returned, 0 if none */
 };
 
-/* Start dispatching @u on a new thread: 0 or a positive errno from pthread_create(). */
-int tool_dispatcher_start(struct tool_dispatcher *d, struct uffd *u);
+/* Start dispatching @u on a new thread, after what was printed so far went out; exit 1 with one
+ * line when the thread cannot be started. */
+void tool_dispatcher_start(struct tool_dispatcher *d, struct uffd *u);
 /* Stop the thread and wait for it; returns its first error (0 if none). Call it only when the
  * workload is done: events the workload caused were read before its calls returned. */
 int tool_dispatcher_stop(struct tool_dispatcher *d);

@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* A dedicated thread that dispatches one context's events until it is told to stop. */
 #include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
 #include "common.h"
 
 /* How long one uffd_dispatch() waits: the longest a stop request waits to be seen. */
@@ -37,12 +40,18 @@ static void *dispatch_main(void *arg)
 	return NULL;
 }
 
-int tool_dispatcher_start(struct tool_dispatcher *d, struct uffd *u)
+void tool_dispatcher_start(struct tool_dispatcher *d, struct uffd *u)
 {
+	int err;
+
 	d->u = u;
 	d->err = 0;
 	atomic_init(&d->stop, false);
-	return pthread_create(&d->thread, NULL, dispatch_main, d);
+	/* What the tool said about its run comes before the first event the thread prints. */
+	fflush(stdout);
+	err = pthread_create(&d->thread, NULL, dispatch_main, d);
+	if (err)
+		tool_die("cannot start the dispatcher thread: %s", strerror(err));
 }
 
 int tool_dispatcher_stop(struct tool_dispatcher *d)

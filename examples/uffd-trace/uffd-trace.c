@@ -1172,7 +1172,6 @@ int main(int argc, char **argv)
 	char *preload;
 
 	tool_init("uffd-trace", usage_line);
-	opterr = 0;
 	/* '+': options end at PROGRAM, whose own options are its own. */
 	while ((c = getopt_long(argc, argv, "+:o:jsqp:hV", opts, NULL)) != -1) {
 		switch (c) {
@@ -1200,14 +1199,8 @@ int main(int argc, char **argv)
 		case 'U':
 			T.user_faults = true;
 			break;
-		case 'h':
-			help();
-			return 0;
-		case 'V':
-			tool_print_version();
-			return 0;
 		default:
-			tool_bad_option(c, argv);
+			tool_other_option(c, argv, help);
 		}
 	}
 	if (optind >= argc)
