@@ -28,9 +28,6 @@
 	 UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_POISON | \
 	 UFFD_FEATURE_MOVE)
 
-/* The touchers are threads: tu_touch_start() calls pthread_create(), and tests/CMakeLists.txt
- * labels a program `threads` (run under TSan) when its source names that call. */
-
 /* A fault on hugetlbfs is reported at its huge page's start: tu_expect_fault() is given that. */
 static char *map_huge(size_t len)
 {
