@@ -834,9 +834,15 @@ int uffd_dispatch(struct uffd *u, int timeout_ms)
 	n = read_wait(u, timeout_ms);
 	if (n <= 0)
 		return n;
-	/* One message, as with one faulting thread, needs no loop to tell. */
-	if (uffd_unlikely(n == 1 ? u->msgs[0].event != UFFD_EVENT_PAGEFAULT :
-				   !only_faults(u->msgs, (unsigned)n)))
+	/*
+	 * Layout events in the batch go through prep first. The kernel sends events other than page
+	 * faults only for the features it granted (the handshake's, or fdinfo's for an adopted fd),
+	 * so a context without them needs no scan; one message, as with one faulting thread, needs
+	 * no loop to tell.
+	 */
+	if (uffd_unlikely((u->features & UFFD_EVENT_FEATURES) &&
+			  (n == 1 ? u->msgs[0].event != UFFD_EVENT_PAGEFAULT :
+				    !only_faults(u->msgs, (unsigned)n))))
 		return dispatch_queue(u, timeout_ms, n);
 	if (read_locks(u))
 		pthread_mutex_unlock(&u->lock); /* no layout change to apply */

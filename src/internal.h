@@ -28,6 +28,10 @@
 /* Redeliveries of a fault whose resolving call met -EAGAIN before it is woken instead. */
 #define UFFD_EAGAIN_TRIES 16
 
+/* The features that make the kernel send events other than page faults. */
+#define UFFD_EVENT_FEATURES                                              \
+	((uint64_t)(UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_EVENT_REMAP | \
+		    UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP))
 /* Every feature bit the library knows (Linux 6.18). */
 #define UFFD_KNOWN_FEATURES ((uint64_t)0x1ffff)
 #define UFFD_KNOWN_OPEN_FLAGS \
