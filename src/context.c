@@ -47,6 +47,7 @@ int uffd_ctx_new(int fd, uint64_t features, const struct uffd_config *cfg, struc
 	u->spin_us = cfg ? cfg->spin_us : 0;
 	u->alloc_len = len;
 	u->page_mask = (uintptr_t)uffd_page_size() - 1;
+	u->cb.pagefault = uffd_default_pagefault;
 	u->msgs = (struct uffd_msg *)((char *)u + off_msgs);
 	u->q = (struct uffd_qitem *)((char *)u + off_q);
 	u->qcap = qcap;
@@ -119,7 +120,16 @@ void uffd_ctx_report_exit(struct uffd *u)
 		return 0;                                      \
 	}
 
-SETTER(pagefault, uffd_pagefault_fn, pagefault)
+/* The fault callback is never NULL: NULL selects the default, so a fault costs no test. */
+int uffd_on_pagefault(struct uffd *u, uffd_pagefault_fn fn, void *arg)
+{
+	if (!u)
+		return -EINVAL;
+	u->cb.pagefault = fn ? fn : uffd_default_pagefault;
+	u->cb.pagefault_arg = arg;
+	return 0;
+}
+
 SETTER(unmap, uffd_span_fn, unmap)
 SETTER(remove, uffd_span_fn, remove)
 SETTER(remap, uffd_remap_fn, remap)

@@ -578,9 +578,15 @@ static void eagain_backoff(unsigned tries)
 	nanosleep(&ts, NULL);
 }
 
+int uffd_default_pagefault(struct uffd *u, const struct uffd_pagefault *pf, void *arg)
+{
+	(void)arg;
+	return default_fault(u, pf);
+}
+
 static inline int call_fault(struct uffd *u, const struct uffd_pagefault *pf)
 {
-	return u->cb.pagefault ? u->cb.pagefault(u, pf, u->cb.pagefault_arg) : default_fault(u, pf);
+	return u->cb.pagefault(u, pf, u->cb.pagefault_arg);
 }
 
 /* The retry rules of the contract, given the result @r of a first delivery of @pf.
