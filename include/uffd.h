@@ -24,8 +24,8 @@
  *
  * Threads: a context may be dispatched (uffd_dispatch(), uffd_read_events()) by one thread at a
  * time. The resolving calls (uffd_copy() and its siblings), uffd_register(), uffd_unregister(),
- * uffd_range_find(), uffd_monitor_add() and uffd_monitor_stop() are safe from any thread, also
- * while the context is being dispatched or the monitor runs.
+ * uffd_range_find(), uffd_monitor_add(), uffd_monitor_stop() and uffd_monitor_probe() are safe
+ * from any thread, also while the context is being dispatched or the monitor runs.
  *
  * No libuffd call is a pthread cancellation point: the library waits and reads with raw
  * syscalls, because a thread cancelled inside read() after the kernel handed it a message would
