@@ -1016,6 +1016,34 @@ static char *child_two_pages(int sock)
 	return in.r;
 }
 
+/* Fork a monitored process running @child_fn on one end of a new socket pair @sv. */
+static pid_t start_child(void (*child_fn)(int sock), int sv[2])
+{
+	pid_t pid;
+
+	sock_pair(sv);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		close(sv[0]);
+		child_fn(sv[1]);
+	}
+	close(sv[1]);
+	return pid;
+}
+
+/* A new monitor @m, observed (O), and the context the child sends on @sock, its exit observed. */
+static struct uffd *adopt_observed(int sock, struct uffd_monitor **m, struct info *in)
+{
+	struct uffd *u;
+
+	ck_assert_int_eq(uffd_monitor_new(m), 0);
+	obs_reset(*m);
+	u = adopt_from(sock, in);
+	uffd_on_exit(u, obs_exit, &O);
+	return u;
+}
+
 /*
  * A watched process that exec()s: its old address space, and with it everything the context
  * could ever report, is gone although the pid lives on and its pidfd stays quiet.
@@ -1039,18 +1067,8 @@ START_TEST(watched_process_exec_reported)
 	pid_t cpid;
 
 	ck_assert_int_eq(access("/bin/sleep", X_OK), 0);
-	sock_pair(sv);
-	cpid = fork();
-	ck_assert_int_ge(cpid, 0);
-	if (cpid == 0) {
-		close(sv[0]);
-		exec_child(sv[1]);
-	}
-	close(sv[1]);
-	ck_assert_int_eq(uffd_monitor_new(&m), 0);
-	obs_reset(m);
-	u = adopt_from(sv[0], &in);
-	uffd_on_exit(u, obs_exit, &O);
+	cpid = start_child(exec_child, sv);
+	u = adopt_observed(sv[0], &m, &in);
 	ck_assert_int_eq(uffd_monitor_add(m, u), 0);
 	ck_assert_int_eq(uffd_monitor_watch_pid(m, u, cpid), 0);
 	ck_assert_int_eq(write(sv[0], "g", 1), 1);
@@ -1093,18 +1111,8 @@ START_TEST(probe_now_reports_exit)
 	double t_probe, end;
 	pid_t cpid;
 
-	sock_pair(sv);
-	cpid = fork();
-	ck_assert_int_ge(cpid, 0);
-	if (cpid == 0) {
-		close(sv[0]);
-		exit_child(sv[1]);
-	}
-	close(sv[1]);
-	ck_assert_int_eq(uffd_monitor_new(&m), 0);
-	obs_reset(m);
-	u = adopt_from(sv[0], &in);
-	uffd_on_exit(u, obs_exit, &O);
+	cpid = start_child(exit_child, sv);
+	u = adopt_observed(sv[0], &m, &in);
 	ck_assert_int_eq(uffd_monitor_add(m, u), 0);
 	ck_assert_int_eq(write(sv[0], "g", 1), 1);
 	st = tu_wait_child(cpid, 5000);
@@ -1162,19 +1170,9 @@ START_TEST(exit_seen_by_esrch_reported_once)
 	int sv[2];
 	double end;
 
-	sock_pair(sv);
-	k.pid = fork();
-	ck_assert_int_ge(k.pid, 0);
-	if (k.pid == 0) {
-		close(sv[0]);
-		touch_child(sv[1]);
-	}
-	close(sv[1]);
-	ck_assert_int_eq(uffd_monitor_new(&m), 0);
-	obs_reset(m);
-	u = adopt_from(sv[0], &in);
+	k.pid = start_child(touch_child, sv);
+	u = adopt_observed(sv[0], &m, &in);
 	uffd_on_pagefault(u, kill_then_copy, &k);
-	uffd_on_exit(u, obs_exit, &O);
 	ck_assert_int_eq(uffd_monitor_add(m, u), 0);
 	/* The pidfd reports the same exit too: on_exit must still run once. */
 	ck_assert_int_eq(uffd_monitor_watch_pid(m, u, k.pid), 0);
