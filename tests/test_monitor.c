@@ -1099,7 +1099,8 @@ static __attribute__((noreturn)) void exit_child(int sock)
 /*
  * uffd_monitor_probe(): an unwatched context whose process is gone is reported at once, not at
  * the next 250 ms tick. The probe re-arms the timer, so the only expiry within 250 ms of it is
- * its own: a report within 100 ms is the probe's doing. Asked for before the run, it is
+ * its own: a report within 200 ms is the probe's doing (it takes a few ms; the bound leaves room
+ * for a loaded machine). Asked for before the run, it is
  * served by that run.
  */
 START_TEST(probe_now_reports_exit)
@@ -1123,7 +1124,7 @@ START_TEST(probe_now_reports_exit)
 	while (uffd_monitor_count(m) > 0 && tu_now() < end)
 		ck_assert_int_ge(uffd_monitor_run(m, 20), 0);
 	ck_assert_int_eq(atomic_load(&O.nexit), 1);
-	ck_assert_double_lt(O.exits[0].t - t_probe, 0.1);
+	ck_assert_double_lt(O.exits[0].t - t_probe, 0.2);
 	ck_assert_int_eq(uffd_monitor_count(m), 0);
 	uffd_monitor_free(m);
 	close(sv[0]);
