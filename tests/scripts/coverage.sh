@@ -79,6 +79,16 @@ function cell(kind, name, mem,    k, s) {
 		return "n/a"
 	return "✗"
 }
+# The two head lines of a table: @first, then one column per memory type.
+function table_head(first,    j) {
+	printf "| %s |", first
+	for (j = 1; j <= nmem; j++)
+		printf " %s |", mems[j]
+	printf "\n|---|"
+	for (j = 1; j <= nmem; j++)
+		printf "---|"
+	printf "\n"
+}
 function section(title, kind, names,    n, list, i, j, row, hit, total) {
 	n = split(names, list, /[ \n]+/)
 	hit = 0
@@ -89,13 +99,7 @@ function section(title, kind, names,    n, list, i, j, row, hit, total) {
 				break
 			}
 	printf "## %s: %d/%d exercised\n\n", title, hit, n
-	printf "| %s |", kind
-	for (j = 1; j <= nmem; j++)
-		printf " %s |", mems[j]
-	printf "\n|---|"
-	for (j = 1; j <= nmem; j++)
-		printf "---|"
-	printf "\n"
+	table_head(kind)
 	for (i = 1; i <= n; i++) {
 		row = "| " list[i] " |"
 		for (j = 1; j <= nmem; j++)
@@ -187,19 +191,13 @@ END {
 	}
 	print ""
 	n = split(scenarios, sl, /[ \n]+/)
-	for (i = 1; i <= split(scenarios, sl, /[ \n]+/); i++)
+	for (i = 1; i <= n; i++)
 		for (j = 1; j <= nmem; j++)
 			if (scell(sl[i], mems[j]) == "✗")
 				print "scenario " sl[i] " on " mems[j] >> out_missing
 	print "## Scenarios that ran to the end"
 	print ""
-	printf "| scenario |"
-	for (j = 1; j <= nmem; j++)
-		printf " %s |", mems[j]
-	printf "\n|---|"
-	for (j = 1; j <= nmem; j++)
-		printf "---|"
-	printf "\n"
+	table_head("scenario")
 	for (i = 1; i <= n; i++) {
 		row = "| " sl[i] " |"
 		for (j = 1; j <= nmem; j++)
