@@ -70,8 +70,6 @@ static inline int uffd_sys_ioctl(int fd, unsigned long req, void *arg)
 {
 	return (int)uffd_syscall3(SYS_ioctl, fd, (long)req, (long)arg);
 }
-static inline ssize_t uffd_sys_read(int fd, void *buf, size_t len);
-static inline int uffd_sys_poll1(int fd, int timeout_ms);
 UFFD_HIDDEN int uffd_sys_close(int fd);
 UFFD_HIDDEN void *uffd_sys_mmap(size_t len);
 UFFD_HIDDEN void uffd_sys_munmap(void *p, size_t len);
@@ -308,13 +306,10 @@ static inline int uffd_decode_pagefault(const void *msg, struct uffd_pagefault *
 	return 0;
 }
 
-static inline bool uffd_range_ok(uintptr_t addr, size_t len)
+/* [addr, addr + len) is page-aligned, not empty and does not wrap (`a + len > a` covers both). */
+static inline bool uffd_span_ok(const struct uffd *u, uintptr_t addr, size_t len)
 {
-	long ps = uffd_page_size();
-
-	if (len == 0 || (addr & (uintptr_t)(ps - 1)) || (len & (size_t)(ps - 1)))
-		return false;
-	return addr + len > addr; /* no wrap */
+	return !((addr | len) & u->page_mask) && addr + len > addr;
 }
 
 #endif /* UFFD_INTERNAL_H */

@@ -649,7 +649,7 @@ int uffd_register(struct uffd *u, void *addr, size_t len, uint64_t modes, void *
 	struct uffdio_register reg;
 	int ret;
 
-	if (!u || !uffd_range_ok(start, len) || !modes || (modes & ~KNOWN_MODES))
+	if (!u || !uffd_span_ok(u, start, len) || !modes || (modes & ~KNOWN_MODES))
 		return -EINVAL;
 	if (atomic_load(&u->exited))
 		return -ESRCH;
@@ -683,7 +683,7 @@ int uffd_unregister(struct uffd *u, void *addr, size_t len)
 	struct uffdio_range range;
 	int ret;
 
-	if (!u || !uffd_range_ok(start, len))
+	if (!u || !uffd_span_ok(u, start, len))
 		return -EINVAL;
 
 	range.start = start;

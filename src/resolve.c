@@ -128,15 +128,10 @@ static inline int fill(struct uffd *u, enum fill_op op, uintptr_t dst, uintptr_t
 	return fill_more(u, op, dst, src, len, mode, ret, res);
 }
 
-/*
- * Argument checks common to every resolving call; on failure nothing is called. [addr, addr +
- * len) must be page-aligned, not empty and not wrap; `a + len > a` covers the last two.
- */
+/* Argument checks common to every resolving call; on failure nothing is called. */
 static inline bool args_ok(const struct uffd *u, const void *addr, size_t len)
 {
-	uintptr_t a = (uintptr_t)addr;
-
-	return u && !((a | len) & u->page_mask) && a + len > a;
+	return u && uffd_span_ok(u, (uintptr_t)addr, len);
 }
 
 /*
@@ -149,9 +144,8 @@ int uffd_copy(struct uffd *u, void *dst, const void *src, size_t len, uint64_t m
 	int ret;
 
 	/* The source may be unaligned, but may not wrap (the kernel says EINVAL too). */
-	if (uffd_unlikely(!u || (((uintptr_t)dst | len) & u->page_mask) ||
+	if (uffd_unlikely(!args_ok(u, dst, len) ||
 			  (mode & ~(uint64_t)(UFFDIO_COPY_MODE_DONTWAKE | UFFDIO_COPY_MODE_WP)) ||
-			  (uintptr_t)dst + len <= (uintptr_t)dst ||
 			  (uintptr_t)src + len < (uintptr_t)src)) {
 		last_done = 0;
 		return -EINVAL;
@@ -172,9 +166,8 @@ int uffd_zeropage(struct uffd *u, void *dst, size_t len, uint64_t mode)
 	struct uffdio_zeropage a;
 	int ret;
 
-	if (uffd_unlikely(!u || (((uintptr_t)dst | len) & u->page_mask) ||
-			  (mode & ~(uint64_t)UFFDIO_ZEROPAGE_MODE_DONTWAKE) ||
-			  (uintptr_t)dst + len <= (uintptr_t)dst)) {
+	if (uffd_unlikely(!args_ok(u, dst, len) ||
+			  (mode & ~(uint64_t)UFFDIO_ZEROPAGE_MODE_DONTWAKE))) {
 		last_done = 0;
 		return -EINVAL;
 	}
@@ -211,7 +204,7 @@ int uffd_poison(struct uffd *u, void *dst, size_t len, uint64_t mode)
 int uffd_move(struct uffd *u, void *dst, void *src, size_t len, uint64_t mode)
 {
 	last_done = 0;
-	if (!args_ok(u, dst, len) || !uffd_range_ok((uintptr_t)src, len) ||
+	if (!args_ok(u, dst, len) || !uffd_span_ok(u, (uintptr_t)src, len) ||
 	    (mode & ~(UFFDIO_MOVE_MODE_DONTWAKE | UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES)))
 		return -EINVAL;
 	if (!(u->features & UFFD_FEATURE_MOVE))
