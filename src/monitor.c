@@ -43,13 +43,20 @@ static int ep_add(struct uffd_monitor *m, int fd, uint64_t data)
 	return epoll_ctl(m->epfd, EPOLL_CTL_ADD, fd, &ev) ? -errno : 0;
 }
 
+/* (Re)arm the probe tick: first after @first_ns, then every PROBE_INTERVAL_MS. 0 or -errno. */
+static int arm_probe(struct uffd_monitor *m, long first_ns)
+{
+	struct itimerspec its = {
+		.it_interval = { 0, PROBE_INTERVAL_MS * 1000000L },
+		.it_value = { 0, first_ns },
+	};
+
+	return timerfd_settime(m->timerfd, 0, &its, NULL) ? -errno : 0;
+}
+
 int uffd_monitor_new(struct uffd_monitor **out)
 {
 	struct uffd_monitor *m;
-	struct itimerspec its = {
-		.it_interval = { 0, PROBE_INTERVAL_MS * 1000000L },
-		.it_value = { 0, PROBE_INTERVAL_MS * 1000000L },
-	};
 	long ps = uffd_page_size();
 	int ret;
 
@@ -74,9 +81,9 @@ int uffd_monitor_new(struct uffd_monitor **out)
 	m->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
 	if (m->timerfd < 0)
 		goto fail_errno;
-	if (timerfd_settime(m->timerfd, 0, &its, NULL))
-		goto fail_errno;
-	ret = ep_add(m, m->stopfd, tagged(NULL, TAG_STOP));
+	ret = arm_probe(m, PROBE_INTERVAL_MS * 1000000L);
+	if (!ret)
+		ret = ep_add(m, m->stopfd, tagged(NULL, TAG_STOP));
 	if (!ret)
 		ret = ep_add(m, m->timerfd, tagged(NULL, TAG_TIMER));
 	if (ret)
@@ -251,15 +258,10 @@ int uffd_monitor_stop(struct uffd_monitor *m)
 
 int uffd_monitor_probe(struct uffd_monitor *m)
 {
-	/* Expire now, then tick as before: the run loop probes on the timer's fd. */
-	struct itimerspec its = {
-		.it_interval = { 0, PROBE_INTERVAL_MS * 1000000L },
-		.it_value = { 0, 1 },
-	};
-
 	if (!m)
 		return -EINVAL;
-	return timerfd_settime(m->timerfd, 0, &its, NULL) ? -errno : 0;
+	/* Expire now, then tick as before: the run loop probes on the timer's fd. */
+	return arm_probe(m, 1);
 }
 
 int uffd_monitor_fd(const struct uffd_monitor *m)
