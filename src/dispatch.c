@@ -756,15 +756,21 @@ static bool only_faults(const struct uffd_msg *m, unsigned n)
  * messages into the read buffer, and a stop leaves the rest for the next call, in order. The
  * statistics are added once per batch (or when leaving it early).
  */
+/* The statistics of @n messages of a fault batch, @bad of them undeliverable (as prep counts). */
+static inline void count_served(struct uffd *u, unsigned n, unsigned bad)
+{
+	uffd_stat_add(&u->st.faults, n - bad);
+	if (bad)
+		uffd_stat_add(&u->st.unknown, bad);
+}
+
 /* The rest of a fault batch once the fault at msgs[@i] was not resolved (@r); see below. */
 __attribute__((noinline)) static int serve_rest(struct uffd *u, struct uffd_pagefault *pf, int r,
 						unsigned i, unsigned cnt, unsigned bad)
 {
 	int handled = (int)i + 1;
 
-	uffd_stat_add(&u->st.faults, i + 1 - bad);
-	if (bad)
-		uffd_stat_add(&u->st.unknown, bad);
+	count_served(u, i + 1, bad);
 	enqueue(u, i + 1, cnt);
 	prep(u);
 	r = finish_fault(u, pf, r);
@@ -795,9 +801,7 @@ static int serve_faults(struct uffd *u, unsigned cnt)
 		if (uffd_unlikely(r != 0))
 			return serve_rest(u, pf, r, (unsigned)(m - u->msgs), cnt, bad);
 	}
-	uffd_stat_add(&u->st.faults, cnt - bad);
-	if (bad)
-		uffd_stat_add(&u->st.unknown, bad);
+	count_served(u, cnt, bad);
 	return (int)cnt;
 }
 
