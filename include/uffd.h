@@ -322,6 +322,28 @@ UFFD_API_EXPORT int uffd_range_next(const struct uffd *u, const void *addr, stru
  */
 UFFD_API_EXPORT long uffd_range_count(const struct uffd *u);
 
+/**
+ * uffd_range_add - record a range someone else registered, without registering it.
+ *
+ * For an adopted fd whose sender registered its memory itself (a VMM hands its guest memory to a
+ * page-fault handler this way): the kernel already has the registration, and this records it in
+ * the map, so that faults there carry `range` with @p data and offsets, and the events keep it
+ * true from then on like any other piece. The kernel is not asked: the call cannot tell whether
+ * the range really is registered. Overlapping pieces are taken over as uffd_register() does.
+ *
+ * \param u the context.
+ * \param addr page-aligned start (an address in the process the fd belongs to).
+ * \param len non-zero multiple of the page size.
+ * \param modes the `UFFDIO_REGISTER_MODE_*` bits the range was registered with, at least one.
+ * \param data any pointer, returned with every fault and lookup in this range.
+ * \return 0 on success, or a negative errno; on failure the map is unchanged:
+ * - -EINVAL: NULL @p u, unaligned @p addr, bad @p len, no or unknown mode bits.
+ * - -ENOMEM: out of memory.
+ * - -ESRCH: the context has exited.
+ */
+UFFD_API_EXPORT int uffd_range_add(struct uffd *u, void *addr, size_t len, uint64_t modes,
+				   void *data);
+
 /** @} */
 
 /**
@@ -600,7 +622,13 @@ UFFD_API_EXPORT int uffd_read_events(struct uffd *u, struct uffd_event *evs, siz
  *
  * **complete**, with no internal lock held: the notifications are delivered, in the order the
  * kernel sent them, to the `uffd_on_*` callbacks. Callbacks may call any libuffd function on any
- * context, including uffd_dispatch() on another context. **A callback must not unmap, remap,
+ * context, including uffd_dispatch() on another context (on their own context, or
+ * uffd_monitor_run() on the monitor serving them, they get -EDEADLK). **Callbacks may allocate,
+ * lock and print, except in one case:** a process that monitors itself with a single
+ * dispatching thread while another of its threads may fork. Its next `fork()` holds glibc's
+ * malloc and stdio locks until its FORK event is read, and a callback blocked in `malloc()`
+ * keeps the only reader from reading it: a deadlock (@ref trouble_fork_malloc). Serve such a
+ * process with a pool (uffd_monitor_start()), whose reader thread never runs user code. **A callback must not unmap, remap,
  * madvise away or fork memory registered on the context it is called for**: that blocks it on an
  * event only it could read.
  *
@@ -691,6 +719,38 @@ UFFD_API_EXPORT int uffd_on_exit(struct uffd *u, uffd_exit_fn fn, void *arg);
  * - a callback's error (see the group).
  */
 UFFD_API_EXPORT int uffd_dispatch(struct uffd *u, int timeout_ms);
+
+/** A fault callback's "I will finish it later": see uffd_fault_finish(). */
+#define UFFD_FAULT_DEFERRED 1
+
+/**
+ * uffd_fault_finish - finish a fault whose callback returned UFFD_FAULT_DEFERRED.
+ *
+ * A fault callback may return UFFD_FAULT_DEFERRED and resolve the fault later, from any thread
+ * (a source that answers asynchronously keeps many faults in flight this way). Resolve it as the
+ * callback would have (uffd_copy() and its siblings), then call this with what the callback
+ * would have returned; the rules of the dispatch group apply:
+ * - 0: resolved; nothing more is done.
+ * - -EAGAIN: the fault is woken, so its thread faults again and the fault comes back to whichever
+ *   thread dispatches next, after the pending events (`eagain_retries` counts it).
+ * - -EEXIST, -ENOENT: woken and counted in `faults_woken`.
+ * - -ESRCH: the context is marked exited.
+ * - any other error: the fault is woken and the error returned.
+ *
+ * A context stays allocated until each of its deferred faults is finished, even after
+ * uffd_close() or its process's exit; `on_exit` runs after the last one is finished. Once the
+ * process has exited (or the context was closed), this does nothing and returns -ESRCH.
+ *
+ * \param u the context the fault came from.
+ * \param pf the callback's fault, copied by value (the callback's pointer is not valid after it
+ *        returns); only its address is used.
+ * \param err what a callback would have returned: 0 or a negative errno.
+ * \return 0 when the fault is dealt with, or a negative errno:
+ * - -EINVAL: NULL @p u or @p pf, @p err > 0, or no fault of @p u is deferred.
+ * - -ESRCH: the process has exited, or the context was closed.
+ * - @p err itself for an error the rules do not absorb (the fault was woken).
+ */
+UFFD_API_EXPORT int uffd_fault_finish(struct uffd *u, const struct uffd_pagefault *pf, int err);
 
 /** @} */
 
@@ -807,6 +867,62 @@ UFFD_API_EXPORT int uffd_monitor_fd(const struct uffd_monitor *m);
  * \return the count, or -EINVAL for NULL.
  */
 UFFD_API_EXPORT int uffd_monitor_count(const struct uffd_monitor *m);
+
+/**
+ * uffd_monitor_remove - take a context back from a monitor without closing it.
+ *
+ * For a process that no longer needs serving (fully restored), or to move a context to another
+ * monitor. The monitor's threads finish what they were doing with the context first: the call
+ * returns once none is in one of its callbacks, and the context is then the caller's, with
+ * whatever it had read and not yet delivered (the next uffd_dispatch() delivers it).
+ * \param m the monitor.
+ * \param u a context added to @p m.
+ * \return 0, or a negative errno:
+ * - -EINVAL: NULL argument.
+ * - -ENOENT: @p u does not belong to @p m.
+ * - -ESRCH: @p u's process has exited; the monitor closes it after `on_exit`.
+ * - -EDEADLK: called from a callback of @p u, or of any context @p m serves.
+ */
+UFFD_API_EXPORT int uffd_monitor_remove(struct uffd_monitor *m, struct uffd *u);
+
+/**
+ * uffd_monitor_start - serve the monitor from a pool of library threads.
+ *
+ * Starts one reader thread (`uffd-read`), which waits on every context, reads and preps each
+ * batch and never runs user code or allocates, and @p nthreads workers (`uffd-work/N`), which
+ * run the callbacks: the faults of one context concurrently, its notifications one at a time in
+ * kernel order. Because the reader never waits for a callback, callbacks may allocate, lock and
+ * print even when the process they serve is the monitor's own and forks from several threads at
+ * once (see @ref trouble_fork_malloc for the deadlock this avoids). Every batch and queue slot
+ * the reader may need is made here and when contexts join.
+ *
+ * The threads block every signal. uffd_monitor_stop() then uffd_monitor_join() end them. An
+ * error that would make uffd_dispatch() return stops the pool, and uffd_monitor_join() returns
+ * it. A fork() while the pool runs leaves the child without the pool's threads: the child must
+ * not use the monitor, except to uffd_monitor_free() it, which closes its copies of the fds and
+ * frees the memory without taking any lock.
+ * \param m the monitor.
+ * \param nthreads worker threads, 1 to 1024.
+ * \return 0 (returns at once), or a negative errno:
+ * - -EINVAL: NULL @p m, @p nthreads 0 or above 1024.
+ * - -EBUSY: a pool runs already, or a thread is in uffd_monitor_run().
+ * - -EDEADLK: called from a callback of a context @p m serves.
+ * - -ENOMEM, -EAGAIN: memory or threads could not be had; nothing was started.
+ */
+UFFD_API_EXPORT int uffd_monitor_start(struct uffd_monitor *m, unsigned nthreads);
+
+/**
+ * uffd_monitor_join - wait for a pool to end, after uffd_monitor_stop() or an error.
+ *
+ * Every batch the reader handed to the workers is delivered before they end; what is read and
+ * not yet delivered then stays with its context for the next run or pool.
+ * \param m the monitor.
+ * \return the number of events the pool handled, or the first error that stopped it:
+ * - -EINVAL: NULL @p m, or no pool was started.
+ * - -EDEADLK: called from a callback of a context @p m serves.
+ * - a callback's error, or one of uffd_dispatch()'s.
+ */
+UFFD_API_EXPORT int uffd_monitor_join(struct uffd_monitor *m);
 
 /** @} */
 

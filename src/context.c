@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The context object: allocation (mmap, never malloc), close, accessors, callbacks, stats. */
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -27,15 +28,20 @@ static size_t align_up(size_t v, size_t a)
 	return (v + a - 1) & ~(a - 1);
 }
 
+/*
+ * One mmap holds the context, its first batch (the spare: one thread dispatching alone never
+ * needs another) and the notification queue's first ring.
+ */
 int uffd_ctx_new(int fd, uint64_t features, const struct uffd_config *cfg, struct uffd **out)
 {
 	unsigned batch = cfg && cfg->batch ? cfg->batch : UFFD_DEFAULT_BATCH;
-	unsigned qcap = 2 * batch;
-	size_t off_msgs = align_up(sizeof(struct uffd), 64);
-	size_t off_q = align_up(off_msgs + (size_t)batch * sizeof(struct uffd_msg), 64);
-	size_t len = align_up(off_q + (size_t)qcap * sizeof(struct uffd_qitem),
+	unsigned ncap = 2 * batch;
+	size_t off_b = align_up(sizeof(struct uffd), 64);
+	size_t off_nq = align_up(off_b + uffd_batch_size(batch), 64);
+	size_t len = align_up(off_nq + (size_t)ncap * sizeof(struct uffd_qitem),
 			      (size_t)uffd_page_size());
 	struct uffd *u = uffd_sys_mmap(len);
+	struct uffd_batch *b;
 
 	if (!u)
 		return -ENOMEM;
@@ -48,9 +54,14 @@ int uffd_ctx_new(int fd, uint64_t features, const struct uffd_config *cfg, struc
 	u->alloc_len = len;
 	u->page_mask = (uintptr_t)uffd_page_size() - 1;
 	u->cb.pagefault = uffd_default_pagefault;
-	u->msgs = (struct uffd_msg *)((char *)u + off_msgs);
-	u->q = (struct uffd_qitem *)((char *)u + off_q);
-	u->qcap = qcap;
+	b = (struct uffd_batch *)((char *)u + off_b);
+	uffd_batch_init(b, b, batch);
+	b->embedded = true;
+	atomic_init(&u->spare, b);
+	u->nbatches = 1;
+	u->nq = (struct uffd_qitem *)((char *)u + off_nq);
+	u->ncap = ncap;
+	atomic_init(&u->refs, 1);
 	u->pidfd = -1;
 	pthread_mutex_init(&u->lock, NULL);
 	uffd_rmap_init(&u->map, (uint32_t)(uintptr_t)u ^ (uint32_t)fd * 2654435761u);
@@ -61,8 +72,22 @@ int uffd_ctx_new(int fd, uint64_t features, const struct uffd_config *cfg, struc
 void uffd_ctx_free(struct uffd *u)
 {
 	uffd_rmap_destroy(&u->map);
+	uffd_batches_free(u);
 	pthread_mutex_destroy(&u->lock);
 	uffd_sys_munmap(u, u->alloc_len);
+}
+
+/* A FORK read but never delivered belongs to nobody yet: close its child, or its bare fd. */
+static void close_fork(struct uffd_qitem *it)
+{
+	if (it->ev.kind != UFFD_EVT_FORK || it->state == UFFD_Q_DROP)
+		return;
+	if (it->ev.fork.child)
+		uffd_close(it->ev.fork.child);
+	else if (it->ev.fork.fd >= 0)
+		uffd_sys_close(it->ev.fork.fd);
+	it->ev.fork.child = NULL;
+	it->ev.fork.fd = -1;
 }
 
 void uffd_close(struct uffd *u)
@@ -73,22 +98,25 @@ void uffd_close(struct uffd *u)
 		return;
 	if (u->mon)
 		uffd_monitor_forget(u->mon, u);
-	/* Fork children read but never delivered belong to nobody yet: close them too. */
-	for (i = u->qhead; i != u->qtail; i = (i + 1) % u->qcap) {
-		struct uffd_qitem *it = &u->q[i];
-
-		if (it->ev.kind != UFFD_EVT_FORK || it->state == UFFD_Q_DROP)
-			continue;
-		if (it->ev.fork.child)
-			uffd_close(it->ev.fork.child);
-		else if (it->ev.fork.fd >= 0)
-			uffd_sys_close(it->ev.fork.fd);
-	}
+	pthread_mutex_lock(&u->lock);
+	for (i = 0; i < u->ncount; i++)
+		close_fork(&u->nq[(u->nhead + i) % u->ncap]);
+	/* A stalled batch's unprepped FORKs are not queued yet. */
+	if (u->stalled)
+		for (i = u->stalled->nprep; i < u->stalled->nmsg; i++)
+			close_fork(&u->stalled->items[i]);
+	pthread_mutex_unlock(&u->lock);
+	/* Deferred faults being finished use the fd: let them leave before it goes. */
+	atomic_store(&u->closed, 1);
+	while (atomic_load(&u->users))
+		sched_yield();
 	if (u->pidfd >= 0)
 		uffd_sys_close(u->pidfd);
 	if (u->fd >= 0)
 		uffd_sys_close(u->fd);
-	uffd_ctx_free(u);
+	u->fd = -1;
+	/* The memory stays until the last deferred fault is finished (uffd_fault_finish()). */
+	uffd_ctx_put(u);
 }
 
 int uffd_fd(const struct uffd *u)
@@ -101,13 +129,10 @@ uint64_t uffd_features(const struct uffd *u)
 	return u ? u->features : 0;
 }
 
+/* Only marks it: on_exit runs from uffd_exit_try(), in a thread that may run user code. */
 void uffd_ctx_report_exit(struct uffd *u)
 {
 	atomic_store(&u->exited, 1);
-	if (atomic_exchange(&u->exit_reported, 1))
-		return;
-	if (u->cb.exit)
-		u->cb.exit(u, u->cb.exit_arg);
 }
 
 #define SETTER(name, type, field)                              \

@@ -187,14 +187,38 @@ UFFD_HIDDEN int uffd_rmap_clone(struct uffd_rmap *dst, const struct uffd_rmap *s
 UFFD_HIDDEN bool uffd_rmap_overlaps(struct uffd_rmap *m, uintptr_t start, uintptr_t end);
 UFFD_HIDDEN void uffd_rmap_fill(const struct uffd_node *n, struct uffd_range *out);
 
-/* ---- dispatch.c: the per-context event queue ---- */
+/* ---- the dispatch path: batch.c, read.c, prep.c, complete.c, dispatch.c ---- */
 /* The fault callback when none is set: zero page, CONTINUE or un-protect (see uffd.h). */
 UFFD_HIDDEN int uffd_default_pagefault(struct uffd *u, const struct uffd_pagefault *pf, void *arg);
 enum uffd_qstate { UFFD_Q_RAW, UFFD_Q_READY, UFFD_Q_DROP };
 struct uffd_qitem {
 	struct uffd_event ev;
-	uint8_t state;
-	uint8_t tries;
+	uint64_t seq;  /* the context's count of messages before this one: kernel order */
+	uint8_t state; /* enum uffd_qstate */
+	uint8_t tries; /* FORK: on_fork has run, only the adoption is left */
+};
+
+/*
+ * One read()'s worth of messages and what prep made of them. A dispatching thread owns the
+ * batch it reads into until it has delivered its faults; several threads dispatch one context
+ * with a batch each. Notifications (everything but faults) are also copied to the context's
+ * notification queue, in kernel order, for whichever thread delivers notifications.
+ */
+struct uffd_batch {
+	struct uffd_batch *next; /* on the context's free or pending list */
+	struct uffd_batch *all;	 /* every batch the context mmap'd, for uffd_close() */
+	unsigned nmsg;		 /* messages read into msgs */
+	unsigned nprep;		 /* items [0, nprep) are prepped; [nprep, nmsg) raw */
+	unsigned pos;		 /* the next item to deliver */
+	unsigned poll_first;	 /* read_wait()'s heuristic: waits that polled first, in a row */
+	bool embedded;		 /* part of the context's own allocation */
+	size_t alloc_len;
+	/* The fast path's fault, handed to the callback; fpf.range doubles as a one-entry cache
+	 * of the piece the last fault hit, valid while u->map_gen == rc_gen. */
+	struct uffd_pagefault fpf;
+	uint64_t rc_gen;
+	struct uffd_msg *msgs;	  /* `batch` messages */
+	struct uffd_qitem *items; /* `batch` items */
 };
 
 struct uffd_callbacks {
@@ -219,8 +243,15 @@ struct uffd_stats_atomic {
 
 struct uffd_monitor;
 
-/* Allocated with mmap in one piece (context, then message and queue storage), so that a fork
- * child's context can be made in prep without malloc. */
+/* A REMAP moved pieces that mremap(MREMAP_DONTUNMAP) may have left registered too (prep.c). */
+struct uffd_ghost {
+	uintptr_t from, to;
+	size_t len;
+};
+#define UFFD_GHOSTS 8
+
+/* Allocated with mmap in one piece (context, its first batch, the notification queue), so that
+ * a fork child's context can be made in prep without malloc. */
 struct uffd {
 	int fd;
 	uint64_t features;
@@ -231,40 +262,117 @@ struct uffd {
 	uintptr_t page_mask; /* page size - 1, for the resolving calls' alignment checks */
 	size_t alloc_len;
 
-	pthread_mutex_t lock; /* guards map */
+	/*
+	 * u->lock guards the map, the read() of a context that can receive layout events (so
+	 * that reads and prep follow the kernel's order), and everything below marked "lock".
+	 */
+	pthread_mutex_t lock;
 	struct uffd_rmap map;
 
 	struct uffd_callbacks cb;
 	struct uffd_stats_atomic st;
 
-	/* Dispatch state: one dispatcher at a time. */
-	struct uffd_msg *msgs; /* batch read buffer, `batch` messages */
-	struct uffd_qitem *q;  /* queue of read-but-not-delivered events, qcap items */
-	unsigned qcap, qhead, qprep, qtail;
-	unsigned poll_first; /* waits that polled before reading, in a row (see read_wait) */
-	/* The fast path's fault, handed to the callback; fpf.range doubles as a one-entry cache
-	 * of the piece the last fault hit (dispatcher-private), valid while map_gen == rc_gen. */
-	struct uffd_pagefault fpf;
-	uint64_t rc_gen;
+	/* Batches: one spare taken without the lock, the rest on a free list (lock). */
+	_Atomic(struct uffd_batch *) spare;
+	struct uffd_batch *bfree;		   /* lock */
+	struct uffd_batch *pending, *pending_tail; /* lock: faults left to deliver, FIFO */
+	struct uffd_batch *stalled;		   /* lock: prep stopped on it (-ENOMEM) */
+	struct uffd_batch *ball;		   /* lock: the mmap'd ones, by ->all */
+	unsigned nbatches;			   /* lock: batches made, spare included */
+	/* Pending batches + a stalled one + queued notifications: a look without the lock. */
+	_Atomic unsigned work;
+	uint64_t seq; /* lock: messages prepped so far */
+
+	/* The notification queue (lock): a ring of ncap items from nhead, ncount long. */
+	struct uffd_qitem *nq;
+	unsigned ncap, nhead, ncount;
+	size_t nq_len;	/* mmap'd length when grown, 0 while it is the embedded one */
+	bool notifying; /* a thread is delivering notifications */
+	struct uffd_ghost ghost[UFFD_GHOSTS]; /* lock */
+	unsigned nghost;		      /* lock */
+
 	_Atomic uint64_t map_gen;  /* bumped, under lock, by every change of map */
 	_Atomic int exited;	   /* the process is gone */
-	_Atomic int exit_reported; /* on_exit has run */
+	_Atomic int exit_reported; /* 1: on_exit is running, 2: it has returned */
+	_Atomic unsigned active;   /* threads dispatching (may be in a callback) */
+	_Atomic unsigned deferred; /* faults deferred and not yet finished */
+	_Atomic unsigned refs;	   /* the owner's reference + one per deferred fault */
+	_Atomic unsigned users;	   /* uffd_fault_finish() calls using the fd right now */
+	_Atomic int closed;	   /* uffd_close() has run: the fd is gone */
 
-	/* Monitor membership. */
+	/* Monitor membership (the monitor's lock). */
 	struct uffd_monitor *mon;
 	struct uffd *mon_prev, *mon_next;
 	int pidfd; /* from uffd_monitor_watch_pid(), or -1 */
-	bool dead; /* the monitor will close it at the end of this round */
+	bool dead; /* the monitor will close it once on_exit has run */
 	struct uffd *dead_next;
+	uint32_t mon_slot;	   /* its slot in the monitor's table (monitor.c) */
+	_Atomic int mon_live;	   /* a member the monitor's threads may dispatch */
+	_Atomic unsigned mon_refs; /* monitor threads holding it: not closed or removed meanwhile */
+	bool mon_starved; /* pool: no free batch; the fd is out of the reader's epoll set */
 };
+
+/*
+ * The threads inside a dispatch, each with the context it serves: a callback that dispatches
+ * its own context or runs its own monitor would wait for itself (-EDEADLK).
+ */
+struct uffd_frame {
+	struct uffd *u;
+	struct uffd_monitor *m;
+	struct uffd_frame *up;
+};
+UFFD_HIDDEN extern _Thread_local struct uffd_frame *uffd_frames
+	__attribute__((tls_model("initial-exec")));
+UFFD_HIDDEN bool uffd_frames_hold(const struct uffd *u, const struct uffd_monitor *m);
+
+/* batch.c: batches and the notification queue; none calls malloc. */
+UFFD_HIDDEN struct uffd_batch *uffd_batch_get(struct uffd *u);
+UFFD_HIDDEN struct uffd_batch *uffd_batch_get_locked(struct uffd *u, bool may_map);
+UFFD_HIDDEN void uffd_batch_put(struct uffd *u, struct uffd_batch *b);
+UFFD_HIDDEN void uffd_batch_put_locked(struct uffd *u, struct uffd_batch *b);
+UFFD_HIDDEN void uffd_batch_init(struct uffd_batch *b, void *mem, unsigned batch);
+UFFD_HIDDEN size_t uffd_batch_size(unsigned batch);
+UFFD_HIDDEN int uffd_batch_reserve(struct uffd *u, unsigned n);
+UFFD_HIDDEN void uffd_batches_free(struct uffd *u);
+UFFD_HIDDEN void uffd_pending_push_locked(struct uffd *u, struct uffd_batch *b);
+UFFD_HIDDEN struct uffd_batch *uffd_pending_pop(struct uffd *u);
+UFFD_HIDDEN int uffd_nq_reserve_locked(struct uffd *u);
+UFFD_HIDDEN int uffd_nq_push_locked(struct uffd *u, const struct uffd_qitem *it);
+
+/* read.c: waiting and reading. */
+UFFD_HIDDEN bool uffd_read_locks(const struct uffd *u);
+UFFD_HIDDEN int uffd_read_wait(struct uffd *u, struct uffd_batch *b, int timeout_ms);
+UFFD_HIDDEN int uffd_read_now(struct uffd *u, struct uffd_batch *b);
+
+/* prep.c: called with u->lock held. */
+UFFD_HIDDEN int uffd_prep_locked(struct uffd *u, struct uffd_batch *b);
+UFFD_HIDDEN void uffd_wake_page(struct uffd *u, uintptr_t addr);
+UFFD_HIDDEN void uffd_wake_raw(struct uffd *u, const struct uffd_msg *m);
+UFFD_HIDDEN void uffd_fill_range_locked(struct uffd *u, struct uffd_pagefault *pf);
+UFFD_HIDDEN const struct uffd_node *uffd_ghost_revive(struct uffd *u, uintptr_t a);
+
+/* complete.c */
+UFFD_HIDDEN int uffd_finish_fault(struct uffd *u, struct uffd_pagefault *pf, int r);
+UFFD_HIDDEN int uffd_deliver_batch(struct uffd *u, struct uffd_batch *b, int *handled);
+UFFD_HIDDEN int uffd_deliver_notes(struct uffd *u, int *handled);
+UFFD_HIDDEN int uffd_read_more(struct uffd *u);
+/* dispatch.c */
+UFFD_HIDDEN void uffd_batch_done(struct uffd *u, struct uffd_batch *b);
+UFFD_HIDDEN int uffd_serve_work(struct uffd *u, int *handled);
+UFFD_HIDDEN bool uffd_enter(struct uffd *u);
+UFFD_HIDDEN void uffd_leave(struct uffd *u);
+UFFD_HIDDEN void uffd_exit_try(struct uffd *u);
+UFFD_HIDDEN void uffd_ctx_put(struct uffd *u);
 
 /* context.c */
 UFFD_HIDDEN int uffd_ctx_new(int fd, uint64_t features, const struct uffd_config *cfg,
 			     struct uffd **out);
 UFFD_HIDDEN void uffd_ctx_free(struct uffd *u);
 UFFD_HIDDEN int uffd_cfg_check(const struct uffd_config *cfg);
-/* Marks the context exited and runs on_exit, once. */
+/* Marks the context exited; on_exit runs once no callback of it runs and no fault is deferred. */
 UFFD_HIDDEN void uffd_ctx_report_exit(struct uffd *u);
+/* Whether the context holds read messages not yet delivered (pending, stalled, queued). */
+UFFD_HIDDEN bool uffd_ctx_has_work(struct uffd *u);
 
 /* open.c */
 UFFD_HIDDEN int uffd_probe_cached(uint64_t *features, uint64_t *ioctls);
@@ -275,6 +383,8 @@ UFFD_HIDDEN int uffd_wake_range(struct uffd *u, uintptr_t addr, size_t len);
 /* monitor.c: a fork child made during dispatch by a monitored parent. */
 UFFD_HIDDEN int uffd_monitor_adopt_child(struct uffd_monitor *m, struct uffd *child);
 UFFD_HIDDEN void uffd_monitor_forget(struct uffd_monitor *m, struct uffd *u);
+/* A context of @m has work for the monitor (on_exit ran, a batch came free): wake its loop. */
+UFFD_HIDDEN void uffd_monitor_kick(struct uffd_monitor *m);
 
 static inline void uffd_stat_add(_Atomic uint64_t *c, uint64_t n)
 {

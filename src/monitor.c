@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* The monitor: one epoll loop over many contexts, their fork children, and their exits. */
+/* The monitor: one epoll set over many contexts, served by any number of threads or a pool. */
 #include <errno.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -15,25 +17,69 @@
 
 /* How often contexts whose pid is unknown are probed: exits are reported within a second. */
 #define PROBE_INTERVAL_MS 250
+/* The most pool threads (callback runners) uffd_monitor_start() makes. */
+#define POOL_MAX 1024
 
-/* epoll data: a context pointer (page-aligned, from mmap) with a tag in its low bits. */
-enum { TAG_CTX = 0, TAG_PID = 1, TAG_STOP = 2, TAG_TIMER = 3, TAG_MASK = 3 };
+/*
+ * epoll data: a slot number and its generation, never a pointer. Several threads wait on the
+ * epoll set at once, and a context may be closed between the moment epoll_wait() reports it to
+ * one of them and the moment that thread looks at it; a slot whose generation moved on is stale
+ * and ignored, and a live slot's context is referenced (u->refs) under the monitor's lock before
+ * anyone uses it.
+ */
+enum { TAG_CTX = 0, TAG_PID = 1, TAG_CTL = 2, TAG_MASK = 3 };
+enum { CTL_STOP = 1, CTL_TIMER = 2, CTL_KICK = 3 };
+
+struct mon_slot {
+	struct uffd *u; /* NULL when free */
+	uint32_t gen;
+	uint32_t next_free;
+};
+
+/* A batch the pool's reader read and prepped, waiting for a worker; or an exit to report. */
+struct pool_item {
+	struct uffd *u;
+	struct uffd_batch *b; /* ITEM_BATCH: the batch to deliver */
+	int kind;	      /* ITEM_* */
+};
 
 struct uffd_monitor {
 	int epfd;
 	int stopfd;
 	int timerfd;
-	pthread_mutex_t lock; /* guards the list against uffd_monitor_add from other threads */
+	int kickfd;
+	pid_t owner; /* the process that made it: a fork child must not use its locks */
+	/*
+	 * m->lock guards the list, the slots, the dead list, and the pool's queue and state. It is
+	 * never held across a callback or a wait.
+	 */
+	pthread_mutex_t lock;
+	pthread_cond_t cond; /* pool: the queue got work, or the pool stops */
 	struct uffd *head;
 	_Atomic int count; /* read without the lock by uffd_monitor_count() and run() */
-	struct uffd *dead; /* contexts to close at the end of the current round */
+	struct uffd *dead; /* gone: closed once on_exit has returned */
 	void *probe_page;  /* PROT_NONE: the source of liveness probes */
-	bool running;
+
+	struct mon_slot *slots; /* mmap'd */
+	uint32_t nslots, free_slot;
+	size_t slots_len;
+
+	_Atomic unsigned runners; /* threads in uffd_monitor_run() */
+
+	/* The pool (lock). */
+	bool pool, pool_stop;
+	unsigned nworkers, workers_live;
+	pthread_t reader, *workers;
+	int pool_err;
+	_Atomic int pool_handled;
+	struct pool_item *queue; /* a ring, mmap'd */
+	unsigned qcap, qhead, qcount;
+	size_t queue_len;
 };
 
-static uint64_t tagged(const void *p, unsigned tag)
+static uint64_t slot_data(uint32_t slot, uint32_t gen, unsigned tag)
 {
-	return (uint64_t)(uintptr_t)p | tag;
+	return (uint64_t)gen << 32 | (uint64_t)slot << 2 | tag;
 }
 
 static int ep_add(struct uffd_monitor *m, int fd, uint64_t data)
@@ -54,6 +100,13 @@ static int arm_probe(struct uffd_monitor *m, long first_ns)
 	return timerfd_settime(m->timerfd, 0, &its, NULL) ? -errno : 0;
 }
 
+/* Raw close(): glibc's is a cancellation point, and no libuffd call is one. */
+static void close_fd(int fd)
+{
+	if (fd >= 0)
+		uffd_sys_close(fd);
+}
+
 int uffd_monitor_new(struct uffd_monitor **out)
 {
 	struct uffd_monitor *m;
@@ -65,7 +118,8 @@ int uffd_monitor_new(struct uffd_monitor **out)
 	m = calloc(1, sizeof(*m));
 	if (!m)
 		return -ENOMEM;
-	m->epfd = m->stopfd = m->timerfd = -1;
+	m->epfd = m->stopfd = m->timerfd = m->kickfd = -1;
+	m->owner = getpid();
 	m->probe_page = mmap(NULL, (size_t)ps, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (m->probe_page == MAP_FAILED) {
 		m->probe_page = NULL;
@@ -78,33 +132,108 @@ int uffd_monitor_new(struct uffd_monitor **out)
 	m->stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (m->stopfd < 0)
 		goto fail_errno;
+	m->kickfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (m->kickfd < 0)
+		goto fail_errno;
 	m->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
 	if (m->timerfd < 0)
 		goto fail_errno;
 	ret = arm_probe(m, PROBE_INTERVAL_MS * 1000000L);
 	if (!ret)
-		ret = ep_add(m, m->stopfd, tagged(NULL, TAG_STOP));
+		ret = ep_add(m, m->stopfd, slot_data(CTL_STOP, 0, TAG_CTL));
 	if (!ret)
-		ret = ep_add(m, m->timerfd, tagged(NULL, TAG_TIMER));
+		ret = ep_add(m, m->timerfd, slot_data(CTL_TIMER, 0, TAG_CTL));
+	if (!ret)
+		ret = ep_add(m, m->kickfd, slot_data(CTL_KICK, 0, TAG_CTL));
 	if (ret)
 		goto fail;
 	pthread_mutex_init(&m->lock, NULL);
+	pthread_cond_init(&m->cond, NULL);
+	m->free_slot = UINT32_MAX;
 	*out = m;
 	return 0;
 fail_errno:
 	ret = -errno;
 fail:
-	if (m->timerfd >= 0)
-		close(m->timerfd);
-	if (m->stopfd >= 0)
-		close(m->stopfd);
-	if (m->epfd >= 0)
-		close(m->epfd);
+	close_fd(m->timerfd);
+	close_fd(m->kickfd);
+	close_fd(m->stopfd);
+	close_fd(m->epfd);
 	if (m->probe_page)
 		munmap(m->probe_page, (size_t)ps);
 	free(m);
 	return ret;
 }
+
+void uffd_monitor_kick(struct uffd_monitor *m)
+{
+	uint64_t one = 1;
+
+	/* Raw, as uffd_monitor_stop(); a full counter wakes the monitor anyway. */
+	uffd_syscall3(SYS_write, m->kickfd, (long)&one, sizeof(one));
+}
+
+/* ---- slots ---- */
+
+/* A free slot for @u (growing the table with mmap, never malloc): its number, or -ENOMEM. */
+static int64_t slot_get_locked(struct uffd_monitor *m, struct uffd *u)
+{
+	uint32_t i = m->free_slot;
+
+	if (i == UINT32_MAX) {
+		uint32_t n = m->nslots ? m->nslots * 2 : 64, k;
+		size_t len = (size_t)n * sizeof(struct mon_slot);
+		struct mon_slot *s;
+
+		if (n > (1u << 29))
+			return -ENOMEM;
+		s = uffd_sys_mmap(len);
+		if (!s)
+			return -ENOMEM;
+		if (m->slots) {
+			memcpy(s, m->slots, (size_t)m->nslots * sizeof(*s));
+			uffd_sys_munmap(m->slots, m->slots_len);
+		}
+		/* Slot 0 is never used: control fds carry small numbers in the same field. */
+		for (k = n; k-- > (m->nslots ? m->nslots : 8);) {
+			s[k].next_free = m->free_slot;
+			m->free_slot = k;
+		}
+		m->slots = s;
+		m->slots_len = len;
+		m->nslots = n;
+		i = m->free_slot;
+	}
+	m->free_slot = m->slots[i].next_free;
+	m->slots[i].u = u;
+	m->slots[i].gen++;
+	return i;
+}
+
+static void slot_put_locked(struct uffd_monitor *m, uint32_t i)
+{
+	m->slots[i].u = NULL;
+	m->slots[i].gen++;
+	m->slots[i].next_free = m->free_slot;
+	m->free_slot = i;
+}
+
+/* The context behind epoll data @d, referenced, if it is still this monitor's and alive. */
+static struct uffd *slot_ref(struct uffd_monitor *m, uint64_t d)
+{
+	uint32_t i = (uint32_t)(d & 0xffffffffu) >> 2, gen = (uint32_t)(d >> 32);
+	struct uffd *u = NULL;
+
+	pthread_mutex_lock(&m->lock);
+	if (i < m->nslots && m->slots[i].gen == gen && m->slots[i].u && !m->slots[i].u->dead) {
+		u = m->slots[i].u;
+		atomic_fetch_add(&u->refs, 1);
+	}
+	pthread_mutex_unlock(&m->lock);
+	return u;
+}
+
+/* ---- membership ---- */
 
 static void unlink_ctx(struct uffd_monitor *m, struct uffd *u)
 {
@@ -119,7 +248,8 @@ static void unlink_ctx(struct uffd_monitor *m, struct uffd *u)
 	epoll_ctl(m->epfd, EPOLL_CTL_DEL, u->fd, NULL);
 	if (u->pidfd >= 0)
 		epoll_ctl(m->epfd, EPOLL_CTL_DEL, u->pidfd, NULL);
-	u->mon = NULL;
+	slot_put_locked(m, u->mon_slot);
+	atomic_store(&u->mon_live, 0);
 }
 
 /* Called by uffd_close() on a context the monitor owns. */
@@ -127,7 +257,7 @@ void uffd_monitor_forget(struct uffd_monitor *m, struct uffd *u)
 {
 	pthread_mutex_lock(&m->lock);
 	if (u->dead) {
-		/* Already queued for closing in this round: take it off that list. */
+		/* Already off the list, waiting to be closed: take it off that list. */
 		struct uffd **pp = &m->dead;
 
 		while (*pp && *pp != u)
@@ -135,52 +265,40 @@ void uffd_monitor_forget(struct uffd_monitor *m, struct uffd *u)
 		if (*pp)
 			*pp = u->dead_next;
 		u->dead = false;
-		u->mon = NULL;
-	} else {
+	} else if (u->mon == m) {
 		unlink_ctx(m, u);
 	}
+	u->mon = NULL;
 	pthread_mutex_unlock(&m->lock);
 }
 
-/* Close the contexts bury() set aside; they are no longer linked or in the epoll set. */
-static void close_dead(struct uffd_monitor *m)
+static int queue_fit_locked(struct uffd_monitor *m, unsigned need);
+static unsigned queue_need(const struct uffd_monitor *m);
+
+/*
+ * What a pool's reader may use for @u without making it: a batch per worker, one to read into
+ * and one spare, and room in the queue. With m->lock.
+ */
+static int pool_reserve(struct uffd_monitor *m, struct uffd *u)
 {
-	while (m->dead) {
-		struct uffd *u = m->dead;
+	int ret;
 
-		m->dead = u->dead_next;
-		u->dead = false;
-		u->mon = NULL;
-		uffd_close(u);
-	}
-}
-
-void uffd_monitor_free(struct uffd_monitor *m)
-{
-	if (!m)
-		return;
-	while (m->head) {
-		struct uffd *u = m->head;
-
-		uffd_close(u); /* unlinks itself */
-	}
-	close_dead(m);
-	close(m->timerfd);
-	close(m->stopfd);
-	close(m->epfd);
-	munmap(m->probe_page, (size_t)uffd_page_size());
-	pthread_mutex_destroy(&m->lock);
-	free(m);
+	if (!m->pool)
+		return 0;
+	ret = uffd_batch_reserve(u, m->nworkers + 2);
+	return ret ? ret : queue_fit_locked(m, queue_need(m) + m->nworkers + 4);
 }
 
 static int add_locked(struct uffd_monitor *m, struct uffd *u)
 {
+	int64_t slot = slot_get_locked(m, u);
+	uint32_t gen;
 	int ret;
 
-	/*
-	 * Link first: once its fd is in the epoll set, a monitor running in another thread may see
-	 * the context's first event before epoll_ctl() returns here, and checks u->mon.
-	 */
+	if (slot < 0)
+		return (int)slot;
+	gen = m->slots[slot].gen;
+	u->mon_slot = (uint32_t)slot;
 	u->mon = m;
 	u->mon_prev = NULL;
 	u->mon_next = m->head;
@@ -188,11 +306,14 @@ static int add_locked(struct uffd_monitor *m, struct uffd *u)
 		m->head->mon_prev = u;
 	m->head = u;
 	m->count++;
-	ret = ep_add(m, u->fd, tagged(u, TAG_CTX));
+	atomic_store(&u->mon_live, 1);
+	ret = ep_add(m, u->fd, slot_data((uint32_t)slot, gen, TAG_CTX));
 	if (!ret && u->pidfd >= 0)
-		ret = ep_add(m, u->pidfd, tagged(u, TAG_PID));
-	if (ret)
+		ret = ep_add(m, u->pidfd, slot_data((uint32_t)slot, gen, TAG_PID));
+	if (ret) {
 		unlink_ctx(m, u); /* deleting an fd that was not added is harmless */
+		u->mon = NULL;
+	}
 	return ret;
 }
 
@@ -205,7 +326,9 @@ int uffd_monitor_add(struct uffd_monitor *m, struct uffd *u)
 	if (u->mon)
 		return -EBUSY;
 	pthread_mutex_lock(&m->lock);
-	ret = add_locked(m, u);
+	ret = pool_reserve(m, u);
+	if (!ret)
+		ret = add_locked(m, u);
 	pthread_mutex_unlock(&m->lock);
 	return ret;
 }
@@ -213,6 +336,31 @@ int uffd_monitor_add(struct uffd_monitor *m, struct uffd *u)
 int uffd_monitor_adopt_child(struct uffd_monitor *m, struct uffd *child)
 {
 	return uffd_monitor_add(m, child);
+}
+
+int uffd_monitor_remove(struct uffd_monitor *m, struct uffd *u)
+{
+	if (!m || !u)
+		return -EINVAL;
+	if (uffd_frames_hold(u, m))
+		return -EDEADLK;
+	pthread_mutex_lock(&m->lock);
+	if (u->mon != m || u->dead) {
+		pthread_mutex_unlock(&m->lock);
+		return u->mon == m ? -ESRCH : -ENOENT;
+	}
+	unlink_ctx(m, u);
+	u->mon = NULL;
+	pthread_mutex_unlock(&m->lock);
+	/*
+	 * Threads of the monitor that took the context before it left finish what they are doing
+	 * with it (and the pool's queue may hold batches of it, which a worker delivers): the
+	 * context is the caller's once none is left. mon_live was cleared before active is read,
+	 * and a monitor thread enters before it reads mon_live, so one of them sees the other.
+	 */
+	while (atomic_load(&u->active) || atomic_load(&u->mon_refs))
+		sched_yield();
+	return 0;
 }
 
 int uffd_monitor_watch_pid(struct uffd_monitor *m, struct uffd *u, pid_t pid)
@@ -231,12 +379,12 @@ int uffd_monitor_watch_pid(struct uffd_monitor *m, struct uffd *u, pid_t pid)
 	pthread_mutex_lock(&m->lock);
 	if (u->pidfd >= 0) {
 		epoll_ctl(m->epfd, EPOLL_CTL_DEL, u->pidfd, NULL);
-		close(u->pidfd);
+		close_fd(u->pidfd);
 		u->pidfd = -1;
 	}
-	ret = ep_add(m, fd, tagged(u, TAG_PID));
+	ret = ep_add(m, fd, slot_data(u->mon_slot, m->slots[u->mon_slot].gen, TAG_PID));
 	if (ret)
-		close(fd);
+		close_fd(fd);
 	else
 		u->pidfd = fd;
 	u->pid = ret ? u->pid : pid;
@@ -247,20 +395,22 @@ int uffd_monitor_watch_pid(struct uffd_monitor *m, struct uffd *u, pid_t pid)
 int uffd_monitor_stop(struct uffd_monitor *m)
 {
 	uint64_t one = 1;
+	long r;
 
 	if (!m)
 		return -EINVAL;
-	/* write(2) is async-signal-safe; an eventfd write only fails when the counter is full. */
-	if (write(m->stopfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-		return -errno;
-	return 0;
+	/* A raw write(2): async-signal-safe and no cancellation point. An eventfd write only fails
+	 * when the counter is full, and then the stop is seen anyway. */
+	r = uffd_syscall3(SYS_write, m->stopfd, (long)&one, sizeof(one));
+
+	return r < 0 && r != -EAGAIN ? (int)r : 0;
 }
 
 int uffd_monitor_probe(struct uffd_monitor *m)
 {
 	if (!m)
 		return -EINVAL;
-	/* Expire now, then tick as before: the run loop probes on the timer's fd. */
+	/* Expire now, then tick as before: the loop probes on the timer's fd. */
 	return arm_probe(m, 1);
 }
 
@@ -274,19 +424,57 @@ int uffd_monitor_count(const struct uffd_monitor *m)
 	return m ? m->count : -EINVAL;
 }
 
-/* The process behind @u is gone: run on_exit once and close it after this round. */
-static void bury(struct uffd_monitor *m, struct uffd *u)
+/* ---- exits ---- */
+
+/*
+ * The process behind @u is gone: take it out of the loop (its slot goes stale) and onto the
+ * dead list, where it is closed once on_exit has returned. @run_exit: this thread may run user
+ * code (not the pool's reader), so on_exit runs here if it is time.
+ */
+static void bury(struct uffd_monitor *m, struct uffd *u, bool run_exit)
 {
-	if (u->dead || u->mon != m)
-		return;
 	uffd_ctx_report_exit(u);
+	/* on_exit first where it can run now: it still sees the context counted in the monitor. */
+	if (run_exit)
+		uffd_exit_try(u);
 	pthread_mutex_lock(&m->lock);
+	if (u->dead || u->mon != m) {
+		pthread_mutex_unlock(&m->lock);
+		return;
+	}
 	unlink_ctx(m, u);
-	u->mon = m; /* still ours until closed */
 	u->dead = true;
 	u->dead_next = m->dead;
 	m->dead = u;
 	pthread_mutex_unlock(&m->lock);
+}
+
+/* Close the dead contexts whose on_exit has returned; the others wait for it (deferred faults). */
+static void close_dead(struct uffd_monitor *m)
+{
+	struct uffd *done = NULL, **pp;
+
+	pthread_mutex_lock(&m->lock);
+	for (pp = &m->dead; *pp;) {
+		struct uffd *u = *pp;
+
+		if (atomic_load(&u->exit_reported) == 2 && !atomic_load(&u->mon_refs)) {
+			*pp = u->dead_next;
+			u->dead = false;
+			u->mon = NULL;
+			u->dead_next = done;
+			done = u;
+		} else {
+			pp = &u->dead_next;
+		}
+	}
+	pthread_mutex_unlock(&m->lock);
+	while (done) {
+		struct uffd *u = done;
+
+		done = u->dead_next;
+		uffd_close(u);
+	}
 }
 
 /*
@@ -306,59 +494,105 @@ static bool probe_alive(struct uffd_monitor *m, struct uffd *u)
 	return uffd_sys_ioctl(u->fd, UFFDIO_COPY, &c) != -ESRCH;
 }
 
-static void probe_all(struct uffd_monitor *m)
-{
-	struct uffd *u, *next;
-	pid_t self = getpid();
+static void pool_push_exit(struct uffd_monitor *m, struct uffd *u);
 
-	/*
-	 * Other threads may add contexts (at the head) meanwhile: walk under the lock, but drop it
-	 * around bury(), which runs on_exit. Only this thread takes contexts off the list.
-	 */
+/*
+ * Probe the contexts whose exit the monitor cannot hear of otherwise. The list is walked under
+ * the lock, a referenced context at a time; the probe itself and bury() run without it.
+ */
+static void probe_all(struct uffd_monitor *m, bool reader)
+{
+	pid_t self = getpid();
+	struct uffd *u, *next;
+
 	pthread_mutex_lock(&m->lock);
 	u = m->head;
+	if (u)
+		atomic_fetch_add(&u->mon_refs, 1);
 	pthread_mutex_unlock(&m->lock);
 	for (; u; u = next) {
+		bool gone;
+
+		/* The next one is referenced before this one may leave the list. */
 		pthread_mutex_lock(&m->lock);
-		next = u->mon_next;
+		next = u->mon == m && !u->dead ? u->mon_next : NULL;
+		if (next)
+			atomic_fetch_add(&next->mon_refs, 1);
 		pthread_mutex_unlock(&m->lock);
 		/*
 		 * Our own process is alive while we run. A watched one is probed too: after an
 		 * exec() its old address space, and with it the context, is gone, while the pid
 		 * lives on and its pidfd stays quiet.
 		 */
-		if (u->pid == self)
-			continue;
-		if (atomic_load(&u->exited) || !probe_alive(m, u))
-			bury(m, u);
+		gone = u->pid != self && !u->dead &&
+		       (atomic_load(&u->exited) || !probe_alive(m, u));
+		if (gone) {
+			if (reader)
+				pool_push_exit(m, u);
+			else
+				bury(m, u, true);
+		}
+		atomic_fetch_sub(&u->mon_refs, 1);
 	}
 }
 
+/* ---- serving from uffd_monitor_run() threads ---- */
+
 /*
- * Dispatch contexts that hold events already read from the kernel: a dispatch stopped by an error
- * (-ENOMEM making a fork child, a callback's error) keeps the rest for the next call, but the
- * kernel no longer has them, so the fd will not poll readable for them again.
+ * Dispatch @u (referenced) for the monitor, unless it left the monitor meanwhile: it enters
+ * first, then checks it is still a live member (see uffd_monitor_remove()).
+ */
+static int mon_dispatch(struct uffd_monitor *m, struct uffd *u, int *handled)
+{
+	int r;
+
+	if (!atomic_load(&u->mon_live) || u->dead)
+		return 0;
+	r = uffd_dispatch(u, 0);
+	if (r > 0)
+		*handled += r;
+	else if (r == -ESRCH)
+		bury(m, u, true);
+	else if (r < 0 && r != -EINTR)
+		return r; /* nothing is lost: the next run goes on from here */
+	if (atomic_load(&u->exited))
+		bury(m, u, true);
+	return 0;
+}
+
+static void mon_put(struct uffd *u)
+{
+	atomic_fetch_sub(&u->mon_refs, 1);
+	uffd_ctx_put(u);
+}
+
+/*
+ * Dispatch the contexts that hold messages already read (a dispatch stopped by an error, faults
+ * an -EAGAIN read brought in, a pool's leftovers): the kernel no longer has them, so their fds
+ * do not poll readable for them. Up to 64 per round, referenced under the lock.
  */
 static int serve_queued(struct uffd_monitor *m, int *handled)
 {
-	struct uffd *u, *next;
+	struct uffd *list[64];
+	unsigned n = 0, i;
+	struct uffd *u;
 	int err = 0;
 
-	for (u = m->head; u; u = next) {
-		int r;
-
-		next = u->mon_next;
-		if (u->dead || u->qhead == u->qtail)
+	pthread_mutex_lock(&m->lock);
+	for (u = m->head; u && n < 64; u = u->mon_next) {
+		if (u->dead || !uffd_ctx_has_work(u))
 			continue;
-		r = uffd_dispatch(u, 0);
-		if (r > 0)
-			*handled += r;
-		else if (r == -ESRCH)
-			bury(m, u);
-		else if (r < 0 && r != -EINTR && !err)
+		atomic_fetch_add(&u->refs, 1);
+		atomic_fetch_add(&u->mon_refs, 1);
+		list[n++] = u;
+	}
+	pthread_mutex_unlock(&m->lock);
+	for (i = 0; i < n; i++) {
+		int r = mon_dispatch(m, list[i], handled);
+
+		if (r < 0 && !err)
 			err = r;
-		if (atomic_load(&u->exited))
-			bury(m, u);
+		mon_put(list[i]);
 	}
 	return err;
 }
@@ -371,101 +605,549 @@ static int elapsed_ms(const struct timespec *t0)
 	return (int)((t.tv_sec - t0->tv_sec) * 1000 + (t.tv_nsec - t0->tv_nsec) / 1000000);
 }
 
-int uffd_monitor_run(struct uffd_monitor *m, int timeout_ms)
+/* epoll_wait() through syscall(2), which unlike glibc's wrapper is no cancellation point. */
+static int ep_wait(struct uffd_monitor *m, struct epoll_event *evs, int max, int wait)
+{
+	long n = syscall(SYS_epoll_wait, m->epfd, evs, max, wait);
+
+	return n < 0 ? -errno : (int)n;
+}
+
+/* Read one count from an eventfd or timerfd; 0 if none was there (another thread took it). */
+static uint64_t take_count(int fd)
+{
+	uint64_t cnt = 0;
+
+	if (uffd_sys_read(fd, &cnt, sizeof(cnt)) != (ssize_t)sizeof(cnt))
+		return 0;
+	return cnt;
+}
+
+/* One round: wait, then serve what epoll reported. Sets *stop when uffd_monitor_stop() ran. */
+static int run_round(struct uffd_monitor *m, int wait, int *handled, bool *stop)
 {
 	struct epoll_event evs[64];
+	int n, i, err = 0;
+
+	n = ep_wait(m, evs, 64, wait);
+	if (n < 0)
+		return n == -EINTR ? 0 : n;
+	for (i = 0; i < n; i++) {
+		uint64_t d = evs[i].data.u64;
+		unsigned tag = (unsigned)(d & TAG_MASK);
+		struct uffd *u;
+		int r;
+
+		if (tag == TAG_CTL) {
+			switch ((unsigned)((d & 0xffffffffu) >> 2)) {
+			case CTL_STOP:
+				take_count(m->stopfd);
+				*stop = true;
+				break;
+			case CTL_TIMER:
+				if (take_count(m->timerfd))
+					probe_all(m, false);
+				break;
+			default:
+				take_count(m->kickfd);
+				break;
+			}
+			continue;
+		}
+		u = slot_ref(m, d);
+		if (!u)
+			continue; /* closed or gone since epoll_wait() saw it */
+		atomic_fetch_add(&u->mon_refs, 1);
+		if (tag == TAG_PID) {
+			/* Serve what is left before the context goes. */
+			mon_dispatch(m, u, handled);
+			bury(m, u, true);
+			r = 0;
+		} else {
+			r = mon_dispatch(m, u, handled);
+		}
+		mon_put(u);
+		if (r < 0 && !err)
+			err = r;
+	}
+	return err;
+}
+
+static bool in_child_of_owner(const struct uffd_monitor *m)
+{
+	return getpid() != m->owner;
+}
+
+int uffd_monitor_run(struct uffd_monitor *m, int timeout_ms)
+{
+	struct uffd_frame f;
 	struct timespec t0;
-	int handled = 0;
+	int handled = 0, err = 0;
+	bool stop = false;
 
 	if (!m || timeout_ms < -1)
 		return -EINVAL;
-	if (m->running)
+	if (uffd_frames_hold(NULL, m))
+		return -EDEADLK;
+	pthread_mutex_lock(&m->lock);
+	if (m->pool) {
+		pthread_mutex_unlock(&m->lock);
 		return -EBUSY;
-	m->running = true;
+	}
+	atomic_fetch_add(&m->runners, 1);
+	pthread_mutex_unlock(&m->lock);
+	f.u = NULL;
+	f.m = m;
+	f.up = uffd_frames;
+	uffd_frames = &f;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	for (;;) {
-		int wait = -1, n, i, err = 0;
-		bool stop = false;
+	while (!stop) {
+		int wait = -1;
 
 		if (m->count == 0) {
-			uint64_t ticks;
-
 			/* Nothing to probe, but clear the tick: a loop polling the fd would spin. */
-			if (read(m->timerfd, &ticks, sizeof(ticks)) < 0) {
-				/* no tick pending */
-			}
+			take_count(m->timerfd);
 			break;
 		}
 		err = serve_queued(m, &handled);
 		close_dead(m);
-		if (err) {
-			m->running = false;
-			return err;
-		}
+		if (err)
+			break;
 		if (timeout_ms >= 0) {
 			wait = timeout_ms - elapsed_ms(&t0);
 			if (wait < 0)
 				wait = 0;
 		}
-		n = epoll_wait(m->epfd, evs, 64, wait);
+		err = run_round(m, wait, &handled, &stop);
+		close_dead(m);
+		if (err)
+			break;
+		if (timeout_ms >= 0 && elapsed_ms(&t0) >= timeout_ms)
+			break;
+	}
+	uffd_frames = f.up;
+	atomic_fetch_sub(&m->runners, 1);
+	return err ? err : handled;
+}
+
+/* ---- the pool: one reader that never runs user code, n workers that run the callbacks ---- */
+
+enum { ITEM_BATCH, ITEM_WORK, ITEM_EXIT };
+
+/* Make the queue hold at least @need items (mmap): 0 or -ENOMEM. With m->lock. */
+static int queue_fit_locked(struct uffd_monitor *m, unsigned need)
+{
+	unsigned cap = m->qcap ? m->qcap : 64, i;
+	struct pool_item *q;
+	size_t len;
+
+	while (cap < need)
+		cap *= 2;
+	if (cap == m->qcap)
+		return 0;
+	len = (size_t)cap * sizeof(*q);
+	q = uffd_sys_mmap(len);
+	if (!q)
+		return -ENOMEM;
+	for (i = 0; i < m->qcount; i++)
+		q[i] = m->queue[(m->qhead + i) % m->qcap];
+	if (m->queue)
+		uffd_sys_munmap(m->queue, m->queue_len);
+	m->queue = q;
+	m->queue_len = len;
+	m->qcap = cap;
+	m->qhead = 0;
+	return 0;
+}
+
+/* What the queue may have to hold: every batch of every context, and an exit or work item each. */
+static unsigned queue_need(const struct uffd_monitor *m)
+{
+	return ((unsigned)m->count + 16) * (m->nworkers + 4);
+}
+
+/*
+ * Queue an item for the workers, with a reference on its context (put by the worker). The queue
+ * was made large enough when the contexts joined; should it still be full, the item is not
+ * queued: a batch goes to the context's pending list (served by the next worker that takes the
+ * context), an exit is seen again at the next probe.
+ */
+static bool pool_push(struct uffd_monitor *m, struct uffd *u, struct uffd_batch *b, int kind)
+{
+	struct pool_item *it;
+
+	pthread_mutex_lock(&m->lock);
+	if (m->qcount == m->qcap) {
+		pthread_mutex_unlock(&m->lock);
+		return false;
+	}
+	it = &m->queue[(m->qhead + m->qcount++) % m->qcap];
+	it->u = u;
+	it->b = b;
+	it->kind = kind;
+	atomic_fetch_add(&u->refs, 1);
+	atomic_fetch_add(&u->mon_refs, 1);
+	pthread_cond_signal(&m->cond);
+	pthread_mutex_unlock(&m->lock);
+	return true;
+}
+
+/* The reader learnt that @u's process is gone: out of the loop now, on_exit by a worker. */
+static void pool_push_exit(struct uffd_monitor *m, struct uffd *u)
+{
+	bury(m, u, false);
+	pool_push(m, u, NULL, ITEM_EXIT);
+}
+
+static void pool_fail(struct uffd_monitor *m, int err)
+{
+	pthread_mutex_lock(&m->lock);
+	if (!m->pool_err)
+		m->pool_err = err;
+	pthread_mutex_unlock(&m->lock);
+	uffd_monitor_stop(m);
+}
+
+/* No free batch for @u: take its fd out of the reader's set until a worker frees one. */
+static void starve(struct uffd_monitor *m, struct uffd *u)
+{
+	struct epoll_event ev = { .events = 0 };
+
+	pthread_mutex_lock(&m->lock);
+	if (u->mon == m && !u->dead && !u->mon_starved) {
+		ev.data.u64 = slot_data(u->mon_slot, m->slots[u->mon_slot].gen, TAG_CTX);
+		if (!epoll_ctl(m->epfd, EPOLL_CTL_MOD, u->fd, &ev))
+			u->mon_starved = true;
+	}
+	pthread_mutex_unlock(&m->lock);
+}
+
+static void unstarve(struct uffd_monitor *m, struct uffd *u)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+
+	pthread_mutex_lock(&m->lock);
+	if (u->mon_starved && u->mon == m && !u->dead) {
+		ev.data.u64 = slot_data(u->mon_slot, m->slots[u->mon_slot].gen, TAG_CTX);
+		if (!epoll_ctl(m->epfd, EPOLL_CTL_MOD, u->fd, &ev))
+			u->mon_starved = false;
+	}
+	pthread_mutex_unlock(&m->lock);
+}
+
+/* The reader's part for a readable context: read a batch into a batch made beforehand, prep it. */
+static void reader_read(struct uffd_monitor *m, struct uffd *u)
+{
+	struct uffd_batch *b = atomic_exchange(&u->spare, NULL);
+	int n;
+
+	if (!b) {
+		pthread_mutex_lock(&u->lock);
+		b = uffd_batch_get_locked(u, false); /* the reader never makes one */
+		pthread_mutex_unlock(&u->lock);
+	}
+	if (!b) {
+		starve(m, u);
+		return;
+	}
+	n = uffd_read_now(u, b);
+	if (n == -ENOMEM) {
+		/* Prep stopped (b is the stalled batch): a worker, which may allocate, goes on. */
+		pool_push(m, u, NULL, ITEM_WORK);
+		return;
+	}
+	if (n <= 0) {
+		uffd_batch_put(u, b);
+		if (n < 0 && n != -EINTR)
+			pool_fail(m, n);
+		return;
+	}
+	if (!pool_push(m, u, b, ITEM_BATCH)) {
+		pthread_mutex_lock(&u->lock);
+		uffd_pending_push_locked(u, b);
+		pthread_mutex_unlock(&u->lock);
+	}
+}
+
+/* Block every signal in the calling thread; the old mask in @old. */
+static void block_signals(sigset_t *old)
+{
+	sigset_t all;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, old);
+}
+
+static void *pool_reader(void *arg)
+{
+	struct uffd_monitor *m = arg;
+	struct epoll_event evs[64];
+
+	for (;;) {
+		int n = ep_wait(m, evs, 64, -1), i;
+
 		if (n < 0) {
-			if (errno == EINTR)
+			if (n == -EINTR)
 				continue;
-			err = -errno;
-			m->running = false;
-			return err;
+			pool_fail(m, n);
+			n = 0;
 		}
 		for (i = 0; i < n; i++) {
 			uint64_t d = evs[i].data.u64;
-			struct uffd *u = (struct uffd *)(uintptr_t)(d & ~(uint64_t)TAG_MASK);
-			uint64_t cnt;
-			int r;
+			unsigned tag = (unsigned)(d & TAG_MASK);
+			struct uffd *u;
 
-			switch ((unsigned)(d & TAG_MASK)) {
-			case TAG_STOP:
-				if (read(m->stopfd, &cnt, sizeof(cnt)) < 0) {
-					/* empty already: another round consumed it */
-				}
-				stop = true;
-				break;
-			case TAG_TIMER:
-				if (read(m->timerfd, &cnt, sizeof(cnt)) < 0) {
-					/* nothing expired after all */
-				}
-				probe_all(m);
-				break;
-			case TAG_PID:
-				if (!u->dead && u->mon == m) {
-					/* Serve what is left before the context goes. */
-					r = uffd_dispatch(u, 0);
-					if (r > 0)
-						handled += r;
-					bury(m, u);
-				}
-				break;
-			default:
-				if (u->dead || u->mon != m)
+			if (tag == TAG_CTL) {
+				switch ((unsigned)((d & 0xffffffffu) >> 2)) {
+				case CTL_STOP:
+					take_count(m->stopfd);
+					pthread_mutex_lock(&m->lock);
+					m->pool_stop = true;
+					pthread_cond_broadcast(&m->cond);
+					pthread_mutex_unlock(&m->lock);
+					return NULL;
+				case CTL_TIMER:
+					if (take_count(m->timerfd))
+						probe_all(m, true);
+					close_dead(m);
 					break;
-				r = uffd_dispatch(u, 0);
-				if (r > 0)
-					handled += r;
-				else if (r == -ESRCH)
-					bury(m, u);
-				else if (r < 0 && r != -EINTR && !err)
-					err = r; /* nothing is lost: the next run goes on from here */
-				if (atomic_load(&u->exited))
-					bury(m, u);
-				break;
+				default:
+					take_count(m->kickfd);
+					close_dead(m);
+					break;
+				}
+				continue;
 			}
+			u = slot_ref(m, d);
+			if (!u)
+				continue;
+			atomic_fetch_add(&u->mon_refs, 1);
+			if (tag == TAG_PID)
+				pool_push_exit(m, u);
+			else
+				reader_read(m, u);
+			atomic_fetch_sub(&u->mon_refs, 1);
+			uffd_ctx_put(u);
 		}
-		close_dead(m);
-		if (err) {
-			m->running = false;
-			return err;
-		}
-		if (stop || (timeout_ms >= 0 && elapsed_ms(&t0) >= timeout_ms))
-			break;
 	}
-	m->running = false;
-	return handled;
+}
+
+/* A worker's part: deliver one item's callbacks. Returns the error that stops the pool, or 0. */
+static int worker_item(struct uffd_monitor *m, struct pool_item *it)
+{
+	struct uffd *u = it->u;
+	struct uffd_frame f = { .u = u, .m = NULL, .up = uffd_frames };
+	int handled = 0, r = 0;
+
+	uffd_frames = &f;
+	if (uffd_enter(u)) {
+		if (it->kind == ITEM_BATCH) {
+			r = uffd_deliver_notes(u, &handled);
+			if (!r)
+				r = uffd_deliver_batch(u, it->b, &handled);
+			uffd_batch_done(u, it->b);
+			it->b = NULL;
+		}
+		if (!r && uffd_ctx_has_work(u))
+			r = uffd_serve_work(u, &handled);
+		uffd_leave(u); /* runs on_exit if the process is gone and this was the last */
+	}
+	if (it->b)
+		uffd_batch_put(u, it->b); /* on_exit has run: nobody is left to serve */
+	uffd_frames = f.up;
+	if (u->mon_starved)
+		unstarve(m, u);
+	if (r == -ESRCH || atomic_load(&u->exited)) {
+		bury(m, u, true);
+		r = 0;
+	}
+	atomic_fetch_add(&m->pool_handled, handled);
+	return r == -EINTR ? 0 : r;
+}
+
+static void *pool_worker(void *arg)
+{
+	struct uffd_monitor *m = arg;
+
+	for (;;) {
+		struct pool_item it;
+		int r;
+
+		pthread_mutex_lock(&m->lock);
+		while (!m->qcount && !m->pool_stop)
+			pthread_cond_wait(&m->cond, &m->lock);
+		if (!m->qcount) {
+			pthread_mutex_unlock(&m->lock);
+			return NULL;
+		}
+		it = m->queue[m->qhead];
+		m->qhead = (m->qhead + 1) % m->qcap;
+		m->qcount--;
+		pthread_mutex_unlock(&m->lock);
+		r = worker_item(m, &it);
+		atomic_fetch_sub(&it.u->mon_refs, 1);
+		uffd_ctx_put(it.u);
+		if (r < 0)
+			pool_fail(m, r);
+	}
+}
+
+static void pool_reset_locked(struct uffd_monitor *m)
+{
+	free(m->workers);
+	m->workers = NULL;
+	m->pool = m->pool_stop = false;
+	m->nworkers = m->workers_live = 0;
+}
+
+int uffd_monitor_start(struct uffd_monitor *m, unsigned nthreads)
+{
+	sigset_t old;
+	struct uffd *u;
+	unsigned i;
+	int ret = 0;
+
+	if (!m || nthreads == 0 || nthreads > POOL_MAX)
+		return -EINVAL;
+	if (uffd_frames_hold(NULL, m))
+		return -EDEADLK;
+	pthread_mutex_lock(&m->lock);
+	if (m->pool || atomic_load(&m->runners)) {
+		pthread_mutex_unlock(&m->lock);
+		return -EBUSY;
+	}
+	m->workers = calloc(nthreads, sizeof(*m->workers));
+	if (!m->workers) {
+		pthread_mutex_unlock(&m->lock);
+		return -ENOMEM;
+	}
+	m->pool = true;
+	m->nworkers = nthreads;
+	m->pool_err = 0;
+	atomic_store(&m->pool_handled, 0);
+	/* Everything the reader will need, made now: it never allocates. */
+	for (u = m->head; u && !ret; u = u->mon_next)
+		ret = pool_reserve(m, u);
+	if (!ret)
+		ret = queue_fit_locked(m, queue_need(m));
+	if (ret) {
+		pool_reset_locked(m);
+		pthread_mutex_unlock(&m->lock);
+		return ret;
+	}
+	pthread_mutex_unlock(&m->lock);
+
+	/* The threads start with every signal blocked: they inherit the mask. */
+	block_signals(&old);
+	ret = -pthread_create(&m->reader, NULL, pool_reader, m);
+	for (i = 0; !ret && i < nthreads; i++) {
+		ret = -pthread_create(&m->workers[i], NULL, pool_worker, m);
+		if (!ret)
+			m->workers_live++;
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (ret) {
+		/* Stop what was made; the reader exists if any worker was attempted. */
+		if (i > 0 || m->workers_live) {
+			uffd_monitor_stop(m);
+			pthread_join(m->reader, NULL);
+			pthread_mutex_lock(&m->lock);
+			m->pool_stop = true;
+			pthread_cond_broadcast(&m->cond);
+			pthread_mutex_unlock(&m->lock);
+			for (i = 0; i < m->workers_live; i++)
+				pthread_join(m->workers[i], NULL);
+		}
+		pthread_mutex_lock(&m->lock);
+		pool_reset_locked(m);
+		pthread_mutex_unlock(&m->lock);
+		return ret;
+	}
+	pthread_setname_np(m->reader, "uffd-read");
+	for (i = 0; i < nthreads; i++) {
+		char name[16];
+
+		snprintf(name, sizeof(name), "uffd-work/%u", i);
+		pthread_setname_np(m->workers[i], name);
+	}
+	return 0;
+}
+
+int uffd_monitor_join(struct uffd_monitor *m)
+{
+	unsigned i, n;
+	int ret;
+
+	if (!m)
+		return -EINVAL;
+	if (uffd_frames_hold(NULL, m))
+		return -EDEADLK;
+	pthread_mutex_lock(&m->lock);
+	if (!m->pool) {
+		pthread_mutex_unlock(&m->lock);
+		return -EINVAL;
+	}
+	n = m->workers_live;
+	pthread_mutex_unlock(&m->lock);
+	pthread_join(m->reader, NULL);
+	for (i = 0; i < n; i++)
+		pthread_join(m->workers[i], NULL);
+	pthread_mutex_lock(&m->lock);
+	ret = m->pool_err ? m->pool_err : atomic_load(&m->pool_handled);
+	pool_reset_locked(m);
+	pthread_mutex_unlock(&m->lock);
+	close_dead(m);
+	return ret;
+}
+
+/* ---- freeing ---- */
+
+/*
+ * In a child forked while the monitor ran, the pool's threads do not exist and any lock may have
+ * been held by one of them: close the fds and unmap, taking no lock.
+ */
+static void free_in_child(struct uffd_monitor *m)
+{
+	struct uffd *lists[2] = { m->head, m->dead }, *u, *nx;
+	int k;
+
+	for (k = 0; k < 2; k++) {
+		for (u = lists[k]; u; u = nx) {
+			nx = k ? u->dead_next : u->mon_next;
+			close_fd(u->pidfd);
+			close_fd(u->fd);
+			uffd_ctx_free(u);
+		}
+	}
+}
+
+void uffd_monitor_free(struct uffd_monitor *m)
+{
+	if (!m)
+		return;
+	if (in_child_of_owner(m)) {
+		free_in_child(m);
+	} else {
+		if (m->pool) {
+			uffd_monitor_stop(m);
+			uffd_monitor_join(m);
+		}
+		while (m->head)
+			uffd_close(m->head); /* unlinks itself */
+		while (m->dead)
+			uffd_close(m->dead); /* takes itself off the dead list */
+		pthread_mutex_destroy(&m->lock);
+		pthread_cond_destroy(&m->cond);
+	}
+	close_fd(m->timerfd);
+	close_fd(m->kickfd);
+	close_fd(m->stopfd);
+	close_fd(m->epfd);
+	munmap(m->probe_page, (size_t)uffd_page_size());
+	if (m->slots)
+		uffd_sys_munmap(m->slots, m->slots_len);
+	if (m->queue)
+		uffd_sys_munmap(m->queue, m->queue_len);
+	free(m->workers);
+	free(m);
 }

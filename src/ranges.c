@@ -677,6 +677,30 @@ int uffd_register(struct uffd *u, void *addr, size_t len, uint64_t modes, void *
 	return ret;
 }
 
+/*
+ * The map side of uffd_register() alone: for ranges someone else registered on this fd (the
+ * sender of an adopted fd). The kernel is not asked; the range is kept true by the events from
+ * now on like any other.
+ */
+int uffd_range_add(struct uffd *u, void *addr, size_t len, uint64_t modes, void *data)
+{
+	uintptr_t start = (uintptr_t)addr;
+	int ret;
+
+	if (!u || !uffd_span_ok(u, start, len) || !modes || (modes & ~KNOWN_MODES))
+		return -EINVAL;
+	if (atomic_load(&u->exited))
+		return -ESRCH;
+	pthread_mutex_lock(&u->lock);
+	ret = uffd_rmap_reserve(&u->map, register_need(&u->map, start, start + len, modes));
+	if (!ret) {
+		register_apply(&u->map, start, start + len, data, modes);
+		uffd_stat_add(&u->map_gen, 1);
+	}
+	pthread_mutex_unlock(&u->lock);
+	return ret;
+}
+
 int uffd_unregister(struct uffd *u, void *addr, size_t len)
 {
 	uintptr_t start = (uintptr_t)addr;

@@ -494,10 +494,11 @@ struct mover {
 	char *from, *to;
 };
 
+/* Moves pages 1-2 of a 4-page registration: the map must split it at both edges. */
 static void *do_mremap(void *arg)
 {
 	struct mover *m = arg;
-	void *r = mremap(m->from, 4 * PS, 4 * PS, MREMAP_MAYMOVE | MREMAP_FIXED, m->to);
+	void *r = mremap(m->from + PS, 2 * PS, 2 * PS, MREMAP_MAYMOVE | MREMAP_FIXED, m->to + PS);
 
 	return r == MAP_FAILED ? (void *)1 : NULL;
 }
@@ -600,14 +601,17 @@ START_TEST(remap_each_alloc)
 	ck_assert_ptr_null(ret);
 	ck_assert_int_eq(atomic_load(&n_remap), 1);
 	ck_assert_int_eq(atomic_load(&n_unmap), 1);
-	ck_assert_int_eq(uffd_range_find(u, p, &r), -ENOENT);
-	ck_assert_int_eq(uffd_range_find(u, dst + PS, &r), 0);
-	ck_assert_ptr_eq(r.start, dst);
+	ck_assert_int_eq(uffd_range_find(u, p + PS, &r), -ENOENT);
+	ck_assert_int_eq(uffd_range_find(u, p, &r), 0);
+	ck_assert_int_eq(uffd_range_find(u, dst + 2 * PS, &r), 0);
+	ck_assert_ptr_eq(r.start, dst + PS);
 	ck_assert_ptr_eq(r.data, p);
-	ck_assert_int_eq(uffd_range_count(u), before.n);
+	ck_assert_uint_eq(r.offset, PS);
+	ck_assert_int_eq(uffd_range_count(u), before.n + 2);
 	map_consistent(u);
 	uffd_close(u);
 	munmap(big, biglen);
+	munmap(p, 4 * PS);
 	munmap(dst, 4 * PS);
 	report("remap");
 }

@@ -1,0 +1,165 @@
+/* SPDX-License-Identifier: MIT */
+/* Waiting for and reading one batch: poll-first or read-first, latency-mode spinning. */
+#include <errno.h>
+#include <time.h>
+
+#include "internal.h"
+
+/*
+ * Whether reads take u->lock. A context that can receive events other than faults reads under
+ * the lock and preps before releasing it, so that reads and prep follow the kernel's order
+ * however many threads dispatch it: the map changes in that order, and notifications are queued
+ * in it. The read() releases the threads blocked in munmap, mremap or fork; one of them may at
+ * once register the same addresses again, and uffd_register() takes u->lock, so it waits until
+ * prep has cut the old range. A context that receives only faults reads without the lock: any
+ * number of threads may read it at once, and each fault goes to exactly one of them.
+ */
+bool uffd_read_locks(const struct uffd *u)
+{
+	return (u->features & UFFD_EVENT_FEATURES) != 0;
+}
+
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/*
+ * One non-blocking read of up to a batch into b->msgs. Returns the number of messages, 0 when
+ * none were waiting, or a negative errno (EMFILE and ENFILE mean a FORK event's fd could not be
+ * installed: the kernel keeps the event).
+ *
+ * __acquires(u->lock) when it returns messages and uffd_read_locks(u): the caller preps the
+ * batch and releases the lock (uffd_dispatch(), uffd_read_now()). While a batch whose prep
+ * stopped (-ENOMEM) is stalled, nothing more is read: its events come first.
+ */
+static inline __attribute__((always_inline)) int read_raw(struct uffd *u, struct uffd_batch *b)
+{
+	bool locks = uffd_read_locks(u);
+	ssize_t n;
+	unsigned cnt;
+
+	if (locks) {
+		pthread_mutex_lock(&u->lock);
+		if (uffd_unlikely(u->stalled != NULL)) {
+			pthread_mutex_unlock(&u->lock);
+			return 0;
+		}
+	}
+	n = uffd_sys_read(u->fd, b->msgs, (size_t)u->batch * sizeof(struct uffd_msg));
+	cnt = n > 0 ? (unsigned)((size_t)n / sizeof(struct uffd_msg)) : 0;
+	if (cnt == 0) {
+		if (locks)
+			pthread_mutex_unlock(&u->lock);
+		return n == -EAGAIN || n >= 0 ? 0 : (int)n;
+	}
+	b->nmsg = cnt;
+	uffd_stat_add(&u->st.reads, 1);
+	uffd_stat_add(&u->st.messages, cnt);
+	return (int)cnt;
+}
+
+/*
+ * Latency mode: re-read the fd without blocking for up to spin_us (less if @timeout_ms is
+ * shorter), so that a message is taken the moment it arrives, without the cost of waking a
+ * sleeping thread (~20-50 us on another CPU). Returns what the last read returned; on 0,
+ * *timeout_ms is what is left of it.
+ */
+__attribute__((noinline)) static int spin_read(struct uffd *u, struct uffd_batch *b,
+					       int *timeout_ms)
+{
+	uint64_t t0 = now_us(), lim = u->spin_us, spent;
+	int n;
+
+	if (*timeout_ms > 0 && (uint64_t)*timeout_ms * 1000u < lim)
+		lim = (uint64_t)*timeout_ms * 1000u;
+	do {
+		n = read_raw(u, b);
+		if (n != 0)
+			return n;
+		spent = now_us() - t0;
+	} while (spent < lim);
+	if (*timeout_ms > 0)
+		*timeout_ms = spent / 1000u >= (uint64_t)*timeout_ms ?
+				      0 :
+				      *timeout_ms - (int)(spent / 1000u);
+	return 0;
+}
+
+/* After this many waits that polled first, the next one reads first again (see read_wait). */
+#define POLL_FIRST_RUN 64u
+
+static inline __attribute__((always_inline)) int poll_read(struct uffd *u, struct uffd_batch *b,
+							   int timeout_ms)
+{
+	int n = uffd_sys_poll1(u->fd, timeout_ms);
+
+	if (n <= 0)
+		return n;
+	n = read_raw(u, b);
+	if ((unsigned)n == u->batch)
+		b->poll_first = 0;
+	return n;
+}
+
+/* uffd_read_wait() when it reads first: and when that finds the fd empty, spins or polls. */
+__attribute__((noinline)) static int read_first(struct uffd *u, struct uffd_batch *b,
+						int timeout_ms)
+{
+	int n = read_raw(u, b);
+
+	if (n != 0 || timeout_ms == 0)
+		return n;
+	b->poll_first = 1;
+	if (u->spin_us) {
+		n = spin_read(u, b, &timeout_ms);
+		if (n != 0 || timeout_ms == 0)
+			return n;
+	}
+	return poll_read(u, b, timeout_ms);
+}
+
+/*
+ * Read a batch into b->msgs, waiting up to @timeout_ms for one. Returns the number of messages
+ * (__acquires(u->lock) as read_raw()), 0 on timeout or when another thread took what the wait saw,
+ * or a negative errno.
+ *
+ * A non-blocking fd needs a poll() to sleep and a read() to take the messages. Reading first
+ * costs one syscall when messages are waiting and three (read, poll, read) when the fd is empty;
+ * polling first costs two either way. A handler faster than its faulting threads mostly finds
+ * the fd empty: the faults it just resolved are still being retried. So a wait reads first while
+ * that finds messages; once a read finds the fd empty, the next waits poll first, until a read
+ * fills a whole batch (more are likely waiting) or POLL_FIRST_RUN waits have passed. The state
+ * lives in the batch, so a thread that dispatches alone (and always gets the spare) keeps it.
+ */
+int uffd_read_wait(struct uffd *u, struct uffd_batch *b, int timeout_ms)
+{
+	if (timeout_ms == 0 || b->poll_first == 0 || u->spin_us)
+		return read_first(u, b, timeout_ms);
+	if (++b->poll_first > POLL_FIRST_RUN)
+		b->poll_first = 0;
+	return poll_read(u, b, timeout_ms);
+}
+
+/*
+ * One non-blocking read into @b, then prep; no lock is held on return. Returns the number of
+ * messages read, or a negative errno; -ENOMEM means prep stopped and @b is now the context's
+ * stalled batch, no longer the caller's.
+ */
+int uffd_read_now(struct uffd *u, struct uffd_batch *b)
+{
+	int n = read_raw(u, b);
+	int ret;
+
+	if (n <= 0)
+		return n;
+	if (!uffd_read_locks(u))
+		pthread_mutex_lock(&u->lock);
+	/* The lock is held here, taken by read_raw() or just now; released below. */
+	ret = uffd_prep_locked(u, b);
+	pthread_mutex_unlock(&u->lock);
+	return ret < 0 ? ret : n;
+}
