@@ -215,6 +215,9 @@ UFFD_API_EXPORT const char *uffd_ioctl_name(unsigned nr);
  * CAP_SYS_PTRACE, set `vm.unprivileged_userfaultfd=1`, give access to `/dev/userfaultfd`, or drop
  * `UFFD_OPEN_KERNEL_FAULTS`).
  *
+ * Every errno this header documents for any function has a sentence of its own (a test reads
+ * the header to hold it to that); any other code gets one catch-all sentence.
+ *
  * \param err a code as returned (negative) or its positive value.
  * \return a static string; never NULL.
  */

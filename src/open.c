@@ -478,7 +478,17 @@ const char *uffd_strerror(int err)
 		return "The source buffer cannot be read.";
 	case EBUSY:
 		return "Busy: another userfaultfd has registered the range, the context already "
-		       "belongs to a monitor, or a page to move is pinned.";
+		       "belongs to a monitor, the monitor is already running, or a page to move is "
+		       "pinned.";
+	case ENOSPC:
+		return "The limit of epoll watches is reached (fs.epoll.max_user_watches): raise it, "
+		       "or serve fewer contexts; the FORK event that needed a watch is kept.";
+	case EDEADLK:
+		return "A callback called uffd_dispatch() or uffd_monitor_run() on the context or "
+		       "monitor that is calling it: that would wait for itself.";
+	case ECHILD:
+		return "Nobody serves this fork child: its context was closed and the child process "
+		       "runs unmonitored.";
 	case ENOMEM:
 		return "Out of memory (or the process that owns the userfaultfd has exited).";
 	case EMFILE:
