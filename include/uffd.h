@@ -68,7 +68,9 @@ struct uffd_config {
 	/** `UFFD_FEATURE_*` bits that must be granted, else the open fails with -EOPNOTSUPP. */
 	uint64_t required;
 	/** `UFFD_FEATURE_*` bits granted where the kernel offers them and this caller may have
-	 *  them (EVENT_FORK needs CAP_SYS_PTRACE: as an optional bit it is dropped, not fatal). */
+	 *  them (EVENT_FORK needs CAP_SYS_PTRACE: as an optional bit it is dropped, not fatal).
+	 *  A bit the kernel does not offer, known to the library or not (a newer kernel may offer
+	 *  it), is dropped: never an error. */
 	uint64_t optional;
 	/** `UFFD_OPEN_*` flags. */
 	unsigned flags;
@@ -103,7 +105,7 @@ struct uffd_config {
  * \param out receives the new context; untouched on failure.
  * \param cfg options; NULL means all defaults.
  * \return 0 on success, or a negative errno; no fd or memory is left behind on failure:
- * - -EINVAL: @p out is NULL, unknown bits in `flags` or `optional`, both `_SYSCALL_ONLY` and
+ * - -EINVAL: @p out is NULL, unknown bits in `flags`, both `_SYSCALL_ONLY` and
  *   `_DEVICE_ONLY`, or `batch`/`spin_us` out of range.
  * - -EOPNOTSUPP: a `required` feature bit is not offered by this kernel (known bit or not).
  * - -EPERM: no door may be used by this caller (uffd_strerror() names the fixes; see

@@ -15,8 +15,6 @@ int uffd_cfg_check(const struct uffd_config *cfg)
 		return -EINVAL;
 	if ((cfg->flags & UFFD_OPEN_SYSCALL_ONLY) && (cfg->flags & UFFD_OPEN_DEVICE_ONLY))
 		return -EINVAL;
-	if (cfg->optional & ~UFFD_KNOWN_FEATURES)
-		return -EINVAL;
 	if (cfg->batch > UFFD_MAX_BATCH || cfg->spin_us > UFFD_MAX_SPIN_US)
 		return -EINVAL;
 	return 0;

@@ -263,8 +263,6 @@ static void same(const struct state *a, const struct state *b, const char *name)
 	X(open_both_doors, -EINVAL,                                                                \
 	  uffd_open(&F.out_u, &(struct uffd_config){ .flags = UFFD_OPEN_SYSCALL_ONLY |             \
 							      UFFD_OPEN_DEVICE_ONLY }))            \
-	X(open_unknown_optional, -EINVAL,                                                          \
-	  uffd_open(&F.out_u, &(struct uffd_config){ .optional = 1ull << 40 }))                    \
 	X(open_unknown_required, -EOPNOTSUPP,                                                      \
 	  uffd_open(&F.out_u, &(struct uffd_config){ .required = 1ull << 40 }))                    \
 	X(open_batch_too_big, -EINVAL,                                                             \

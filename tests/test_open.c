@@ -215,8 +215,6 @@ START_TEST(open_bad_args)
 		{ .flags = 0x8 },
 		{ .flags = 0x80000000u },
 		{ .flags = UFFD_OPEN_SYSCALL_ONLY | UFFD_OPEN_DEVICE_ONLY },
-		{ .optional = 1ULL << 40 },
-		{ .optional = 1ULL << 17 },
 		{ .batch = UFFD_MAX_BATCH + 1 },
 		{ .spin_us = UFFD_MAX_SPIN_US + 1 },
 	};
@@ -258,6 +256,31 @@ START_TEST(open_required_unknown)
 	ck_assert_ptr_eq(u, (struct uffd *)0x1);
 	ck_assert_int_eq(tu_count_fds(), fds);
 	ck_assert_str_eq(uffd_strerror(-EOPNOTSUPP), uffd_strerror(EOPNOTSUPP));
+}
+END_TEST
+
+/* Optional bits the kernel does not offer, known or not, are dropped, not refused. */
+START_TEST(open_optional_unknown_dropped)
+{
+	struct uffd_config cfg = { .optional = UFFD_FEATURE_EVENT_UNMAP | 1ULL << 17 | 1ULL << 40 |
+					       1ULL << 63 };
+	struct uffd *u = NULL, *a = NULL;
+	uint64_t offered;
+	int fds = tu_count_fds(), fd;
+
+	ck_assert_int_eq(uffd_probe(&offered, NULL), 0);
+	ck_assert_uint_eq(offered & (1ULL << 17 | 1ULL << 40 | 1ULL << 63), 0);
+	ck_assert_int_eq(uffd_open(&u, &cfg), 0);
+	ck_assert_uint_eq(uffd_features(u), UFFD_FEATURE_EVENT_UNMAP & offered);
+	uffd_close(u);
+
+	/* uffd_adopt() negotiates a fresh fd the same way. */
+	fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | UFFD_USER_MODE_ONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(uffd_adopt(&a, fd, &cfg), 0);
+	ck_assert_uint_eq(uffd_features(a), UFFD_FEATURE_EVENT_UNMAP & offered);
+	uffd_close(a);
+	ck_assert_int_eq(tu_count_fds(), fds);
 }
 END_TEST
 
@@ -876,6 +899,7 @@ int main(void)
 	tcase_add_test(tc, open_granted);
 	tcase_add_test(tc, open_bad_args);
 	tcase_add_test(tc, open_required_unknown);
+	tcase_add_test(tc, open_optional_unknown_dropped);
 	tcase_add_test(tc, open_failure_paths_no_leak);
 	tcase_add_test(tc, open_doors);
 	suite_add_tcase(s, tc);
