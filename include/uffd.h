@@ -63,7 +63,15 @@ extern "C" {
 /** One userfaultfd context: the fd, what it was granted, its range map and callbacks. Opaque. */
 struct uffd;
 
-/** Options for uffd_open() and uffd_adopt(). Zero-initialise; every field is optional. */
+/**
+ * Options for uffd_open() and uffd_adopt(). Zero-initialise; every field is optional.
+ *
+ * From 0.2 on the struct has a fixed size of 64 bytes (a static assertion holds it there):
+ * fields added later take their room from `reserved`, and zero keeps meaning what it means
+ * today. uffd_open() and uffd_adopt() refuse a non-zero `reserved` word with
+ * -EINVAL, so that a program built against a later header that sets a new field fails cleanly
+ * on this library instead of being silently ignored.
+ */
 struct uffd_config {
 	/** `UFFD_FEATURE_*` bits that must be granted, else the open fails with -EOPNOTSUPP. */
 	uint64_t required;
@@ -82,7 +90,18 @@ struct uffd_config {
 	 *  own (measured: 2.2x faster per fault); sharing a CPU with the faulting threads it gains
 	 *  nothing. 0 (the default) turns it off. At most 1000000. */
 	unsigned spin_us;
+	/** Room for later fields; must be zero. */
+	uint32_t reserved[9];
 };
+
+/** @cond INTERNAL */
+#ifdef __cplusplus
+#define UFFD_STATIC_ASSERT static_assert
+#else
+#define UFFD_STATIC_ASSERT _Static_assert
+#endif
+UFFD_STATIC_ASSERT(sizeof(struct uffd_config) == 64, "struct uffd_config is 64 bytes");
+/** @endcond */
 
 /** Also trap faults raised in kernel mode (a read(2) into a registered page). Needs privilege:
  *  CAP_SYS_PTRACE, `vm.unprivileged_userfaultfd=1`, or access to `/dev/userfaultfd`. Without it
@@ -106,7 +125,7 @@ struct uffd_config {
  * \param cfg options; NULL means all defaults.
  * \return 0 on success, or a negative errno; no fd or memory is left behind on failure:
  * - -EINVAL: @p out is NULL, unknown bits in `flags`, both `_SYSCALL_ONLY` and
- *   `_DEVICE_ONLY`, or `batch`/`spin_us` out of range.
+ *   `_DEVICE_ONLY`, `batch`/`spin_us` out of range, or a non-zero `reserved` word.
  * - -EOPNOTSUPP: a `required` feature bit is not offered by this kernel (known bit or not).
  * - -EPERM: no door may be used by this caller (uffd_strerror() names the fixes; see
  *   @ref trouble_eperm), or a required feature needs a privilege the caller lacks (EVENT_FORK
@@ -130,7 +149,8 @@ UFFD_API_EXPORT int uffd_open(struct uffd **out, const struct uffd_config *cfg);
  * \param fd a userfaultfd.
  * \param cfg options as for uffd_open(); `flags` are ignored for an fd whose handshake is done.
  * \return 0 on success, or a negative errno:
- * - -EINVAL: @p out is NULL, @p fd is negative or not a userfaultfd, or bad @p cfg.
+ * - -EINVAL: @p out is NULL, @p fd is negative or not a userfaultfd, or bad @p cfg (as for
+ *   uffd_open(): a non-zero `reserved` word too).
  * - -EBADF: @p fd is not an open file descriptor.
  * - -EOPNOTSUPP: a required feature was not granted on this fd or is not offered.
  * - -EPERM: a required feature needs a privilege the caller lacks, or, as below, the probe
@@ -821,7 +841,13 @@ UFFD_API_EXPORT int uffd_monitor_count(const struct uffd_monitor *m);
  * @{
  */
 
-/** Exact counters of one context, since it was made. */
+/**
+ * Exact counters of one context, since it was made.
+ *
+ * From 0.2 on the struct has a fixed size of 256 bytes, 32 counters (a static assertion holds
+ * it there): counters added later take their room from `reserved`, which uffd_get_stats() fills
+ * with zeros until then.
+ */
 struct uffd_stats {
 	uint64_t reads;		 /**< read() calls that returned messages */
 	uint64_t messages;	 /**< messages read */
@@ -833,12 +859,17 @@ struct uffd_stats {
 	uint64_t removes;	 /**< REMOVE messages read */
 	uint64_t unmaps;	 /**< UNMAP messages read */
 	uint64_t unknown;	 /**< messages of an unknown kind */
+	uint64_t reserved[22];	 /**< room for later counters; zero */
 };
+
+/** @cond INTERNAL */
+UFFD_STATIC_ASSERT(sizeof(struct uffd_stats) == 256, "struct uffd_stats is 256 bytes");
+/** @endcond */
 
 /**
  * uffd_get_stats - read a context's counters.
  * \param u the context.
- * \param out receives the counters.
+ * \param out receives the counters; its `reserved` space is zeroed.
  * \return 0, or -EINVAL for NULL.
  */
 UFFD_API_EXPORT int uffd_get_stats(const struct uffd *u, struct uffd_stats *out);

@@ -269,6 +269,8 @@ static void same(const struct state *a, const struct state *b, const char *name)
 	  uffd_open(&F.out_u, &(struct uffd_config){ .batch = 4097 }))                             \
 	X(open_spin_too_long, -EINVAL,                                                             \
 	  uffd_open(&F.out_u, &(struct uffd_config){ .spin_us = 1000001 }))                        \
+	X(open_reserved_set, -EINVAL,                                                              \
+	  uffd_open(&F.out_u, &(struct uffd_config){ .reserved[8] = 1 }))                          \
 	X(adopt_null_out, -EINVAL, uffd_adopt(NULL, F.rawfd, NULL))                                \
 	X(adopt_negative_fd, -EINVAL, uffd_adopt(&F.out_u, -1, NULL))                              \
 	X(adopt_closed_fd, -EBADF, uffd_adopt(&F.out_u, F.closedfd, NULL))                         \
@@ -277,6 +279,8 @@ static void same(const struct state *a, const struct state *b, const char *name)
 	X(adopt_dev_null, -EINVAL, uffd_adopt(&F.out_u, F.nullfd, NULL))                           \
 	X(adopt_unknown_flag, -EINVAL,                                                             \
 	  uffd_adopt(&F.out_u, F.rawfd, &(struct uffd_config){ .flags = 0x80 }))                   \
+	X(adopt_reserved_set, -EINVAL,                                                             \
+	  uffd_adopt(&F.out_u, F.rawfd, &(struct uffd_config){ .reserved[0] = 1 }))                \
 	X(adopt_unknown_required, -EOPNOTSUPP,                                                     \
 	  uffd_adopt(&F.out_u, F.rawfd, &(struct uffd_config){ .required = 1ull << 40 }))          \
 	X(fd_null, -EINVAL, uffd_fd(NULL))                                                         \

@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -281,6 +282,61 @@ START_TEST(open_optional_unknown_dropped)
 	ck_assert_uint_eq(uffd_features(a), UFFD_FEATURE_EVENT_UNMAP & offered);
 	uffd_close(a);
 	ck_assert_int_eq(tu_count_fds(), fds);
+}
+END_TEST
+
+/* ABI room: a fixed size, and every reserved word of the config must be zero. */
+START_TEST(config_reserved_refused)
+{
+	struct uffd *u = (struct uffd *)0x1;
+	int fds = tu_count_fds(), fd, fl;
+	uint64_t before, after;
+	unsigned i;
+
+	ck_assert_uint_eq(sizeof(struct uffd_config), 64);
+	ck_assert_uint_eq(offsetof(struct uffd_config, reserved) +
+				  sizeof(((struct uffd_config *)0)->reserved),
+			  64);
+	fd = raw_uffd(O_CLOEXEC | UFFD_USER_MODE_ONLY);
+	ck_assert_int_ge(fd, 0);
+	fl = fcntl(fd, F_GETFL);
+	before = fdinfo_features(fd);
+	for (i = 0; i < sizeof(((struct uffd_config *)0)->reserved) / sizeof(uint32_t); i++) {
+		struct uffd_config cfg = { .optional = UFFD_FEATURE_EVENT_UNMAP };
+
+		cfg.reserved[i] = 1u << (i % 32);
+		ck_assert_int_eq(uffd_open(&u, &cfg), -EINVAL);
+		/* uffd_adopt() refuses it before the handshake and before the fd's flags change. */
+		ck_assert_int_eq(uffd_adopt(&u, fd, &cfg), -EINVAL);
+		ck_assert_ptr_eq(u, (struct uffd *)0x1);
+	}
+	after = fdinfo_features(fd);
+	ck_assert_uint_eq(after, before);
+	ck_assert_int_eq(fcntl(fd, F_GETFL), fl);
+	ck_assert_int_eq(tu_count_fds(), fds + 1);
+	close(fd);
+	ck_assert_int_eq(tu_count_fds(), fds);
+}
+END_TEST
+
+/* ABI room: uffd_get_stats() fills the counters and zeroes the reserved space. */
+START_TEST(stats_reserved_zeroed)
+{
+	struct uffd_stats st;
+	struct uffd *u = NULL;
+	unsigned i;
+
+	ck_assert_uint_eq(sizeof(struct uffd_stats), 256);
+	ck_assert_uint_eq(offsetof(struct uffd_stats, reserved), 10 * sizeof(uint64_t));
+	ck_assert_int_eq(uffd_open(&u, NULL), 0);
+	memset(&st, 0xa5, sizeof(st));
+	ck_assert_int_eq(uffd_get_stats(u, &st), 0);
+	ck_assert_uint_eq(st.reads, 0);
+	ck_assert_uint_eq(st.unknown, 0);
+	for (i = 0; i < sizeof(st.reserved) / sizeof(st.reserved[0]); i++)
+		ck_assert_msg(st.reserved[i] == 0, "reserved[%u] = %#llx", i,
+			      (unsigned long long)st.reserved[i]);
+	uffd_close(u);
 }
 END_TEST
 
@@ -900,6 +956,8 @@ int main(void)
 	tcase_add_test(tc, open_bad_args);
 	tcase_add_test(tc, open_required_unknown);
 	tcase_add_test(tc, open_optional_unknown_dropped);
+	tcase_add_test(tc, config_reserved_refused);
+	tcase_add_test(tc, stats_reserved_zeroed);
 	tcase_add_test(tc, open_failure_paths_no_leak);
 	tcase_add_test(tc, open_doors);
 	suite_add_tcase(s, tc);
