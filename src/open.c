@@ -238,29 +238,31 @@ int uffd_open(struct uffd **out, const struct uffd_config *cfg)
 
 /* ---- adoption ---- */
 
-/* Read a small /proc file with raw syscalls into @buf (NUL-terminated); bytes read or -errno. */
+/*
+ * Read a small /proc file into @buf (NUL-terminated); bytes read or -errno. Raw system calls, not
+ * glibc's open/read/close, which are cancellation points (no libuffd call may be one, uffd.h).
+ */
 static ssize_t read_small(const char *path, char *buf, size_t size)
 {
 	size_t n = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = (int)uffd_syscall3(SYS_openat, AT_FDCWD, (long)path, O_RDONLY | O_CLOEXEC);
 
 	if (fd < 0)
-		return -errno;
+		return fd;
 	while (n + 1 < size) {
-		ssize_t r = read(fd, buf + n, size - 1 - n);
+		ssize_t r = uffd_syscall3(SYS_read, fd, (long)(buf + n), (long)(size - 1 - n));
 
+		if (r == -EINTR)
+			continue;
 		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			r = -errno;
-			close(fd);
+			uffd_sys_close(fd);
 			return r;
 		}
 		if (r == 0)
 			break;
 		n += (size_t)r;
 	}
-	close(fd);
+	uffd_sys_close(fd);
 	buf[n] = '\0';
 	return (ssize_t)n;
 }

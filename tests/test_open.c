@@ -340,6 +340,68 @@ START_TEST(stats_reserved_zeroed)
 }
 END_TEST
 
+/*
+ * No libuffd call is a cancellation point (uffd.h): a thread with a deferred cancel pending
+ * runs uffd_close(), uffd_open() through each door and uffd_adopt() to their ends, and is
+ * cancelled only at its own pthread_testcancel().
+ */
+struct cancel_run {
+	struct uffd *u;	      /* closed by the thread */
+	int fd;		      /* a raw userfaultfd the thread adopts */
+	int steps;	      /* calls that returned */
+	int rc[4];	      /* what they returned */
+	struct uffd *made[3]; /* what they made, for the test to close */
+};
+
+static void *cancel_thread(void *arg)
+{
+	struct cancel_run *r = arg;
+	struct uffd_config sys = { .flags = UFFD_OPEN_SYSCALL_ONLY };
+	struct uffd_config dev = { .flags = UFFD_OPEN_DEVICE_ONLY };
+	int old;
+
+	pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, &old);
+	pthread_setcanceltype(PTHREAD_CANCEL_DEFERRED, &old);
+	pthread_cancel(pthread_self());
+	uffd_close(r->u);
+	r->rc[r->steps++] = 0;
+	r->rc[r->steps] = uffd_open(&r->made[0], &sys);
+	r->steps++;
+	r->rc[r->steps] = uffd_open(&r->made[1], &dev);
+	r->steps++;
+	r->rc[r->steps] = uffd_adopt(&r->made[2], r->fd, NULL);
+	r->steps++;
+	pthread_testcancel();
+	return NULL;
+}
+
+START_TEST(no_cancellation_point)
+{
+	struct cancel_run r = { .fd = raw_uffd(O_CLOEXEC | UFFD_USER_MODE_ONLY) };
+	int fds = tu_count_fds(), i;
+	pthread_t t;
+	void *ret;
+
+	ck_assert_int_ge(r.fd, 0);
+	ck_assert_int_eq(uffd_open(&r.u, NULL), 0);
+	ck_assert_int_eq(pthread_create(&t, NULL, cancel_thread, &r), 0);
+	ck_assert_int_eq(pthread_join(t, &ret), 0);
+	ck_assert_msg(r.steps == 4,
+		      "cancelled inside call %d (0 uffd_close, 1 and 2 uffd_open, "
+		      "3 uffd_adopt)",
+		      r.steps);
+	ck_assert_ptr_eq(ret, PTHREAD_CANCELED);
+	ck_assert_int_eq(r.rc[1], 0);
+	/* The device is root's alone here; a caller who may not use it is refused, not cancelled. */
+	ck_assert(r.rc[2] == 0 || r.rc[2] == -EPERM || r.rc[2] == -ENOSYS);
+	ck_assert_int_eq(r.rc[3], 0);
+	for (i = 0; i < 3; i++)
+		uffd_close(r.made[i]);
+	/* The adopted fd went with its context. */
+	ck_assert_int_eq(tu_count_fds(), fds - 1);
+}
+END_TEST
+
 /* Failures after the fd exists must close it: context allocation, and fd exhaustion. */
 START_TEST(open_failure_paths_no_leak)
 {
@@ -960,6 +1022,10 @@ int main(void)
 	tcase_add_test(tc, stats_reserved_zeroed);
 	tcase_add_test(tc, open_failure_paths_no_leak);
 	tcase_add_test(tc, open_doors);
+	suite_add_tcase(s, tc);
+
+	tc = tu_tcase("cancel", 10, NULL, NULL);
+	tcase_add_test(tc, no_cancellation_point);
 	suite_add_tcase(s, tc);
 
 	tc = tu_tcase("faults", 10, NULL, NULL);
