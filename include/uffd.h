@@ -73,7 +73,16 @@ struct uffd;
  * on this library instead of being silently ignored.
  */
 struct uffd_config {
-	/** `UFFD_FEATURE_*` bits that must be granted, else the open fails with -EOPNOTSUPP. */
+	/** `UFFD_FEATURE_*` bits that must be granted, else the open fails with -EOPNOTSUPP.
+	 *
+	 *  `UFFD_FEATURE_PAGEFAULT_FLAG_WP` grants nothing: it is a probe bit, and requesting it
+	 *  changes nothing on the fd. Linux 5.7 and later offer it where they support write-protect
+	 *  mode (UFFDIO_REGISTER_MODE_WP, UFFDIO_WRITEPROTECT, `UFFD_PAGEFAULT_FLAG_WP` in fault
+	 *  messages), and all of that works on a context that did not request it (seen on 6.18).
+	 *  Linux 4.11 to 5.6 define the bit but do not offer it (their UFFDIO_API refuses it) and
+	 *  have no write-protect mode (their UFFDIO_REGISTER refuses MODE_WP). So as a required
+	 *  bit it means "fail with -EOPNOTSUPP unless this kernel has write-protect mode"; as an
+	 *  optional bit uffd_features() tells whether it has. */
 	uint64_t required;
 	/** `UFFD_FEATURE_*` bits granted where the kernel offers them and this caller may have
 	 *  them (EVENT_FORK needs CAP_SYS_PTRACE: as an optional bit it is dropped, not fatal).
@@ -145,6 +154,17 @@ UFFD_API_EXPORT int uffd_open(struct uffd **out, const struct uffd_config *cfg);
  * owns the fd (uffd_close() closes it); on failure the fd is left open and unchanged in its
  * handshake, for the caller to close.
  *
+ * O_NONBLOCK belongs to the open file description, which every copy of the fd shares: adopting
+ * makes the sender's copy (and any dup() of it) non-blocking too, so a sender that still reads
+ * the fd gets EAGAIN where it used to block. Close-on-exec is per descriptor and changes only
+ * this copy.
+ *
+ * The new context's range map is empty: ranges the sender registered are unknown to it, so
+ * faults in them arrive with `pf->range` zeroed (`pf->range.data` is NULL) and uffd_range_find()
+ * answers -ENOENT there. Ranges registered through this context with uffd_register() are
+ * recorded as usual; uffd_range_add() (new in 0.2) records a range the sender registered,
+ * without registering it again.
+ *
  * \param out receives the new context.
  * \param fd a userfaultfd.
  * \param cfg options as for uffd_open(); `flags` are ignored for an fd whose handshake is done.
@@ -164,9 +184,13 @@ UFFD_API_EXPORT int uffd_adopt(struct uffd **out, int fd, const struct uffd_conf
 /**
  * uffd_close - close a context and its fd.
  *
- * Closing the fd clears every registration of it: threads blocked on a fault wake and retry as
- * plain memory (they get zero pages), and event senders return. Contexts a monitor owns are
- * closed by uffd_monitor_free(); do not close them yourself. NULL is a no-op.
+ * Closes the context's copy of the fd. When that is the last copy of the userfaultfd, the kernel
+ * clears every registration of it: threads blocked on a fault wake and retry as plain memory
+ * (they get zero pages), and event senders return. While another copy stays open (the sender's
+ * copy of an adopted fd, a dup(), a forked child until it execs or exits) nothing of that
+ * happens: the registrations stay, and a thread that faults in them blocks until that copy
+ * reads its fault or closes. Contexts a monitor owns are closed by uffd_monitor_free(); do not
+ * close them yourself. NULL is a no-op.
  *
  * \param u the context, or NULL.
  */
@@ -500,7 +524,10 @@ enum uffd_event_kind {
 	UFFD_EVT_UNKNOWN = 0xff,   /**< a code this library does not know; see `raw` */
 };
 
-/** A page fault. */
+/**
+ * A page fault. The one a fault callback is given lives in the library's batch storage and is
+ * valid only until the callback returns: copy the struct (by value) to keep it.
+ */
 struct uffd_pagefault {
 	/** Faulting address: page-aligned unless UFFD_FEATURE_EXACT_ADDRESS was granted. */
 	void *address;
@@ -651,7 +678,8 @@ UFFD_API_EXPORT int uffd_read_events(struct uffd *u, struct uffd_event *evs, siz
  * @{
  */
 
-/** A fault callback: resolve @p pf (uffd_copy() etc.) and return 0, or the negative errno. */
+/** A fault callback: resolve @p pf (uffd_copy() etc.) and return 0, or the negative errno.
+ *  @p pf is valid only during the call: copy `*pf` to keep it. */
 typedef int (*uffd_pagefault_fn)(struct uffd *u, const struct uffd_pagefault *pf, void *arg);
 /** An UNMAP or REMOVE callback: the range map is already updated. Return 0 or a negative errno. */
 typedef int (*uffd_span_fn)(struct uffd *u, const struct uffd_span *span, void *arg);
