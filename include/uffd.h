@@ -63,12 +63,31 @@ extern "C" {
 /** One userfaultfd context: the fd, what it was granted, its range map and callbacks. Opaque. */
 struct uffd;
 
-/** Options for uffd_open() and uffd_adopt(). Zero-initialise; every field is optional. */
+/**
+ * Options for uffd_open() and uffd_adopt(). Zero-initialise; every field is optional.
+ *
+ * From 0.2 on the struct has a fixed size of 64 bytes (a static assertion holds it there):
+ * fields added later take their room from `reserved`, and zero keeps meaning what it means
+ * today. uffd_open() and uffd_adopt() refuse a non-zero `reserved` word with
+ * -EINVAL, so that a program built against a later header that sets a new field fails cleanly
+ * on this library instead of being silently ignored.
+ */
 struct uffd_config {
-	/** `UFFD_FEATURE_*` bits that must be granted, else the open fails with -EOPNOTSUPP. */
+	/** `UFFD_FEATURE_*` bits that must be granted, else the open fails with -EOPNOTSUPP.
+	 *
+	 *  `UFFD_FEATURE_PAGEFAULT_FLAG_WP` grants nothing: it is a probe bit, and requesting it
+	 *  changes nothing on the fd. Linux 5.7 and later offer it where they support write-protect
+	 *  mode (UFFDIO_REGISTER_MODE_WP, UFFDIO_WRITEPROTECT, `UFFD_PAGEFAULT_FLAG_WP` in fault
+	 *  messages), and all of that works on a context that did not request it (seen on 6.18).
+	 *  Linux 4.11 to 5.6 define the bit but do not offer it (their UFFDIO_API refuses it) and
+	 *  have no write-protect mode (their UFFDIO_REGISTER refuses MODE_WP). So as a required
+	 *  bit it means "fail with -EOPNOTSUPP unless this kernel has write-protect mode"; as an
+	 *  optional bit uffd_features() tells whether it has. */
 	uint64_t required;
 	/** `UFFD_FEATURE_*` bits granted where the kernel offers them and this caller may have
-	 *  them (EVENT_FORK needs CAP_SYS_PTRACE: as an optional bit it is dropped, not fatal). */
+	 *  them (EVENT_FORK needs CAP_SYS_PTRACE: as an optional bit it is dropped, not fatal).
+	 *  A bit the kernel does not offer, known to the library or not (a newer kernel may offer
+	 *  it), is dropped: never an error. */
 	uint64_t optional;
 	/** `UFFD_OPEN_*` flags. */
 	unsigned flags;
@@ -80,7 +99,18 @@ struct uffd_config {
 	 *  own (measured: 2.2x faster per fault); sharing a CPU with the faulting threads it gains
 	 *  nothing. 0 (the default) turns it off. At most 1000000. */
 	unsigned spin_us;
+	/** Room for later fields; must be zero. */
+	uint32_t reserved[9];
 };
+
+/** @cond INTERNAL */
+#ifdef __cplusplus
+#define UFFD_STATIC_ASSERT static_assert
+#else
+#define UFFD_STATIC_ASSERT _Static_assert
+#endif
+UFFD_STATIC_ASSERT(sizeof(struct uffd_config) == 64, "struct uffd_config is 64 bytes");
+/** @endcond */
 
 /** Also trap faults raised in kernel mode (a read(2) into a registered page). Needs privilege:
  *  CAP_SYS_PTRACE, `vm.unprivileged_userfaultfd=1`, or access to `/dev/userfaultfd`. Without it
@@ -103,8 +133,8 @@ struct uffd_config {
  * \param out receives the new context; untouched on failure.
  * \param cfg options; NULL means all defaults.
  * \return 0 on success, or a negative errno; no fd or memory is left behind on failure:
- * - -EINVAL: @p out is NULL, unknown bits in `flags` or `optional`, both `_SYSCALL_ONLY` and
- *   `_DEVICE_ONLY`, or `batch`/`spin_us` out of range.
+ * - -EINVAL: @p out is NULL, unknown bits in `flags`, both `_SYSCALL_ONLY` and
+ *   `_DEVICE_ONLY`, `batch`/`spin_us` out of range, or a non-zero `reserved` word.
  * - -EOPNOTSUPP: a `required` feature bit is not offered by this kernel (known bit or not).
  * - -EPERM: no door may be used by this caller (uffd_strerror() names the fixes; see
  *   @ref trouble_eperm), or a required feature needs a privilege the caller lacks (EVENT_FORK
@@ -124,11 +154,23 @@ UFFD_API_EXPORT int uffd_open(struct uffd **out, const struct uffd_config *cfg);
  * owns the fd (uffd_close() closes it); on failure the fd is left open and unchanged in its
  * handshake, for the caller to close.
  *
+ * O_NONBLOCK belongs to the open file description, which every copy of the fd shares: adopting
+ * makes the sender's copy (and any dup() of it) non-blocking too, so a sender that still reads
+ * the fd gets EAGAIN where it used to block. Close-on-exec is per descriptor and changes only
+ * this copy.
+ *
+ * The new context's range map is empty: ranges the sender registered are unknown to it, so
+ * faults in them arrive with `pf->range` zeroed (`pf->range.data` is NULL) and uffd_range_find()
+ * answers -ENOENT there. Ranges registered through this context with uffd_register() are
+ * recorded as usual; uffd_range_add() (new in 0.2) records a range the sender registered,
+ * without registering it again.
+ *
  * \param out receives the new context.
  * \param fd a userfaultfd.
  * \param cfg options as for uffd_open(); `flags` are ignored for an fd whose handshake is done.
  * \return 0 on success, or a negative errno:
- * - -EINVAL: @p out is NULL, @p fd is negative or not a userfaultfd, or bad @p cfg.
+ * - -EINVAL: @p out is NULL, @p fd is negative or not a userfaultfd, or bad @p cfg (as for
+ *   uffd_open(): a non-zero `reserved` word too).
  * - -EBADF: @p fd is not an open file descriptor.
  * - -EOPNOTSUPP: a required feature was not granted on this fd or is not offered.
  * - -EPERM: a required feature needs a privilege the caller lacks, or, as below, the probe
@@ -142,9 +184,13 @@ UFFD_API_EXPORT int uffd_adopt(struct uffd **out, int fd, const struct uffd_conf
 /**
  * uffd_close - close a context and its fd.
  *
- * Closing the fd clears every registration of it: threads blocked on a fault wake and retry as
- * plain memory (they get zero pages), and event senders return. Contexts a monitor owns are
- * closed by uffd_monitor_free(); do not close them yourself. NULL is a no-op.
+ * Closes the context's copy of the fd. When that is the last copy of the userfaultfd, the kernel
+ * clears every registration of it: threads blocked on a fault wake and retry as plain memory
+ * (they get zero pages), and event senders return. While another copy stays open (the sender's
+ * copy of an adopted fd, a dup(), a forked child until it execs or exits) nothing of that
+ * happens: the registrations stay, and a thread that faults in them blocks until that copy
+ * reads its fault or closes. Contexts a monitor owns are closed by uffd_monitor_free(); do not
+ * close them yourself. NULL is a no-op.
  *
  * \param u the context, or NULL.
  */
@@ -214,6 +260,9 @@ UFFD_API_EXPORT const char *uffd_ioctl_name(unsigned nr);
  * In the library's terms: for -EPERM it names what to change (run as root or with
  * CAP_SYS_PTRACE, set `vm.unprivileged_userfaultfd=1`, give access to `/dev/userfaultfd`, or drop
  * `UFFD_OPEN_KERNEL_FAULTS`).
+ *
+ * Every errno this header documents for any function has a sentence of its own (a test reads
+ * the header to hold it to that); any other code gets one catch-all sentence.
  *
  * \param err a code as returned (negative) or its positive value.
  * \return a static string; never NULL.
@@ -497,7 +546,10 @@ enum uffd_event_kind {
 	UFFD_EVT_UNKNOWN = 0xff,   /**< a code this library does not know; see `raw` */
 };
 
-/** A page fault. */
+/**
+ * A page fault. The one a fault callback is given lives in the library's batch storage and is
+ * valid only until the callback returns: copy the struct (by value) to keep it.
+ */
 struct uffd_pagefault {
 	/** Faulting address: page-aligned unless UFFD_FEATURE_EXACT_ADDRESS was granted. */
 	void *address;
@@ -654,7 +706,8 @@ UFFD_API_EXPORT int uffd_read_events(struct uffd *u, struct uffd_event *evs, siz
  * @{
  */
 
-/** A fault callback: resolve @p pf (uffd_copy() etc.) and return 0, or the negative errno. */
+/** A fault callback: resolve @p pf (uffd_copy() etc.) and return 0, or the negative errno.
+ *  @p pf is valid only during the call: copy `*pf` to keep it. */
 typedef int (*uffd_pagefault_fn)(struct uffd *u, const struct uffd_pagefault *pf, void *arg);
 /** An UNMAP or REMOVE callback: the range map is already updated. Return 0 or a negative errno. */
 typedef int (*uffd_span_fn)(struct uffd *u, const struct uffd_span *span, void *arg);
@@ -932,7 +985,13 @@ UFFD_API_EXPORT int uffd_monitor_join(struct uffd_monitor *m);
  * @{
  */
 
-/** Exact counters of one context, since it was made. */
+/**
+ * Exact counters of one context, since it was made.
+ *
+ * From 0.2 on the struct has a fixed size of 256 bytes, 32 counters (a static assertion holds
+ * it there): counters added later take their room from `reserved`, which uffd_get_stats() fills
+ * with zeros until then.
+ */
 struct uffd_stats {
 	uint64_t reads;		 /**< read() calls that returned messages */
 	uint64_t messages;	 /**< messages read */
@@ -944,12 +1003,17 @@ struct uffd_stats {
 	uint64_t removes;	 /**< REMOVE messages read */
 	uint64_t unmaps;	 /**< UNMAP messages read */
 	uint64_t unknown;	 /**< messages of an unknown kind */
+	uint64_t reserved[22];	 /**< room for later counters; zero */
 };
+
+/** @cond INTERNAL */
+UFFD_STATIC_ASSERT(sizeof(struct uffd_stats) == 256, "struct uffd_stats is 256 bytes");
+/** @endcond */
 
 /**
  * uffd_get_stats - read a context's counters.
  * \param u the context.
- * \param out receives the counters.
+ * \param out receives the counters; its `reserved` space is zeroed.
  * \return 0, or -EINVAL for NULL.
  */
 UFFD_API_EXPORT int uffd_get_stats(const struct uffd *u, struct uffd_stats *out);

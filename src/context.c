@@ -16,10 +16,12 @@ int uffd_cfg_check(const struct uffd_config *cfg)
 		return -EINVAL;
 	if ((cfg->flags & UFFD_OPEN_SYSCALL_ONLY) && (cfg->flags & UFFD_OPEN_DEVICE_ONLY))
 		return -EINVAL;
-	if (cfg->optional & ~UFFD_KNOWN_FEATURES)
-		return -EINVAL;
 	if (cfg->batch > UFFD_MAX_BATCH || cfg->spin_us > UFFD_MAX_SPIN_US)
 		return -EINVAL;
+	/* Reserved for fields a later version gives a meaning: a caller who sets one expects it. */
+	for (size_t i = 0; i < sizeof(cfg->reserved) / sizeof(cfg->reserved[0]); i++)
+		if (cfg->reserved[i])
+			return -EINVAL;
 	return 0;
 }
 
@@ -165,6 +167,8 @@ int uffd_get_stats(const struct uffd *u, struct uffd_stats *out)
 {
 	if (!u || !out)
 		return -EINVAL;
+	/* The reserved counters read zero until a version gives them a meaning. */
+	memset(out, 0, sizeof(*out));
 	out->reads = atomic_load(&u->st.reads);
 	out->messages = atomic_load(&u->st.messages);
 	out->faults = atomic_load(&u->st.faults);

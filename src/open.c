@@ -238,29 +238,31 @@ int uffd_open(struct uffd **out, const struct uffd_config *cfg)
 
 /* ---- adoption ---- */
 
-/* Read a small /proc file with raw syscalls into @buf (NUL-terminated); bytes read or -errno. */
+/*
+ * Read a small /proc file into @buf (NUL-terminated); bytes read or -errno. Raw system calls, not
+ * glibc's open/read/close, which are cancellation points (no libuffd call may be one, uffd.h).
+ */
 static ssize_t read_small(const char *path, char *buf, size_t size)
 {
 	size_t n = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = (int)uffd_syscall3(SYS_openat, AT_FDCWD, (long)path, O_RDONLY | O_CLOEXEC);
 
 	if (fd < 0)
-		return -errno;
+		return fd;
 	while (n + 1 < size) {
-		ssize_t r = read(fd, buf + n, size - 1 - n);
+		ssize_t r = uffd_syscall3(SYS_read, fd, (long)(buf + n), (long)(size - 1 - n));
 
+		if (r == -EINTR)
+			continue;
 		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			r = -errno;
-			close(fd);
+			uffd_sys_close(fd);
 			return r;
 		}
 		if (r == 0)
 			break;
 		n += (size_t)r;
 	}
-	close(fd);
+	uffd_sys_close(fd);
 	buf[n] = '\0';
 	return (ssize_t)n;
 }
@@ -478,7 +480,17 @@ const char *uffd_strerror(int err)
 		return "The source buffer cannot be read.";
 	case EBUSY:
 		return "Busy: another userfaultfd has registered the range, the context already "
-		       "belongs to a monitor, or a page to move is pinned.";
+		       "belongs to a monitor, the monitor is already running, or a page to move is "
+		       "pinned.";
+	case ENOSPC:
+		return "The limit of epoll watches is reached (fs.epoll.max_user_watches): raise it, "
+		       "or serve fewer contexts; the FORK event that needed a watch is kept.";
+	case EDEADLK:
+		return "A callback called uffd_dispatch() or uffd_monitor_run() on the context or "
+		       "monitor that is calling it: that would wait for itself.";
+	case ECHILD:
+		return "Nobody serves this fork child: its context was closed and the child process "
+		       "runs unmonitored.";
 	case ENOMEM:
 		return "Out of memory (or the process that owns the userfaultfd has exited).";
 	case EMFILE:

@@ -25,22 +25,31 @@ int uffd_sys_userfaultfd(int flags)
 #endif
 }
 
+/*
+ * open() and close() are raw system calls here, as the serving path's are (internal.h): glibc's
+ * wrappers are cancellation points, and no libuffd call may be one (uffd.h). A thread cancelled
+ * inside uffd_close() would leak the context and leave the fd open, its faults blocked.
+ */
+static int sys_open(const char *path, int flags)
+{
+	return (int)uffd_syscall3(SYS_openat, AT_FDCWD, (long)path, flags);
+}
+
 int uffd_sys_dev_new(int flags)
 {
-	int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
-	int fd, err;
+	int dev = sys_open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+	int fd;
 
 	if (dev < 0)
-		return -errno;
-	fd = ioctl(dev, USERFAULTFD_IOC_NEW, flags);
-	err = errno;
-	close(dev);
-	return fd < 0 ? -err : fd;
+		return dev;
+	fd = uffd_sys_ioctl(dev, USERFAULTFD_IOC_NEW, (void *)(long)flags);
+	uffd_sys_close(dev);
+	return fd;
 }
 
 int uffd_sys_close(int fd)
 {
-	return neg_errno(close(fd));
+	return (int)uffd_syscall3(SYS_close, fd, 0, 0);
 }
 
 void *uffd_sys_mmap(size_t len)

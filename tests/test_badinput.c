@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Bad input table: every public function x every kind of bad argument gives the documented
  * negative errno, changes nothing, does not crash and prints nothing. */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -263,14 +264,14 @@ static void same(const struct state *a, const struct state *b, const char *name)
 	X(open_both_doors, -EINVAL,                                                                \
 	  uffd_open(&F.out_u, &(struct uffd_config){ .flags = UFFD_OPEN_SYSCALL_ONLY |             \
 							      UFFD_OPEN_DEVICE_ONLY }))            \
-	X(open_unknown_optional, -EINVAL,                                                          \
-	  uffd_open(&F.out_u, &(struct uffd_config){ .optional = 1ull << 40 }))                    \
 	X(open_unknown_required, -EOPNOTSUPP,                                                      \
 	  uffd_open(&F.out_u, &(struct uffd_config){ .required = 1ull << 40 }))                    \
 	X(open_batch_too_big, -EINVAL,                                                             \
 	  uffd_open(&F.out_u, &(struct uffd_config){ .batch = 4097 }))                             \
 	X(open_spin_too_long, -EINVAL,                                                             \
 	  uffd_open(&F.out_u, &(struct uffd_config){ .spin_us = 1000001 }))                        \
+	X(open_reserved_set, -EINVAL,                                                              \
+	  uffd_open(&F.out_u, &(struct uffd_config){ .reserved[8] = 1 }))                          \
 	X(adopt_null_out, -EINVAL, uffd_adopt(NULL, F.rawfd, NULL))                                \
 	X(adopt_negative_fd, -EINVAL, uffd_adopt(&F.out_u, -1, NULL))                              \
 	X(adopt_closed_fd, -EBADF, uffd_adopt(&F.out_u, F.closedfd, NULL))                         \
@@ -279,6 +280,8 @@ static void same(const struct state *a, const struct state *b, const char *name)
 	X(adopt_dev_null, -EINVAL, uffd_adopt(&F.out_u, F.nullfd, NULL))                           \
 	X(adopt_unknown_flag, -EINVAL,                                                             \
 	  uffd_adopt(&F.out_u, F.rawfd, &(struct uffd_config){ .flags = 0x80 }))                   \
+	X(adopt_reserved_set, -EINVAL,                                                             \
+	  uffd_adopt(&F.out_u, F.rawfd, &(struct uffd_config){ .reserved[0] = 1 }))                \
 	X(adopt_unknown_required, -EOPNOTSUPP,                                                     \
 	  uffd_adopt(&F.out_u, F.rawfd, &(struct uffd_config){ .required = 1ull << 40 }))          \
 	X(fd_null, -EINVAL, uffd_fd(NULL))                                                         \
@@ -292,6 +295,8 @@ static void same(const struct state *a, const struct state *b, const char *name)
 	X(strerror_int_min /* a sentence */, 1, uffd_strerror(INT_MIN)[0] != '\0')                 \
 	X(strerror_unknown /* a sentence */, 1, uffd_strerror(-99999)[0] != '\0')                  \
 	X(close_null /* no-op */, 0, (uffd_close(NULL), 0))                                        \
+	X(probe_null_outputs /* 0: both may be NULL */, 0, uffd_probe(NULL, NULL))                 \
+	X(version_never_null /* a version */, 1, uffd_version() != NULL && uffd_version()[0] != 0) \
 	/* ranges */                                                                               \
 	X(register_null, -EINVAL, uffd_register(NULL, F.Q, PS, MISS, NULL))                        \
 	X(register_unaligned, -EINVAL, uffd_register(U, F.Q + 1, PS, MISS, NULL))                  \
@@ -372,6 +377,8 @@ static void same(const struct state *a, const struct state *b, const char *name)
 	X(wake_unaligned, -EINVAL, uffd_wake(U, F.P + 1, PS))                                      \
 	X(wake_len_zero, -EINVAL, uffd_wake(U, F.P, 0))                                            \
 	X(wake_len_overflow, -EINVAL, uffd_wake(U, F.P, HUGE_LEN))                                 \
+	X(last_done_after_bad_call /* 0 */, 0,                                                     \
+	  (uffd_copy(U, F.P, F.src, 0, 0), (long)uffd_last_done()))                                \
 	/* events and dispatch */                                                                  \
 	X(decode_null_msg, -EINVAL, uffd_event_decode(NULL, 32, &F.evs[0]))                        \
 	X(decode_null_ev, -EINVAL, uffd_event_decode(F.msg, 32, NULL))                             \
@@ -421,10 +428,11 @@ BAD_CASES(CASE_FN)
 struct bad_case {
 	const char *name;
 	long (*fn)(void);
-	long expected;
+	long expected; /* a negative errno, or (>= 0) a documented answer that is no errno */
+	const char *call;
 };
 
-#define CASE_ROW(name, expected, call) { #name, case_##name, (expected) },
+#define CASE_ROW(name, expected, call) { #name, case_##name, (expected), #call },
 static const struct bad_case cases[] = { BAD_CASES(CASE_ROW) };
 #define NCASES ((int)(sizeof(cases) / sizeof(cases[0])))
 
@@ -480,14 +488,49 @@ START_TEST(bad_input)
 }
 END_TEST
 
+/* Every function uffd.h declares is called by at least one row of the table. */
+START_TEST(every_function_has_a_row)
+{
+	FILE *f = fopen(UFFD_PUBLIC_HEADER, "r");
+	char line[512], want[80];
+	int nfn = 0, i;
+
+	ck_assert_msg(f != NULL, "cannot open %s", UFFD_PUBLIC_HEADER);
+	while (fgets(line, sizeof(line), f)) {
+		char *paren = strchr(line, '('), *name;
+
+		if (strncmp(line, "UFFD_API_EXPORT ", 16) != 0 || !paren)
+			continue;
+		for (name = paren;
+		     name > line && (name[-1] == '_' || isalnum((unsigned char)name[-1])); name--)
+			;
+		snprintf(want, sizeof(want), "%.*s(", (int)(paren - name), name);
+		for (i = 0; i < NCASES && !strstr(cases[i].call, want); i++)
+			;
+		ck_assert_msg(i < NCASES, "uffd.h declares %.*s, which no row of the table calls",
+			      (int)(paren - name), name);
+		nfn++;
+	}
+	fclose(f);
+	ck_assert_int_ge(nfn, 40);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("badinput");
 	TCase *tc = tu_tcase("table", 20, NULL, NULL);
 	struct uffd_config cfg = { .required = EVENTS | UFFD_FEATURE_PAGEFAULT_FLAG_WP };
+	int i, nerr = 0;
 
 	tu_require_uffd(&cfg, "events and write-protection");
-	printf("badinput: %d cases (public functions x kinds of bad argument)\n", NCASES);
+	for (i = 0; i < NCASES; i++)
+		nerr += cases[i].expected < 0;
+	printf("badinput: %d cases (public functions x kinds of bad argument): %d return the "
+	       "documented errno, %d the documented answer of a function that returns none (a "
+	       "no-op, NULL, 0, a sentence)\n",
+	       NCASES, nerr, NCASES - nerr);
+	tcase_add_test(tc, every_function_has_a_row);
 	tcase_add_loop_test(tc, bad_input, 0, NCASES);
 	suite_add_tcase(s, tc);
 	return tu_run(s);

@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -215,8 +216,6 @@ START_TEST(open_bad_args)
 		{ .flags = 0x8 },
 		{ .flags = 0x80000000u },
 		{ .flags = UFFD_OPEN_SYSCALL_ONLY | UFFD_OPEN_DEVICE_ONLY },
-		{ .optional = 1ULL << 40 },
-		{ .optional = 1ULL << 17 },
 		{ .batch = UFFD_MAX_BATCH + 1 },
 		{ .spin_us = UFFD_MAX_SPIN_US + 1 },
 	};
@@ -258,6 +257,148 @@ START_TEST(open_required_unknown)
 	ck_assert_ptr_eq(u, (struct uffd *)0x1);
 	ck_assert_int_eq(tu_count_fds(), fds);
 	ck_assert_str_eq(uffd_strerror(-EOPNOTSUPP), uffd_strerror(EOPNOTSUPP));
+}
+END_TEST
+
+/* Optional bits the kernel does not offer, known or not, are dropped, not refused. */
+START_TEST(open_optional_unknown_dropped)
+{
+	struct uffd_config cfg = { .optional = UFFD_FEATURE_EVENT_UNMAP | 1ULL << 17 | 1ULL << 40 |
+					       1ULL << 63 };
+	struct uffd *u = NULL, *a = NULL;
+	uint64_t offered;
+	int fds = tu_count_fds(), fd;
+
+	ck_assert_int_eq(uffd_probe(&offered, NULL), 0);
+	ck_assert_uint_eq(offered & (1ULL << 17 | 1ULL << 40 | 1ULL << 63), 0);
+	ck_assert_int_eq(uffd_open(&u, &cfg), 0);
+	ck_assert_uint_eq(uffd_features(u), UFFD_FEATURE_EVENT_UNMAP & offered);
+	uffd_close(u);
+
+	/* uffd_adopt() negotiates a fresh fd the same way. */
+	fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | UFFD_USER_MODE_ONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(uffd_adopt(&a, fd, &cfg), 0);
+	ck_assert_uint_eq(uffd_features(a), UFFD_FEATURE_EVENT_UNMAP & offered);
+	uffd_close(a);
+	ck_assert_int_eq(tu_count_fds(), fds);
+}
+END_TEST
+
+/* ABI room: a fixed size, and every reserved word of the config must be zero. */
+START_TEST(config_reserved_refused)
+{
+	struct uffd *u = (struct uffd *)0x1;
+	int fds = tu_count_fds(), fd, fl;
+	uint64_t before, after;
+	unsigned i;
+
+	ck_assert_uint_eq(sizeof(struct uffd_config), 64);
+	ck_assert_uint_eq(offsetof(struct uffd_config, reserved) +
+				  sizeof(((struct uffd_config *)0)->reserved),
+			  64);
+	fd = raw_uffd(O_CLOEXEC | UFFD_USER_MODE_ONLY);
+	ck_assert_int_ge(fd, 0);
+	fl = fcntl(fd, F_GETFL);
+	before = fdinfo_features(fd);
+	for (i = 0; i < sizeof(((struct uffd_config *)0)->reserved) / sizeof(uint32_t); i++) {
+		struct uffd_config cfg = { .optional = UFFD_FEATURE_EVENT_UNMAP };
+
+		cfg.reserved[i] = 1u << (i % 32);
+		ck_assert_int_eq(uffd_open(&u, &cfg), -EINVAL);
+		/* uffd_adopt() refuses it before the handshake and before the fd's flags change. */
+		ck_assert_int_eq(uffd_adopt(&u, fd, &cfg), -EINVAL);
+		ck_assert_ptr_eq(u, (struct uffd *)0x1);
+	}
+	after = fdinfo_features(fd);
+	ck_assert_uint_eq(after, before);
+	ck_assert_int_eq(fcntl(fd, F_GETFL), fl);
+	ck_assert_int_eq(tu_count_fds(), fds + 1);
+	close(fd);
+	ck_assert_int_eq(tu_count_fds(), fds);
+}
+END_TEST
+
+/* ABI room: uffd_get_stats() fills the counters and zeroes the reserved space. */
+START_TEST(stats_reserved_zeroed)
+{
+	struct uffd_stats st;
+	struct uffd *u = NULL;
+	unsigned i;
+
+	ck_assert_uint_eq(sizeof(struct uffd_stats), 256);
+	ck_assert_uint_eq(offsetof(struct uffd_stats, reserved), 10 * sizeof(uint64_t));
+	ck_assert_int_eq(uffd_open(&u, NULL), 0);
+	memset(&st, 0xa5, sizeof(st));
+	ck_assert_int_eq(uffd_get_stats(u, &st), 0);
+	ck_assert_uint_eq(st.reads, 0);
+	ck_assert_uint_eq(st.unknown, 0);
+	for (i = 0; i < sizeof(st.reserved) / sizeof(st.reserved[0]); i++)
+		ck_assert_msg(st.reserved[i] == 0, "reserved[%u] = %#llx", i,
+			      (unsigned long long)st.reserved[i]);
+	uffd_close(u);
+}
+END_TEST
+
+/*
+ * No libuffd call is a cancellation point (uffd.h): a thread with a deferred cancel pending
+ * runs uffd_close(), uffd_open() through each door and uffd_adopt() to their ends, and is
+ * cancelled only at its own pthread_testcancel().
+ */
+struct cancel_run {
+	struct uffd *u;	      /* closed by the thread */
+	int fd;		      /* a raw userfaultfd the thread adopts */
+	int steps;	      /* calls that returned */
+	int rc[4];	      /* what they returned */
+	struct uffd *made[3]; /* what they made, for the test to close */
+};
+
+static void *cancel_thread(void *arg)
+{
+	struct cancel_run *r = arg;
+	struct uffd_config sys = { .flags = UFFD_OPEN_SYSCALL_ONLY };
+	struct uffd_config dev = { .flags = UFFD_OPEN_DEVICE_ONLY };
+	int old;
+
+	pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, &old);
+	pthread_setcanceltype(PTHREAD_CANCEL_DEFERRED, &old);
+	pthread_cancel(pthread_self());
+	uffd_close(r->u);
+	r->rc[r->steps++] = 0;
+	r->rc[r->steps] = uffd_open(&r->made[0], &sys);
+	r->steps++;
+	r->rc[r->steps] = uffd_open(&r->made[1], &dev);
+	r->steps++;
+	r->rc[r->steps] = uffd_adopt(&r->made[2], r->fd, NULL);
+	r->steps++;
+	pthread_testcancel();
+	return NULL;
+}
+
+START_TEST(no_cancellation_point)
+{
+	struct cancel_run r = { .fd = raw_uffd(O_CLOEXEC | UFFD_USER_MODE_ONLY) };
+	int fds = tu_count_fds(), i;
+	pthread_t t;
+	void *ret;
+
+	ck_assert_int_ge(r.fd, 0);
+	ck_assert_int_eq(uffd_open(&r.u, NULL), 0);
+	ck_assert_int_eq(pthread_create(&t, NULL, cancel_thread, &r), 0);
+	ck_assert_int_eq(pthread_join(t, &ret), 0);
+	ck_assert_msg(r.steps == 4,
+		      "cancelled inside call %d (0 uffd_close, 1 and 2 uffd_open, "
+		      "3 uffd_adopt)",
+		      r.steps);
+	ck_assert_ptr_eq(ret, PTHREAD_CANCELED);
+	ck_assert_int_eq(r.rc[1], 0);
+	/* The device is root's alone here; a caller who may not use it is refused, not cancelled. */
+	ck_assert(r.rc[2] == 0 || r.rc[2] == -EPERM || r.rc[2] == -ENOSYS);
+	ck_assert_int_eq(r.rc[3], 0);
+	for (i = 0; i < 3; i++)
+		uffd_close(r.made[i]);
+	/* The adopted fd went with its context. */
+	ck_assert_int_eq(tu_count_fds(), fds - 1);
 }
 END_TEST
 
@@ -876,8 +1017,15 @@ int main(void)
 	tcase_add_test(tc, open_granted);
 	tcase_add_test(tc, open_bad_args);
 	tcase_add_test(tc, open_required_unknown);
+	tcase_add_test(tc, open_optional_unknown_dropped);
+	tcase_add_test(tc, config_reserved_refused);
+	tcase_add_test(tc, stats_reserved_zeroed);
 	tcase_add_test(tc, open_failure_paths_no_leak);
 	tcase_add_test(tc, open_doors);
+	suite_add_tcase(s, tc);
+
+	tc = tu_tcase("cancel", 10, NULL, NULL);
+	tcase_add_test(tc, no_cancellation_point);
 	suite_add_tcase(s, tc);
 
 	tc = tu_tcase("faults", 10, NULL, NULL);
