@@ -134,7 +134,8 @@ static inline void hd_run(size_t hps, enum hd_kind kind, unsigned how)
 		u = NULL;
 	}
 	tu_touch_join(&t);
-	ck_assert_msg(r == 0, "the default handler did not resolve the fault: %s", uffd_strerror(r));
+	ck_assert_msg(r == 0, "the default handler did not resolve the fault: %s",
+		      uffd_strerror(r));
 	/* Resolved, not woken to fault again. */
 	ck_assert_uint_ge(st.faults, 1);
 	ck_assert_uint_eq(st.faults_woken, 0);
