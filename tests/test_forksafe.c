@@ -119,14 +119,18 @@ struct handler_loop {
 	_Atomic int unexpected;
 };
 
-/* Mostly the zero source, where the lock used to be, and the whole handler now and then. */
+/*
+ * Mostly the zero source, where the lock used to be, and the whole handler now and then: the
+ * handler's syscalls wait for the mm lock that fork() holds while it copies the address space,
+ * so a thread that is mostly in them is almost never caught by a fork in the middle of a lock.
+ */
 static void *handler_loop(void *arg)
 {
 	struct handler_loop *h = arg;
 	int r;
 
 	while (!atomic_load(&stop)) {
-		for (int i = 0; i < 64; i++)
+		for (int i = 0; i < 100000; i++)
 			if (!uffd_zero_source(HPS))
 				atomic_store(&h->unexpected, -ENOMEM);
 		r = uffd_default_pagefault(h->u, &h->pf, NULL);
