@@ -12,8 +12,11 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -50,6 +53,49 @@ static inline char *hd_map(int fd, size_t hps, bool shared)
 	ck_assert_ptr_ne(p, MAP_FAILED);
 	ck_assert_uint_eq((uintptr_t)p % hps, 0);
 	return p;
+}
+
+/*
+ * The page sizes the defaults ran on, for tests/COVERAGE.md: rows "pagesize SIZE MEMORY ok -
+ * KIND -" (or "n/a-hardware" with the reason) in $LIBUFFD_COVERAGE_DIR/PROGRAM.tsv, the format
+ * of tests/conf.h, which tests/scripts/coverage.sh reads. Each row is one O_APPEND write.
+ */
+static char hd_cov_path[512];
+
+static inline void hd_cov_init(const char *program)
+{
+	const char *dir = getenv("LIBUFFD_COVERAGE_DIR");
+	int fd;
+
+	if (!dir || !*dir)
+		return;
+	mkdir(dir, 0755);
+	snprintf(hd_cov_path, sizeof(hd_cov_path), "%s/%s.tsv", dir, program);
+	fd = open(hd_cov_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		hd_cov_path[0] = '\0';
+	else
+		close(fd);
+}
+
+static inline void hd_cov(size_t hps, bool shared, const char *status, const char *what)
+{
+	char line[400];
+	int fd, n;
+
+	if (!hd_cov_path[0])
+		return;
+	n = snprintf(line, sizeof(line), "pagesize\t%zu%s\t%s\t%s\t-\t%s\t-\n",
+		     hps >= ((size_t)1 << 30) ? hps >> 30 : hps >> 20,
+		     hps >= ((size_t)1 << 30) ? "G" : "M", shared ? "hugetlb" : "hugetlb-private",
+		     status, what);
+	fd = open(hd_cov_path, O_WRONLY | O_APPEND | O_CLOEXEC);
+	if (fd < 0 || n <= 0 || (size_t)n >= sizeof(line))
+		return;
+	if (write(fd, line, (size_t)n) != n) {
+		/* a lost row shows as a size that did not run */
+	}
+	close(fd);
 }
 
 static inline struct uffd *hd_open(uint64_t features, bool adopted)
@@ -147,6 +193,7 @@ static inline void hd_run(size_t hps, enum hd_kind kind, unsigned how)
 	if (fill)
 		ck_assert_int_eq(fill[off], 'x'); /* CONTINUE mapped the page cache's page */
 
+	hd_cov(hps, how & HD_SHARED, "ok", (const char *[]){ "missing", "wp", "minor" }[kind]);
 	uffd_close(u);
 	if (fill)
 		munmap(fill, hps);

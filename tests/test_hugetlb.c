@@ -270,6 +270,7 @@ int main(void)
 	long old;
 	int ret;
 
+	hd_cov_init("test_hugetlb");
 	ret = uffd_probe(&f, NULL);
 	if (ret < 0)
 		tu_skip("no userfaultfd: %s", uffd_strerror(ret));

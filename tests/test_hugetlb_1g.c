@@ -73,6 +73,7 @@ int main(void)
 	long old;
 	int ret;
 
+	hd_cov_init("test_hugetlb_1g");
 	ret = uffd_probe(&f, NULL);
 	if (ret < 0)
 		tu_skip("no userfaultfd: %s", uffd_strerror(ret));
@@ -83,13 +84,17 @@ int main(void)
 		tu_skip("reserving huge pages needs root");
 	/* Every case uses one page at a time (Check runs them one after the other). */
 	old = tu_hugepages_reserve_kb(GIB_KB, 1);
-	if (old == -2)
-		tu_not_applicable("hugetlb-1g",
-				  "this machine has no 1 GiB huge pages "
-				  "(no /sys/kernel/mm/hugepages/hugepages-1048576kB)");
-	if (old < 0)
-		tu_not_applicable("hugetlb-1g", "cannot reserve a 1 GiB huge page: no free "
-						"contiguous GiB of memory");
+	if (old < 0) {
+		const char *why = old == -2 ?
+					  "this machine has no 1 GiB huge pages (no "
+					  "/sys/kernel/mm/hugepages/hugepages-1048576kB)" :
+					  "cannot reserve a 1 GiB huge page: no free contiguous "
+					  "GiB of memory";
+
+		hd_cov(GIB, true, "n/a-hardware", why);
+		hd_cov(GIB, false, "n/a-hardware", why);
+		tu_not_applicable("hugetlb-1g", "%s", why);
+	}
 
 	tc = tu_tcase("defaults_1g", 120, NULL, NULL);
 	tcase_add_test(tc, default_missing_shared_1g);
