@@ -258,7 +258,7 @@ static int resolve(struct uffd *u, const struct uffd_pagefault *pf, size_t ps, b
 int uffd_default_pagefault(struct uffd *u, const struct uffd_pagefault *pf, void *arg)
 {
 	size_t base = (size_t)uffd_page_size();
-	size_t sizes[UFFD_MAX_HUGE_SIZES];
+	size_t sizes[UFFD_MAX_HUGE_SIZES] = { 0 };
 	int ret, n;
 
 	(void)arg;
