@@ -698,7 +698,9 @@ UFFD_API_EXPORT int uffd_read_events(struct uffd *u, struct uffd_event *evs, siz
  * Other callbacks return 0, or a negative errno that stops dispatch the same way.
  *
  * Defaults when no fault callback is set: a missing fault is resolved with a zero page, a minor
- * fault with UFFDIO_CONTINUE, a write-protect fault by un-protecting the page. Without `on_fork`
+ * fault with UFFDIO_CONTINUE, a write-protect fault by un-protecting the page, each on the whole
+ * page of the mapping's own size (hugetlbfs too); see uffd_default_pagefault(), which a callback
+ * may also call for the faults it leaves to the defaults. Without `on_fork`
  * (and outside a monitor) a child context is closed, which lets the child run unmonitored.
  * Setting a callback to NULL restores the default.
  *
@@ -726,6 +728,51 @@ typedef void (*uffd_exit_fn)(struct uffd *u, void *arg);
  * \return 0, or -EINVAL for NULL @p u.
  */
 UFFD_API_EXPORT int uffd_on_pagefault(struct uffd *u, uffd_pagefault_fn fn, void *arg);
+
+/**
+ * uffd_default_pagefault - resolve a fault the way a context without a fault callback does.
+ *
+ * The fault callback that uffd_on_pagefault() installs for NULL, exported (since 0.2) so that a
+ * callback can handle some faults itself and leave the rest to it: for instance, serve minor
+ * faults from its own source and `return uffd_default_pagefault(u, pf, NULL);` for the others.
+ *
+ * What it does, on the page around `pf->address` (the whole page, at the mapping's page size):
+ * - a missing fault (neither `UFFD_PAGEFAULT_FLAG_WP` nor `_MINOR`): maps a page of zeros, with
+ *   UFFDIO_ZEROPAGE, or on hugetlbfs (which has no zero page) with UFFDIO_COPY from a read-only
+ *   zero mapping the library makes once per page size and keeps;
+ * - a minor fault: maps the page already in the page cache (UFFDIO_CONTINUE);
+ * - a write-protect fault: un-protects the page (UFFDIO_WRITEPROTECT), which wakes the thread.
+ *
+ * hugetlbfs: the kernel accepts only whole huge pages. The page size is never assumed: when
+ * the base-page call is refused with -EINVAL, the handler asks the kernel for the mapping's page
+ * size (PROCMAP_QUERY on /proc/self/maps, Linux 6.11) if the context serves the process that
+ * opened it (uffd_open()), and otherwise (an adopted fd, a fork child's context, an older kernel)
+ * tries each huge page size the machine offers (/sys/kernel/mm/hugepages), smallest first; the
+ * kernel refuses every wrong size before it changes anything. So 2 MiB and 1 GiB pages (x86-64),
+ * 512 MiB (arm64 with 64 KiB pages) and 16 MiB (ppc64) are all served.
+ *
+ * It allocates nothing with malloc, takes no lock and makes no cancellation point, so it is safe
+ * in a monitor that shares its process with threads that fork, and in a fork child. The first
+ * missing fault on a huge page size maps (and keeps) a zero source of that size.
+ * uffd_last_done() afterwards tells how much the last resolving call did.
+ *
+ * \param u the context the fault came from.
+ * \param pf the fault, as given to a fault callback.
+ * \param arg ignored (the callback's argument).
+ * \return 0 when the fault is resolved, or the negative errno of the resolving call, which a
+ * fault callback may return as it is (the dispatcher then acts on it, see the group):
+ * - -EINVAL: NULL @p u or @p pf, or no page size fits the mapping (the range is not registered
+ *   for this kind of fault, e.g. a minor fault's range on anonymous memory).
+ * - -EEXIST: the page is already present (another thread resolved it).
+ * - -ENOENT: the range is gone, or no longer registered (write-protect: not registered WP).
+ * - -EAGAIN: a layout change is pending (an event waits to be read).
+ * - -ESRCH: the process that owns the fd has exited.
+ * - -ENOMEM: the zero source for a huge page size could not be mapped, or the kernel is out of
+ *   memory (on hugetlbfs: no free huge page in the pool).
+ * - -EINTR: as the kernel says.
+ */
+UFFD_API_EXPORT int uffd_default_pagefault(struct uffd *u, const struct uffd_pagefault *pf,
+					   void *arg);
 /**
  * uffd_on_unmap - set the UNMAP callback.
  * \param u the context. \param fn the callback, or NULL for none. \param arg its argument.

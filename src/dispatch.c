@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <string.h>
 #include <time.h>
-#include <sys/mman.h>
 
 #include "internal.h"
 
@@ -407,67 +406,4 @@ int uffd_read_events(struct uffd *u, struct uffd_event *evs, size_t max, int tim
 	uffd_frames = f.up;
 	uffd_leave(u);
 	return r;
-}
-
-/* ---- the default fault handler ---- */
-
-static const void *zero_huge;
-static size_t zero_huge_len;
-static pthread_mutex_t zero_huge_lock = PTHREAD_MUTEX_INITIALIZER;
-
-/*
- * A read-only source of zeros as large as a huge page, for missing faults on hugetlbfs. It is
- * populated (with the zero page) up front: the kernel copies into a huge page with page faults
- * disabled, and a source that is not mapped yet sends it down a slow path that takes a second,
- * unreserved huge page from the pool - which fails with -ENOMEM when the pool holds only what
- * the mappings reserved.
- */
-static const void *zero_source(size_t len)
-{
-	const void *p;
-
-	pthread_mutex_lock(&zero_huge_lock);
-	if (!zero_huge || zero_huge_len < len) {
-		void *m = mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1,
-			       0);
-
-		if (m != MAP_FAILED) {
-			/* The old one is leaked on purpose: another thread may be copying from it. */
-			zero_huge = m;
-			zero_huge_len = len;
-		}
-	}
-	p = zero_huge_len >= len ? zero_huge : NULL;
-	pthread_mutex_unlock(&zero_huge_lock);
-	return p;
-}
-
-/* What a monitor with no fault callback does: never leave the thread blocked. */
-__attribute__((noinline)) static int default_fault(struct uffd *u, const struct uffd_pagefault *pf)
-{
-	uintptr_t ps = (uintptr_t)uffd_page_size();
-	uintptr_t a = (uintptr_t)pf->address & ~(ps - 1);
-	int ret;
-
-	if (pf->flags & UFFD_PAGEFAULT_FLAG_WP)
-		return uffd_writeprotect(u, (void *)a, ps, false, 0);
-	if (pf->flags & UFFD_PAGEFAULT_FLAG_MINOR)
-		return uffd_continue(u, (void *)a, ps, 0);
-	ret = uffd_zeropage(u, (void *)a, ps, 0);
-	if (ret == -EINVAL) {
-		/* hugetlbfs has no ZEROPAGE: copy a whole huge page of zeros. */
-		const size_t huge = 2u << 20;
-		const void *z = zero_source(huge);
-
-		if (z)
-			ret = uffd_copy(u, (void *)((uintptr_t)pf->address & ~(huge - 1)), z, huge,
-					0);
-	}
-	return ret;
-}
-
-int uffd_default_pagefault(struct uffd *u, const struct uffd_pagefault *pf, void *arg)
-{
-	(void)arg;
-	return default_fault(u, pf);
 }

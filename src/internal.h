@@ -188,8 +188,6 @@ UFFD_HIDDEN bool uffd_rmap_overlaps(struct uffd_rmap *m, uintptr_t start, uintpt
 UFFD_HIDDEN void uffd_rmap_fill(const struct uffd_node *n, struct uffd_range *out);
 
 /* ---- the dispatch path: batch.c, read.c, prep.c, complete.c, dispatch.c ---- */
-/* The fault callback when none is set: zero page, CONTINUE or un-protect (see uffd.h). */
-UFFD_HIDDEN int uffd_default_pagefault(struct uffd *u, const struct uffd_pagefault *pf, void *arg);
 enum uffd_qstate { UFFD_Q_RAW, UFFD_Q_READY, UFFD_Q_DROP };
 struct uffd_qitem {
 	struct uffd_event ev;

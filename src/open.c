@@ -97,9 +97,13 @@ static uint64_t ioctls_for(uint64_t features)
 	return io;
 }
 
-static pthread_mutex_t probe_lock = PTHREAD_MUTEX_INITIALIZER;
+/*
+ * No lock: a fork() while another thread held one left the child unable to probe, and so to open
+ * a context (review finding 12). Threads that race to the first probe each ask the kernel and
+ * store the same answer; the release store of probe_done publishes it.
+ */
 static _Atomic bool probe_done;
-static uint64_t probe_features, probe_ioctls;
+static _Atomic uint64_t probe_features, probe_ioctls;
 
 static int probe_kernel(uint64_t *features)
 {
@@ -128,23 +132,17 @@ int uffd_probe_cached(uint64_t *features, uint64_t *ioctls)
 	int ret = 0;
 
 	if (!atomic_load_explicit(&probe_done, memory_order_acquire)) {
-		pthread_mutex_lock(&probe_lock);
-		if (!atomic_load_explicit(&probe_done, memory_order_relaxed)) {
-			ret = probe_kernel(&f);
-			if (ret == 0) {
-				probe_features = f;
-				probe_ioctls = ioctls_for(f);
-				atomic_store_explicit(&probe_done, true, memory_order_release);
-			}
-		}
-		pthread_mutex_unlock(&probe_lock);
+		ret = probe_kernel(&f);
 		if (ret < 0)
 			return ret;
+		atomic_store_explicit(&probe_features, f, memory_order_relaxed);
+		atomic_store_explicit(&probe_ioctls, ioctls_for(f), memory_order_relaxed);
+		atomic_store_explicit(&probe_done, true, memory_order_release);
 	}
 	if (features)
-		*features = probe_features;
+		*features = atomic_load_explicit(&probe_features, memory_order_relaxed);
 	if (ioctls)
-		*ioctls = probe_ioctls;
+		*ioctls = atomic_load_explicit(&probe_ioctls, memory_order_relaxed);
 	return 0;
 }
 

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* Tests for the resolving calls on hugetlbfs memory (2 MB pages reserved for the run). */
+/* Tests for the resolving calls and the default fault handler on hugetlbfs memory (2 MB pages
+ * reserved for the run; test_hugetlb_1g runs the defaults on 1 GiB pages). */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -17,6 +18,7 @@
 
 #include <uffd.h>
 
+#include "huge_defaults.h"
 #include "internal.h"
 #include "testutil.h"
 
@@ -205,6 +207,61 @@ START_TEST(huge_poison_and_move)
 }
 END_TEST
 
+/*
+ * The default fault handler (no callback) on 2 MB pages, memfd mapped shared and private: the
+ * writer finishes and the page holds zeros (missing), the old bytes (write-protect) or the page
+ * cache's (minor). A base-page handler returns -EINVAL here and the fault comes back for ever.
+ */
+START_TEST(default_missing_shared)
+{
+	hd_run(HPS, HD_MISSING, HD_SHARED);
+}
+END_TEST
+
+START_TEST(default_missing_private)
+{
+	hd_run(HPS, HD_MISSING, 0);
+}
+END_TEST
+
+START_TEST(default_wp_shared)
+{
+	hd_run(HPS, HD_WP, HD_SHARED);
+}
+END_TEST
+
+START_TEST(default_wp_private)
+{
+	hd_run(HPS, HD_WP, 0);
+}
+END_TEST
+
+/* MINOR faults need a page cache to map from: shared only. */
+START_TEST(default_minor_shared)
+{
+	hd_run(HPS, HD_MINOR, HD_SHARED);
+}
+END_TEST
+
+/* An adopted fd's process is unknown: the handler learns the page size by trying sizes. */
+START_TEST(default_missing_private_adopted)
+{
+	hd_run(HPS, HD_MISSING, HD_ADOPTED);
+}
+END_TEST
+
+START_TEST(default_wp_shared_adopted)
+{
+	hd_run(HPS, HD_WP, HD_SHARED | HD_ADOPTED);
+}
+END_TEST
+
+START_TEST(default_minor_shared_adopted)
+{
+	hd_run(HPS, HD_MINOR, HD_SHARED | HD_ADOPTED);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("hugetlb");
@@ -213,6 +270,7 @@ int main(void)
 	long old;
 	int ret;
 
+	hd_cov_init("test_hugetlb");
 	ret = uffd_probe(&f, NULL);
 	if (ret < 0)
 		tu_skip("no userfaultfd: %s", uffd_strerror(ret));
@@ -232,6 +290,16 @@ int main(void)
 	tcase_add_test(tc, huge_minor_continue);
 	tcase_add_test(tc, huge_writeprotect);
 	tcase_add_test(tc, huge_poison_and_move);
+	suite_add_tcase(s, tc);
+	tc = tu_tcase("defaults", 30, NULL, NULL);
+	tcase_add_test(tc, default_missing_shared);
+	tcase_add_test(tc, default_missing_private);
+	tcase_add_test(tc, default_wp_shared);
+	tcase_add_test(tc, default_wp_private);
+	tcase_add_test(tc, default_minor_shared);
+	tcase_add_test(tc, default_missing_private_adopted);
+	tcase_add_test(tc, default_wp_shared_adopted);
+	tcase_add_test(tc, default_minor_shared_adopted);
 	suite_add_tcase(s, tc);
 	ret = tu_run(s);
 	tu_hugepages_restore(old);

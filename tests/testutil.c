@@ -38,6 +38,42 @@ void tu_skip(const char *fmt, ...)
 	exit(tu_strict() ? 1 : 77);
 }
 
+#ifndef TU_HARDWARE_ONLY_LIST
+#define TU_HARDWARE_ONLY_LIST "tests/hardware-only.txt"
+#endif
+
+/* The list's lines: "<id> <test> <what>", comments after '#'. Only the first word counts here. */
+bool tu_hardware_only(const char *id)
+{
+	FILE *f = fopen(TU_HARDWARE_ONLY_LIST, "r");
+	char line[512], word[128];
+	bool found = false;
+
+	if (!f)
+		return false;
+	while (!found && fgets(line, sizeof(line), f))
+		found = line[0] != '#' && sscanf(line, "%127s", word) == 1 && strcmp(word, id) == 0;
+	fclose(f);
+	return found;
+}
+
+void tu_not_applicable(const char *id, const char *fmt, ...)
+{
+	bool fail = tu_strict() && !tu_hardware_only(id);
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (fail)
+		fprintf(stderr,
+			"FAIL (skip not allowed, LIBUFFD_TEST_STRICT=1; '%s' is not in %s): ", id,
+			TU_HARDWARE_ONLY_LIST);
+	fprintf(stderr, "NOT APPLICABLE on this hardware [%s]: ", id);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+	exit(fail ? 1 : 77);
+}
+
 void tu_require_uffd(const struct uffd_config *cfg, const char *with)
 {
 	struct uffd *u;
@@ -164,6 +200,44 @@ void tu_hugepages_restore(long old)
 {
 	if (old >= 0)
 		tu_write_long("/proc/sys/vm/nr_hugepages", old);
+}
+
+static void hugepages_path(char *buf, size_t len, unsigned long kb, const char *file)
+{
+	snprintf(buf, len, "/sys/kernel/mm/hugepages/hugepages-%lukB/%s", kb, file);
+}
+
+long tu_hugepages_reserve_kb(unsigned long kb, long n)
+{
+	char nr[128], fr_path[128];
+	long old, fr;
+
+	hugepages_path(nr, sizeof(nr), kb, "nr_hugepages");
+	hugepages_path(fr_path, sizeof(fr_path), kb, "free_hugepages");
+	old = tu_read_long(nr);
+	if (old < 0)
+		return access(nr, F_OK) == 0 ? -1 : -2;
+	fr = tu_read_long(fr_path);
+	if (fr >= n)
+		return old;
+	if (tu_write_long(nr, old + (n - (fr < 0 ? 0 : fr))) != 0) {
+		tu_write_long(nr, old);
+		return -1;
+	}
+	if (tu_read_long(fr_path) < n) {
+		tu_write_long(nr, old);
+		return -1;
+	}
+	return old;
+}
+
+void tu_hugepages_restore_kb(unsigned long kb, long old)
+{
+	char nr[128];
+
+	hugepages_path(nr, sizeof(nr), kb, "nr_hugepages");
+	if (old >= 0)
+		tu_write_long(nr, old);
 }
 
 double tu_now(void)

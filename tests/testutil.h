@@ -33,6 +33,16 @@
 /* Exit 77 (CTest: skipped) with the reason; under LIBUFFD_TEST_STRICT=1 exit 1 instead. */
 __attribute__((noreturn)) void tu_skip(const char *fmt, ...);
 bool tu_strict(void);
+/*
+ * Exit 77 because this machine lacks the hardware the test needs (1 GiB pages, say), not a kernel
+ * feature: "NOT APPLICABLE on this hardware [@id]: <why>". Under LIBUFFD_TEST_STRICT=1 that is
+ * still allowed when @id is in tests/hardware-only.txt, the short list of such cases that
+ * scripts/test accepts too; any other @id fails as tu_skip() does.
+ */
+__attribute__((noreturn, format(printf, 2, 3))) void tu_not_applicable(const char *id,
+								       const char *fmt, ...);
+/* Whether tests/hardware-only.txt lists @id. */
+bool tu_hardware_only(const char *id);
 /* Skip (tu_skip) unless a userfaultfd can be opened with @cfg (NULL: the defaults); @with says
  * what @cfg asks for, as in "cannot open a userfaultfd with <with>: <why>", or is NULL. */
 void tu_require_uffd(const struct uffd_config *cfg, const char *with);
@@ -55,6 +65,10 @@ int tu_write_long(const char *path, long v);
 /* Reserve @n huge pages (as root) if fewer are free; returns the old nr_hugepages or -1. */
 long tu_hugepages_reserve(long n);
 void tu_hugepages_restore(long old);
+/* The same for huge pages of @kb KiB (/sys/kernel/mm/hugepages/hugepages-<kb>kB): the old
+ * nr_hugepages, -1 when @n cannot be had, -2 when the machine has no pages of that size. */
+long tu_hugepages_reserve_kb(unsigned long kb, long n);
+void tu_hugepages_restore_kb(unsigned long kb, long old);
 
 /* Seconds on the monotonic clock. */
 double tu_now(void);

@@ -137,6 +137,26 @@ function scell(name, mem,    k) {
 BEGIN {
 	nmem = split("anon shmem shmem-private hugetlb hugetlb-private", mems, " ")
 }
+$1 == "pagesize" {
+	# The default fault handler on one huge page size (tests/huge_defaults.h): $6 is the fault
+	# kind, or why the size is not applicable on this machine. Informational: the size a
+	# machine lacks is not a gap.
+	k = $2 SUBSEP $3
+	if (!($2 in psize)) {
+		psize[$2] = 1
+		if ($2 != "2M" && $2 != "1G")
+			pextra = pextra " " $2
+	}
+	if ($4 == "ok") {
+		if (!(k in pok))
+			pok[k] = $6
+		else if (index(", " pok[k] ", ", ", " $6 ", ") == 0)
+			pok[k] = pok[k] ", " $6
+	} else {
+		pna[k] = $6
+	}
+	next
+}
 $1 == "skip" {
 	# A program that skipped, or memory it could not get: the table cannot be complete.
 	print "skipped: " $2 ": " $6 >> out_skipped
@@ -209,6 +229,24 @@ END {
 	print ""
 	print "✘ ERRNO: the scenario checked that the kernel refuses it there; n/a: the kernel\x27s"
 	print "test does not run it on that memory; ✗: it did not run to its end."
+	print ""
+	print "## Huge page sizes the default fault handler ran on"
+	print ""
+	print "The faults uffd_default_pagefault() resolved on each hugetlbfs page size (test_hugetlb:"
+	print "2 MiB; test_hugetlb_1g: 1 GiB, wherever the machine has them). n/a: this machine lacks"
+	print "the page size (tests/hardware-only.txt); ✗: the test did not run."
+	print ""
+	print "| page size | hugetlb | hugetlb-private |"
+	print "|---|---|---|"
+	n = split("2M 1G" pextra, sizes, " ")
+	for (i = 1; i <= n; i++) {
+		row = "| " sizes[i] " |"
+		for (j = 4; j <= 5; j++) {
+			k = sizes[i] SUBSEP mems[j]
+			row = row " " ((k in pok) ? "✔ " pok[k] : (k in pna) ? "n/a: " pna[k] : "✗") " |"
+		}
+		print row
+	}
 }' >"$out"
 
 echo "coverage.sh: wrote $out" >&2
