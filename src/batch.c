@@ -153,17 +153,35 @@ void uffd_pending_push_locked(struct uffd *u, struct uffd_batch *b)
 	atomic_fetch_add_explicit(&u->work, 1, memory_order_relaxed);
 }
 
-/* The oldest batch with faults left to deliver, now the caller's, or NULL. */
+/*
+ * Whether @b's faults may be delivered now: every notification read before them has been
+ * delivered. A thread that discards memory (REMOVE) and touches it again makes a fault that is
+ * read after the REMOVE; its callback must see on_remove's effect, whichever threads read the
+ * two. Within one read, faults come before events (the kernel hands out unread faults first),
+ * so a batch's own notifications never hold its faults back. With u->lock.
+ */
+bool uffd_batch_ready_locked(const struct uffd *u, const struct uffd_batch *b)
+{
+	if (!u->ncount || b->pos >= b->nprep || !uffd_read_locks(u))
+		return true;
+	return u->nq[u->nhead].seq > b->items[b->pos].seq;
+}
+
+/* The oldest pending batch whose faults may be delivered now, the caller's, or NULL. */
 struct uffd_batch *uffd_pending_pop(struct uffd *u)
 {
-	struct uffd_batch *b;
+	struct uffd_batch *b, *prev = NULL;
 
 	pthread_mutex_lock(&u->lock);
-	b = u->pending;
+	for (b = u->pending; b && !uffd_batch_ready_locked(u, b); b = b->next)
+		prev = b;
 	if (b) {
-		u->pending = b->next;
-		if (!u->pending)
-			u->pending_tail = NULL;
+		if (prev)
+			prev->next = b->next;
+		else
+			u->pending = b->next;
+		if (u->pending_tail == b)
+			u->pending_tail = prev;
 		b->next = NULL;
 		atomic_fetch_sub_explicit(&u->work, 1, memory_order_relaxed);
 	}

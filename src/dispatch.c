@@ -63,16 +63,42 @@ int uffd_serve_work(struct uffd *u, int *handled)
 	pthread_mutex_unlock(&u->lock);
 	if (r < 0)
 		return r;
-	r = uffd_deliver_notes(u, handled);
-	if (r < 0)
-		return r;
-	while ((b = uffd_pending_pop(u)) != NULL) {
+	/* Notifications before the faults read after them; a fault's EAGAIN may read more. */
+	for (;;) {
+		r = uffd_deliver_notes(u, handled);
+		if (r < 0)
+			return r;
+		b = uffd_pending_pop(u);
+		if (!b)
+			return 0;
 		r = uffd_deliver_batch(u, b, handled);
 		uffd_batch_done(u, b);
 		if (r < 0)
 			return r;
 	}
-	return 0;
+}
+
+/*
+ * Deliver a prepped batch's faults once the notifications read before them are delivered (by
+ * this thread, or by the one delivering notifications now, which then serves the batch from the
+ * pending list: no thread waits for another's callback).
+ */
+int uffd_deliver_prepped(struct uffd *u, struct uffd_batch *b, int *handled)
+{
+	int r = uffd_deliver_notes(u, handled);
+
+	if (r == 0) {
+		pthread_mutex_lock(&u->lock);
+		if (!uffd_batch_ready_locked(u, b)) {
+			uffd_pending_push_locked(u, b);
+			pthread_mutex_unlock(&u->lock);
+			return 0;
+		}
+		pthread_mutex_unlock(&u->lock);
+		r = uffd_deliver_batch(u, b, handled);
+	}
+	uffd_batch_done(u, b);
+	return r;
 }
 
 /* The statistics of @n messages of a fault batch, @bad of them undeliverable (as prep counts). */
@@ -198,20 +224,18 @@ static inline int serve_batch(struct uffd *u, struct uffd_batch *b, unsigned n, 
 	/*
 	 * The kernel sends events other than page faults only for the features it granted, so a
 	 * context without them needs no scan; one message, as with one faulting thread, needs no
-	 * loop to tell.
+	 * loop to tell. Faults read while notifications wait in the queue go through prep too:
+	 * they wait for those (uffd_deliver_prepped()). u->ncount is read under u->lock, which
+	 * uffd_read_wait() holds for a context with event features.
 	 */
 	if (uffd_unlikely((u->features & UFFD_EVENT_FEATURES) &&
-			  (n == 1 ? b->msgs[0].event != UFFD_EVENT_PAGEFAULT :
-				    !only_faults(b->msgs, n)))) {
+			  (u->ncount != 0 || (n == 1 ? b->msgs[0].event != UFFD_EVENT_PAGEFAULT :
+						       !only_faults(b->msgs, n))))) {
 		r = uffd_prep_locked(u, b);
 		pthread_mutex_unlock(&u->lock); /* taken by uffd_read_wait() */
 		if (r < 0)
 			return r; /* b is the stalled batch now */
-		r = uffd_deliver_notes(u, handled);
-		if (r == 0)
-			r = uffd_deliver_batch(u, b, handled);
-		uffd_batch_done(u, b);
-		return r;
+		return uffd_deliver_prepped(u, b, handled);
 	}
 	if (uffd_read_locks(u))
 		pthread_mutex_unlock(&u->lock); /* taken by uffd_read_wait(): nothing to apply */

@@ -333,6 +333,7 @@ UFFD_HIDDEN size_t uffd_batch_size(unsigned batch);
 UFFD_HIDDEN int uffd_batch_reserve(struct uffd *u, unsigned n);
 UFFD_HIDDEN void uffd_batches_free(struct uffd *u);
 UFFD_HIDDEN void uffd_pending_push_locked(struct uffd *u, struct uffd_batch *b);
+UFFD_HIDDEN bool uffd_batch_ready_locked(const struct uffd *u, const struct uffd_batch *b);
 UFFD_HIDDEN struct uffd_batch *uffd_pending_pop(struct uffd *u);
 UFFD_HIDDEN int uffd_nq_reserve_locked(struct uffd *u);
 UFFD_HIDDEN int uffd_nq_push_locked(struct uffd *u, const struct uffd_qitem *it);
@@ -357,6 +358,7 @@ UFFD_HIDDEN int uffd_read_more(struct uffd *u);
 /* dispatch.c */
 UFFD_HIDDEN void uffd_batch_done(struct uffd *u, struct uffd_batch *b);
 UFFD_HIDDEN int uffd_serve_work(struct uffd *u, int *handled);
+UFFD_HIDDEN int uffd_deliver_prepped(struct uffd *u, struct uffd_batch *b, int *handled);
 UFFD_HIDDEN bool uffd_enter(struct uffd *u);
 UFFD_HIDDEN void uffd_leave(struct uffd *u);
 UFFD_HIDDEN void uffd_exit_try(struct uffd *u);

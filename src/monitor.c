@@ -942,10 +942,7 @@ static int worker_item(struct uffd_monitor *m, struct pool_item *it)
 	uffd_frames = &f;
 	if (uffd_enter(u)) {
 		if (it->kind == ITEM_BATCH) {
-			r = uffd_deliver_notes(u, &handled);
-			if (!r)
-				r = uffd_deliver_batch(u, it->b, &handled);
-			uffd_batch_done(u, it->b);
+			r = uffd_deliver_prepped(u, it->b, &handled);
 			it->b = NULL;
 		}
 		if (!r && uffd_ctx_has_work(u))

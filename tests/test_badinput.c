@@ -43,6 +43,7 @@ struct fx {
 	struct uffd_event evs[4];
 	struct uffd_range range;
 	struct uffd_stats stats;
+	struct uffd_pagefault pf;
 	char msg[64];
 	char src[1 << 16] __attribute__((aligned(65536)));
 };
@@ -323,6 +324,12 @@ static void same(const struct state *a, const struct state *b, const char *name)
 	X(range_next_null_out, -EINVAL, uffd_range_next(U, NULL, NULL))                            \
 	X(range_next_past_end, -ENOENT, uffd_range_next(U, F.Q, &F.range))                         \
 	X(range_count_null, -EINVAL, uffd_range_count(NULL))                                       \
+	X(range_add_null, -EINVAL, uffd_range_add(NULL, F.Q, PS, MISS, NULL))                      \
+	X(range_add_unaligned, -EINVAL, uffd_range_add(U, F.Q + 1, PS, MISS, NULL))                \
+	X(range_add_len_zero, -EINVAL, uffd_range_add(U, F.Q, 0, MISS, NULL))                      \
+	X(range_add_len_overflow, -EINVAL, uffd_range_add(U, F.Q, HUGE_LEN, MISS, NULL))           \
+	X(range_add_no_mode, -EINVAL, uffd_range_add(U, F.Q, PS, 0, NULL))                         \
+	X(range_add_unknown_mode, -EINVAL, uffd_range_add(U, F.Q, PS, 8, NULL))                    \
 	/* resolving */                                                                            \
 	X(copy_null, -EINVAL, uffd_copy(NULL, F.P, F.src, PS, 0))                                  \
 	X(copy_unaligned, -EINVAL, uffd_copy(U, F.P + 8, F.src, PS, 0))                            \
@@ -412,6 +419,20 @@ static void same(const struct state *a, const struct state *b, const char *name)
 	X(monitor_run_null, -EINVAL, uffd_monitor_run(NULL, 0))                                    \
 	X(monitor_run_bad_timeout, -EINVAL, uffd_monitor_run(F.m, -2))                             \
 	X(monitor_stop_null, -EINVAL, uffd_monitor_stop(NULL))                                     \
+	X(monitor_remove_null, -EINVAL, uffd_monitor_remove(NULL, F.u2))                           \
+	X(monitor_remove_null_ctx, -EINVAL, uffd_monitor_remove(F.m, NULL))                        \
+	X(monitor_remove_not_member, -ENOENT, uffd_monitor_remove(F.m, U))                         \
+	X(monitor_start_null, -EINVAL, uffd_monitor_start(NULL, 1))                                \
+	X(monitor_start_no_threads, -EINVAL, uffd_monitor_start(F.m, 0))                           \
+	X(monitor_start_too_many, -EINVAL, uffd_monitor_start(F.m, 1025))                          \
+	X(monitor_join_null, -EINVAL, uffd_monitor_join(NULL))                                     \
+	X(monitor_join_no_pool, -EINVAL, uffd_monitor_join(F.m))                                   \
+	X(default_pagefault_null, -EINVAL, uffd_default_pagefault(NULL, &F.pf, NULL))              \
+	X(default_pagefault_null_pf, -EINVAL, uffd_default_pagefault(U, NULL, NULL))               \
+	X(fault_finish_null, -EINVAL, uffd_fault_finish(NULL, &F.pf, 0))                           \
+	X(fault_finish_null_pf, -EINVAL, uffd_fault_finish(U, NULL, 0))                            \
+	X(fault_finish_positive, -EINVAL, uffd_fault_finish(U, &F.pf, 1))                          \
+	X(fault_finish_none_deferred, -EINVAL, uffd_fault_finish(U, &F.pf, 0))                     \
 	X(monitor_probe_null, -EINVAL, uffd_monitor_probe(NULL))                                   \
 	X(monitor_fd_null, -EINVAL, uffd_monitor_fd(NULL))                                         \
 	X(monitor_count_null, -EINVAL, uffd_monitor_count(NULL))                                   \
