@@ -22,10 +22,18 @@
  * The guide explains the model behind these calls (@ref concepts, @ref prep_complete), shows
  * them at work (@ref cookbook) and what to do when they fail (@ref troubleshooting).
  *
- * Threads: a context may be dispatched (uffd_dispatch(), uffd_read_events()) by one thread at a
- * time. The resolving calls (uffd_copy() and its siblings), uffd_register(), uffd_unregister(),
- * uffd_range_find(), uffd_monitor_add(), uffd_monitor_stop() and uffd_monitor_probe() are safe
- * from any thread, also while the context is being dispatched or the monitor runs.
+ * Threads: uffd_dispatch() may be called by any number of threads at once on one context, and
+ * uffd_monitor_run() by any number of threads at once on one monitor (or a pool of library
+ * threads serves it: uffd_monitor_start()). Reading and prep stay in the kernel's order per
+ * context; fault callbacks run concurrently; notifications (unmap, remove, remap, fork) of one
+ * context run one at a time in kernel order, and a fault is delivered only after the
+ * notifications read before it; `on_exit` is a context's last callback. uffd_read_events() is
+ * for one thread at a time, and not to be mixed with uffd_dispatch() on one context. The
+ * resolving calls (uffd_copy() and its siblings), uffd_register(), uffd_unregister(),
+ * uffd_range_find(), uffd_range_add(), uffd_fault_finish(), uffd_monitor_add(),
+ * uffd_monitor_stop() and uffd_monitor_probe() are safe from any thread, also while the context
+ * is being dispatched or the monitor runs. The guide's @ref parallel page has the rules and a
+ * worked example.
  *
  * No libuffd call is a pthread cancellation point: the library waits and reads with raw
  * syscalls, because a thread cancelled inside read() after the kernel handed it a message would
