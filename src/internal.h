@@ -87,9 +87,18 @@ static inline long uffd_page_size(void)
  * Compiled in only for the test suite's copy of the library (uffd_testing, built with
  * UFFD_FAULT_INJECTION); the installed libraries carry neither the hook nor its counters.
  */
-enum uffd_fail_site { UFFD_FAIL_MMAP, UFFD_FAIL_READ, UFFD_FAIL_POLL, UFFD_FAIL__COUNT };
+/* UFFD_FAIL_CORRUPT does not fail the read: it makes the page faults it read undecodable (a
+ * thread id no pid can have), as a 64-bit process's fault seen by a 32-bit monitor would be. */
+enum uffd_fail_site {
+	UFFD_FAIL_MMAP,
+	UFFD_FAIL_READ,
+	UFFD_FAIL_POLL,
+	UFFD_FAIL_CORRUPT,
+	UFFD_FAIL__COUNT
+};
 #ifdef UFFD_FAULT_INJECTION
 UFFD_HIDDEN int uffd_fail_check(enum uffd_fail_site site);
+UFFD_HIDDEN void uffd_fail_corrupt(void *buf, long len);
 #else
 static inline int uffd_fail_check(enum uffd_fail_site site)
 {
@@ -102,10 +111,16 @@ static inline int uffd_fail_check(enum uffd_fail_site site)
 static inline ssize_t uffd_sys_read(int fd, void *buf, size_t len)
 {
 	int inj = uffd_fail_check(UFFD_FAIL_READ);
+	long n;
 
 	if (inj)
 		return -inj;
-	return uffd_syscall3(SYS_read, fd, (long)buf, (long)len);
+	n = uffd_syscall3(SYS_read, fd, (long)buf, (long)len);
+#ifdef UFFD_FAULT_INJECTION
+	if (n > 0 && uffd_fail_check(UFFD_FAIL_CORRUPT))
+		uffd_fail_corrupt(buf, n);
+#endif
+	return n;
 }
 
 /* Wait up to @timeout_ms for @fd to be readable: 1, 0 on timeout, -EBADF when the fd polls

@@ -107,6 +107,16 @@ int uffd_fail_check(enum uffd_fail_site site)
 	return 0;
 }
 
+void uffd_fail_corrupt(void *buf, long len)
+{
+	unsigned char *b = buf;
+	long i;
+
+	for (i = 0; i + (long)sizeof(struct uffd_msg) <= len; i += (long)sizeof(struct uffd_msg))
+		if (b[i] == UFFD_EVENT_PAGEFAULT)
+			memset(b + i + 24, 0xff, 4); /* ptid: above INT_MAX */
+}
+
 /*
  * Test hook: the @nth next call at @site fails with @err (a positive errno), and only that one.
  * @nth <= 0 disarms the site.

@@ -25,7 +25,8 @@
 
 /* The library's own hooks (src/sys.c), reachable through the static library only. */
 void uffd_test_fail_at(int site, int nth, int err);
-#define FAIL_MMAP 0 /* UFFD_FAIL_MMAP */
+#define FAIL_MMAP 0    /* UFFD_FAIL_MMAP */
+#define FAIL_CORRUPT 3 /* UFFD_FAIL_CORRUPT: the faults of one read become undecodable */
 
 #define MAXREC 16
 
@@ -590,13 +591,123 @@ START_TEST(cache_edge_one_batch)
 }
 END_TEST
 
+/* ---- undecodable faults are woken (review finding 11) ---- */
+
+/*
+ * A fault the library cannot decode (here: a thread id above INT_MAX, as a 64-bit process's
+ * address would be for a 32-bit monitor) is counted as unknown and woken by its raw address: its
+ * thread faults again, and the next dispatch serves it. Without the wake it stays blocked.
+ */
+static void undecodable_fault_woken(uint64_t features)
+{
+	struct uffd_config cfg = { .required = features };
+	struct uffd *u;
+	struct uffd_stats st;
+	struct tu_toucher t;
+	char *p = tu_map_anon(PS);
+	double end;
+	int n;
+
+	ck_assert_int_eq(uffd_open(&u, &cfg), 0);
+	ck_assert_int_eq(uffd_register(u, p, PS, UFFDIO_REGISTER_MODE_MISSING, NULL), 0);
+	tu_touch_start(&t, p, false, 0);
+	uffd_test_fail_at(FAIL_CORRUPT, 1, 1);
+	n = uffd_dispatch(u, 2000);
+	uffd_test_fail_at(FAIL_CORRUPT, 0, 0);
+	ck_assert_int_eq(n, 1); /* handled: counted as unknown, woken */
+	ck_assert_int_eq(uffd_get_stats(u, &st), 0);
+	ck_assert_uint_eq(st.unknown, 1);
+	ck_assert_uint_ge(st.faults_woken, 1);
+	/* The woken thread faults again; this time the fault is served (the default: zero). */
+	end = tu_now() + 5;
+	while (!atomic_load(&t.done) && tu_now() < end)
+		ck_assert_int_ge(uffd_dispatch(u, 100), 0);
+	ck_assert_msg(atomic_load(&t.done), "the thread of an undecodable fault was left blocked");
+	tu_touch_join(&t);
+	ck_assert_int_eq(t.value, 0);
+	uffd_close(u);
+	munmap(p, PS);
+}
+
+START_TEST(undecodable_fault_woken_fast_path)
+{
+	undecodable_fault_woken(0);
+}
+END_TEST
+
+START_TEST(undecodable_fault_woken_in_prep)
+{
+	undecodable_fault_woken(UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMOVE);
+}
+END_TEST
+
+/* ---- on_remap sees the move (review finding 1) ---- */
+
+struct remap_seen {
+	int calls, from_found, to_found;
+	struct uffd_range to;
+};
+
+static int cb_remap_look(struct uffd *u, const struct uffd_remap *r, void *arg)
+{
+	struct remap_seen *rs = arg;
+	struct uffd_range x;
+
+	rs->calls++;
+	rs->from_found = uffd_range_find(u, r->from, &x) == 0;
+	rs->to_found = uffd_range_find(u, r->to, &rs->to) == 0;
+	return 0;
+}
+
+/* Whatever the features, the map already shows the move when on_remap runs, and the UNMAP of
+ * the old range that follows a real move changes nothing more. */
+static void remap_seen_moved(uint64_t features)
+{
+	struct uffd_config cfg = { .required = features };
+	struct remap_seen rs = { 0 };
+	struct uffd *u;
+	char *p = tu_map_anon(4 * PS), *dst = tu_map_anon(4 * PS);
+	int data;
+	struct op o;
+
+	ck_assert_int_eq(uffd_open(&u, &cfg), 0);
+	uffd_on_remap(u, cb_remap_look, &rs);
+	ck_assert_int_eq(uffd_register(u, p, 4 * PS, UFFDIO_REGISTER_MODE_MISSING, &data), 0);
+	op_start(&o, OP_MREMAP, p, 4 * PS, dst);
+	dispatch_until_done(u, &o);
+	ck_assert_int_eq((int)o.ret, 0);
+	ck_assert_int_eq(rs.calls, 1);
+	ck_assert_int_eq(rs.from_found, 0);
+	ck_assert_int_eq(rs.to_found, 1);
+	ck_assert_ptr_eq(rs.to.start, dst);
+	ck_assert_ptr_eq(rs.to.end, dst + 4 * PS);
+	ck_assert_ptr_eq(rs.to.data, &data);
+	ck_assert_int_eq(uffd_range_count(u), 1);
+	uffd_close(u);
+	munmap(dst, 4 * PS);
+}
+
+START_TEST(on_remap_sees_move_with_unmap)
+{
+	remap_seen_moved(UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_UNMAP);
+}
+END_TEST
+
+START_TEST(on_remap_sees_move_without_unmap)
+{
+	remap_seen_moved(UFFD_FEATURE_EVENT_REMAP);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("prep");
 	TCase *fk = tu_tcase("fork_fd", 30, setup, NULL),
 	      *rm = tu_tcase("remap_offset", 30, setup, NULL),
 	      *dd = tu_tcase("dedupe", 30, setup, NULL),
-	      *rc = tu_tcase("range_cache", 30, setup, NULL);
+	      *rc = tu_tcase("range_cache", 30, setup, NULL),
+	      *ud = tu_tcase("undecodable", 30, setup, NULL),
+	      *rs = tu_tcase("remap_seen", 30, setup, NULL);
 
 	tu_require_uffd(NULL, NULL);
 	tcase_add_test(fk, fork_enomem_close_closes_fd);
@@ -612,6 +723,12 @@ int main(void)
 	suite_add_tcase(s, fk);
 	suite_add_tcase(s, rm);
 	suite_add_tcase(s, dd);
+	tcase_add_test(ud, undecodable_fault_woken_fast_path);
+	tcase_add_test(ud, undecodable_fault_woken_in_prep);
+	tcase_add_test(rs, on_remap_sees_move_with_unmap);
+	tcase_add_test(rs, on_remap_sees_move_without_unmap);
 	suite_add_tcase(s, rc);
+	suite_add_tcase(s, ud);
+	suite_add_tcase(s, rs);
 	return tu_run(s);
 }
