@@ -314,15 +314,15 @@ struct uffd {
 	_Atomic int closed;	   /* uffd_close() has run: the fd is gone */
 
 	/* Monitor membership (the monitor's lock). */
-	struct uffd_monitor *mon;
+	struct uffd_monitor *_Atomic mon; /* read without the monitor's lock (fork, exit) */
 	struct uffd *mon_prev, *mon_next;
-	int pidfd; /* from uffd_monitor_watch_pid(), or -1 */
-	bool dead; /* the monitor will close it once on_exit has run */
+	int pidfd;	   /* from uffd_monitor_watch_pid(), or -1 */
+	_Atomic bool dead; /* the monitor will close it once on_exit has run */
 	struct uffd *dead_next;
 	uint32_t mon_slot;	   /* its slot in the monitor's table (monitor.c) */
 	_Atomic int mon_live;	   /* a member the monitor's threads may dispatch */
 	_Atomic unsigned mon_refs; /* monitor threads holding it: not closed or removed meanwhile */
-	bool mon_starved; /* pool: no free batch; the fd is out of the reader's epoll set */
+	_Atomic bool mon_starved; /* pool: no free batch; the fd is out of the reader's epoll set */
 };
 
 /*
