@@ -51,13 +51,6 @@ _Static_assert(sizeof(struct procmap_query) == 104, "struct procmap_query is 104
 
 /* ---- raw syscalls: none of them is a cancellation point, none allocates ---- */
 
-static int sys_open(const char *path, int flags)
-{
-	long fd = syscall(SYS_openat, AT_FDCWD, path, flags | O_CLOEXEC, 0);
-
-	return fd < 0 ? -errno : (int)fd;
-}
-
 static void sys_close(int fd)
 {
 	(void)uffd_syscall3(SYS_close, fd, 0, 0);
@@ -144,7 +137,7 @@ struct dirent64_raw {
 static int read_huge_sizes(size_t *out)
 {
 	_Alignas(8) char buf[2048];
-	int fd = sys_open("/sys/kernel/mm/hugepages", O_RDONLY | O_DIRECTORY);
+	int fd = uffd_sys_open("/sys/kernel/mm/hugepages", O_RDONLY | O_DIRECTORY);
 	int n = 0;
 	long got;
 
@@ -204,7 +197,7 @@ long uffd_vma_page_size(uintptr_t addr)
 
 	if (atomic_load_explicit(&no_procmap_query, memory_order_relaxed))
 		return -ENOTTY;
-	fd = sys_open("/proc/self/maps", O_RDONLY);
+	fd = uffd_sys_open("/proc/self/maps", O_RDONLY);
 	if (fd == -ENOENT) {
 		atomic_store_explicit(&no_procmap_query, true, memory_order_relaxed);
 		return -ENOTTY;

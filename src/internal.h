@@ -70,6 +70,8 @@ static inline int uffd_sys_ioctl(int fd, unsigned long req, void *arg)
 {
 	return (int)uffd_syscall3(SYS_ioctl, fd, (long)req, (long)arg);
 }
+/* Raw openat(AT_FDCWD, path, flags | O_CLOEXEC): the fd or a negative errno; no cancellation point. */
+UFFD_HIDDEN int uffd_sys_open(const char *path, int flags);
 UFFD_HIDDEN int uffd_sys_close(int fd);
 UFFD_HIDDEN void *uffd_sys_mmap(size_t len);
 UFFD_HIDDEN void uffd_sys_munmap(void *p, size_t len);

@@ -243,7 +243,7 @@ int uffd_open(struct uffd **out, const struct uffd_config *cfg)
 static ssize_t read_small(const char *path, char *buf, size_t size)
 {
 	size_t n = 0;
-	int fd = (int)uffd_syscall3(SYS_openat, AT_FDCWD, (long)path, O_RDONLY | O_CLOEXEC);
+	int fd = uffd_sys_open(path, O_RDONLY);
 
 	if (fd < 0)
 		return fd;

@@ -30,14 +30,14 @@ int uffd_sys_userfaultfd(int flags)
  * wrappers are cancellation points, and no libuffd call may be one (uffd.h). A thread cancelled
  * inside uffd_close() would leak the context and leave the fd open, its faults blocked.
  */
-static int sys_open(const char *path, int flags)
+int uffd_sys_open(const char *path, int flags)
 {
-	return (int)uffd_syscall3(SYS_openat, AT_FDCWD, (long)path, flags);
+	return (int)uffd_syscall3(SYS_openat, AT_FDCWD, (long)path, flags | O_CLOEXEC);
 }
 
 int uffd_sys_dev_new(int flags)
 {
-	int dev = sys_open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+	int dev = uffd_sys_open("/dev/userfaultfd", O_RDWR);
 	int fd;
 
 	if (dev < 0)
