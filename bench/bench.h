@@ -116,5 +116,6 @@ void fig_decode(void);	  /* uffd_event_decode */
 void fig_rangemap(void);  /* range map lookup and churn */
 void fig_children(void);  /* 64 forked children */
 void fig_callgrind(void); /* instructions per fault */
+void fig_wholerun(void);  /* whole runs alternated: libuffd, blocking, poll, io_uring loops */
 
 #endif
