@@ -29,7 +29,7 @@ static void usage(FILE *f, const char *argv0)
 		"  --cpu N       the CPU of single-CPU runs and of the faulting side of split runs\n"
 		"                (default: the last one); split handlers run on the next one\n"
 		"  --only LIST   figures: wholerun,fault,threads,beat,munmap,decode,rangemap,children,\n"
-		"                callgrind\n"
+		"                callgrind,scale,readers\n"
 		"  --verbose     print every pair on stderr\n",
 		argv0);
 }
@@ -219,6 +219,10 @@ int main(int argc, char **argv)
 		fig_children();
 	if (want("callgrind") && opt.cg_faults)
 		fig_callgrind();
+	if (want("scale"))
+		fig_scale();
+	if (want("readers"))
+		fig_readers();
 	summary_print();
 	{
 		double load[3] = { 0 };
