@@ -116,5 +116,8 @@ void fig_decode(void);	  /* uffd_event_decode */
 void fig_rangemap(void);  /* range map lookup and churn */
 void fig_children(void);  /* 64 forked children */
 void fig_callgrind(void); /* instructions per fault */
+void fig_scale(void);	  /* slow sources with N threads, a pool, deferral */
+void fig_readers(void);	  /* CPU-bound serving: 2 dispatchers vs 2 raw readers */
+void fig_wholerun(void);  /* whole runs alternated: libuffd, blocking, poll, io_uring loops */
 
 #endif

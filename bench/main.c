@@ -28,7 +28,8 @@ static void usage(FILE *f, const char *argv0)
 		"                default every = any,one,split\n"
 		"  --cpu N       the CPU of single-CPU runs and of the faulting side of split runs\n"
 		"                (default: the last one); split handlers run on the next one\n"
-		"  --only LIST   figures: fault,threads,beat,munmap,decode,rangemap,children,callgrind\n"
+		"  --only LIST   figures: wholerun,fault,threads,beat,munmap,decode,rangemap,children,\n"
+		"                callgrind,scale,readers\n"
 		"  --verbose     print every pair on stderr\n",
 		argv0);
 }
@@ -200,6 +201,8 @@ int main(int argc, char **argv)
 	if (smoke)
 		printf("smoke run: tiny sizes, one pair; the figures below mean nothing\n\n");
 	row_print_header();
+	if (want("wholerun"))
+		fig_wholerun();
 	if (want("fault"))
 		fig_faults();
 	if (want("threads"))
@@ -216,6 +219,10 @@ int main(int argc, char **argv)
 		fig_children();
 	if (want("callgrind") && opt.cg_faults)
 		fig_callgrind();
+	if (want("scale"))
+		fig_scale();
+	if (want("readers"))
+		fig_readers();
 	summary_print();
 	{
 		double load[3] = { 0 };

@@ -226,6 +226,7 @@ struct uffd_batch {
 	unsigned nprep;		 /* items [0, nprep) are prepped; [nprep, nmsg) raw */
 	unsigned pos;		 /* the next item to deliver */
 	unsigned poll_first;	 /* read_wait()'s heuristic: waits that polled first, in a row */
+	unsigned read_credit;	 /* read_wait()'s heuristic: recent reads that found messages */
 	bool embedded;		 /* part of the context's own allocation */
 	size_t alloc_len;
 	/* The fast path's fault, handed to the callback; fpf.range doubles as a one-entry cache
