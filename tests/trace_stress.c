@@ -18,10 +18,13 @@
 /*
  * usage: trace_stress spin PIDFILE MS
  *        trace_stress fork N LOG
+ *        trace_stress rounds N
  * spin: THREADS threads touch the pages of a registered mapping (each touch a first-touch fault
  * under uffd-trace), check what they wrote, empty their pages with MADV_DONTNEED and start
  * again, for MS milliseconds (0: until killed). PIDFILE gets this process's pid once every thread
  * has faulted. stdout: "spin: threads=4 ok".
+ * rounds: as spin, for N rounds of each thread (a trace of a known length: 4 x 64 x N faults and
+ * 4 x N removes); stdout what a tracer should count.
  * fork: 2 threads fork N children between them; child i writes each of the PER_CHILD pages of
  * its own slot of a mapping registered before, checks them, empties the slot with MADV_DONTNEED
  * and exits 0. LOG gets "child PID START END" per child; stdout what a tracer should count.
@@ -82,6 +85,7 @@ static double now(void)
 
 static char *spin_mem;
 static double spin_until;
+static long spin_rounds; /* 0: by time */
 static atomic_int spin_ready;
 
 static void *spinner(void *arg)
@@ -89,6 +93,7 @@ static void *spinner(void *arg)
 	size_t t = (size_t)(uintptr_t)arg, per = SPIN_PAGES / THREADS;
 	char *mine = spin_mem + t * per * page;
 	bool first = true;
+	long round = 0;
 
 	do {
 		for (size_t i = 0; i < per; i++)
@@ -106,7 +111,7 @@ static void *spinner(void *arg)
 		}
 		if (madvise(mine, per * page, MADV_DONTNEED) != 0)
 			die("madvise");
-	} while (spin_until == 0 || now() < spin_until);
+	} while (spin_rounds ? ++round < spin_rounds : spin_until == 0 || now() < spin_until);
 	return NULL;
 }
 
@@ -123,14 +128,18 @@ static int spin(const char *pidfile, long ms)
 		if (errno)
 			die("pthread_create");
 	}
-	while (atomic_load(&spin_ready) < THREADS)
+	while (pidfile && atomic_load(&spin_ready) < THREADS)
 		nanosleep(&tick, NULL);
-	f = fopen(pidfile, "we");
-	if (!f || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f) != 0)
+	f = pidfile ? fopen(pidfile, "we") : NULL;
+	if (pidfile && (!f || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f) != 0))
 		die(pidfile);
 	for (size_t i = 0; i < THREADS; i++)
 		pthread_join(t[i], NULL);
-	printf("spin: threads=%d ok\n", THREADS);
+	if (spin_rounds)
+		printf("rounds: threads=%d faults=%ld removes=%ld\n", THREADS,
+		       (long)SPIN_PAGES * spin_rounds, (long)THREADS * spin_rounds);
+	else
+		printf("spin: threads=%d ok\n", THREADS);
 	return 0;
 }
 
@@ -208,6 +217,11 @@ int main(int argc, char **argv)
 		return spin(argv[2], atol(argv[3]));
 	if (argc == 4 && strcmp(argv[1], "fork") == 0 && atoi(argv[2]) > 0)
 		return forks(atoi(argv[2]), argv[3]);
-	fprintf(stderr, "usage: trace_stress spin PIDFILE MS | trace_stress fork N LOG\n");
+	if (argc == 3 && strcmp(argv[1], "rounds") == 0 && atol(argv[2]) > 0) {
+		spin_rounds = atol(argv[2]);
+		return spin(NULL, 0);
+	}
+	fprintf(stderr, "usage: trace_stress spin PIDFILE MS | trace_stress fork N LOG | "
+			"trace_stress rounds N\n");
 	return 2;
 }

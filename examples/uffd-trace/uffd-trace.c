@@ -97,10 +97,11 @@ static struct {
 	size_t ndots, dotcap;
 } T;
 
-/* One event for --svg: a fault is a dot, an unmap or remove a band [addr, end). */
+/* One event for --svg: a fault's page, an unmap's or remove's range [addr, end), or a remap's old
+ * place [addr, end) and its new one from @to. */
 struct dot {
 	double t;
-	uintptr_t addr, end;
+	uintptr_t addr, end, to;
 	unsigned ctx;
 	pid_t tid;
 	char kind; /* 'f' fault, 'u' unmap, 'r' remove */
@@ -120,6 +121,13 @@ static void keep_dot(const struct proc *p, char kind, double t, uintptr_t addr, 
 	T.dots[T.ndots++] = (struct dot){
 		.t = t, .addr = addr, .end = end, .ctx = p->id, .tid = tid, .kind = kind
 	};
+}
+
+static void keep_remap(const struct proc *p, double t, uintptr_t from, uintptr_t to, size_t len)
+{
+	keep_dot(p, 'm', t, from, from + len, 0);
+	if (T.dotcap != (size_t)-1)
+		T.dots[T.ndots - 1].to = to;
 }
 
 /* ---- output ---- */
@@ -585,6 +593,7 @@ static int on_remap(struct uffd *u, const struct uffd_remap *m, void *arg)
 		}
 	}
 	p->remaps++;
+	keep_remap(p, since(), from, to, m->len);
 	(void)u;
 	if (m->len) {
 		if (p->nmoving == p->capmoving) {
@@ -851,93 +860,771 @@ static void accept_one(int lsock)
 
 /* ---- --svg ---- */
 
-static int cmp_uptr(const void *a, const void *b)
-{
-	uintptr_t x = *(const uintptr_t *)a, y = *(const uintptr_t *)b;
+/*
+ * The picture: address (y) against seconds since the start (x), every process on one axis.
+ * Addresses are far apart (the heap low, mappings near the top of the address space), so the y
+ * axis is a stack of segments, low addresses at the bottom: a region, or a run of regions whose
+ * gaps are small beside them, each linear inside, with a grey break band where addresses are
+ * skipped. A segment's height is proportional to its size but at least SVG_MIN_SEG pixels, so a
+ * page of stack beside a gigabyte stays readable and its two address labels fit; past
+ * SVG_MAX_SEGS segments the smallest gaps are drawn to scale instead of as breaks. Events are
+ * binned into pixel cells, one mark per non-empty cell with its count, and the cells grow until
+ * the marks fit their bounds: the file stays under a megabyte however long the trace.
+ */
+#define SVG_W 900.0 /* the plot */
+#define SVG_H 560.0
+#define SVG_L 120.0    /* left margin: the addresses */
+#define SVG_R 160.0    /* right margin: the regions' names and sizes */
+#define SVG_BREAK 12.0 /* between two segments */
+#define SVG_THIN 2.0   /* between two joined segments */
+#define SVG_MIN_SEG 24.0
+#define SVG_MAX_SEGS ((size_t)((SVG_H + SVG_BREAK) / (SVG_MIN_SEG + SVG_BREAK)))
+#define SVG_FAULT_MARKS 4000 /* about 80 bytes each */
+#define SVG_SPAN_MARKS 2000  /* unmaps and removes, about 80 bytes */
+#define SVG_REMAP_MARKS 500  /* about 250 bytes */
+#define SVG_THREADS 8	     /* threads with a colour of their own */
+#define SVG_CHAR 6.2	     /* a character's width at 10 px, a little generous */
 
-	return x < y ? -1 : x > y;
+static const char *const svg_thread_colours[SVG_THREADS + 1] = {
+	"#1f77b4", "#2ca02c", "#8c564b", "#17becf", "#bcbd22",
+	"#393b79", "#e377c2", "#7f7f7f", "#222222", /* the last: a cell of several threads */
+};
+/* Faults per cell: the intensity levels, and where each starts. */
+static const unsigned svg_level_from[] = { 1, 2, 5, 20, 100 };
+static const char *const svg_level_opacity[] = { ".55", ".65", ".75", ".85", ".95" };
+#define SVG_LEVELS (sizeof(svg_level_from) / sizeof(svg_level_from[0]))
+
+/* A run of the address axis drawn linearly, and where it is in the plot (y grows downwards). */
+struct svg_seg {
+	uintptr_t start, end;
+	const char *name;
+	bool mixed; /* of regions with different names */
+	unsigned nregs;
+	bool joined; /* to the next one, with a thin break and no labels between them */
+	double ybot, h;
+};
+
+/* A region of some process, or an event's range in none, as the address axis must show it. */
+struct svg_ival {
+	uintptr_t start, end;
+	const char *name;
+};
+
+/* One mark: a cell of faults, a column's unmaps or removes of the same rows, or remaps. */
+struct svg_mark {
+	uint32_t col, r0, r1, r2, r3;
+	char kind;
+	int tid; /* faults: the thread's colour, SVG_THREADS for several */
+	uint64_t n;
+};
+
+static int cmp_ival(const void *a, const void *b)
+{
+	const struct svg_ival *x = a, *y = b;
+
+	if (x->start != y->start)
+		return x->start < y->start ? -1 : 1;
+	if (x->end != y->end)
+		return x->end < y->end ? -1 : 1;
+	return strcmp(x->name, y->name);
+}
+
+static int cmp_mark(const void *a, const void *b)
+{
+	const struct svg_mark *x = a, *y = b;
+	const uint32_t kx[] = { (uint32_t)x->kind, x->col, x->r0, x->r1, x->r2, x->r3 };
+	const uint32_t ky[] = { (uint32_t)y->kind, y->col, y->r0, y->r1, y->r2, y->r3 };
+
+	for (size_t i = 0; i < sizeof(kx) / sizeof(kx[0]); i++)
+		if (kx[i] != ky[i])
+			return kx[i] < ky[i] ? -1 : 1;
+	return 0;
 }
 
 /*
- * Address (y) against time (x). Addresses are far apart (heap low, mappings near the top of the
- * address space), so y is not linear: each 64 KiB block that saw an event gets its own row band,
- * in address order, and blocks more than 1 MiB apart are separated by a gap line. Faults are dots
- * coloured by thread; unmaps (red) and removes (orange) are translucent bands.
+ * The gap after a segment, in the order they are given up: the smallest first and, among equal
+ * ones (guard pages), the one between the smallest segments, so that large regions keep theirs.
  */
-static void write_svg(const char *path)
+struct svg_gap {
+	uintptr_t len, around;
+	size_t after;
+};
+
+static int cmp_gap(const void *a, const void *b)
 {
-	static const char *const colours[] = { "#1f77b4", "#2ca02c", "#9467bd", "#8c564b",
-					       "#e377c2", "#17becf", "#bcbd22", "#7f7f7f" };
-	const uintptr_t blk = 64 << 10;
-	const double W = 1000, H = 600, L = 60, top = 20;
-	uintptr_t *blocks = malloc((T.ndots + 1) * sizeof(*blocks));
-	size_t nb = 0, i;
-	double tmax = 1e-6, rowh;
+	const struct svg_gap *x = a, *y = b;
+
+	if (x->len != y->len)
+		return x->len < y->len ? -1 : 1;
+	if (x->around != y->around)
+		return x->around < y->around ? -1 : 1;
+	return (x->after > y->after) - (x->after < y->after);
+}
+
+static int cmp_int(const void *a, const void *b)
+{
+	int x = *(const int *)a, y = *(const int *)b;
+
+	return (x > y) - (x < y);
+}
+
+static void *svg_alloc(size_t n, size_t size)
+{
+	void *p = calloc(n ? n : 1, size);
+
+	if (!p)
+		tool_die("out of memory");
+	return p;
+}
+
+/* Text for the SVG: XML's specials escaped, and cut to @max characters. */
+static void svg_text(FILE *f, const char *s, size_t max)
+{
+	size_t len = strlen(s);
+
+	for (size_t i = 0; i < len && i < max; i++) {
+		if (len > max && i == max - 3) {
+			fputs("...", f);
+			break;
+		}
+		switch (s[i]) {
+		case '&':
+			fputs("&amp;", f);
+			break;
+		case '<':
+			fputs("&lt;", f);
+			break;
+		case '>':
+			fputs("&gt;", f);
+			break;
+		case '"':
+			fputs("&quot;", f);
+			break;
+		default:
+			if ((unsigned char)s[i] >= 0x20 && s[i] != 0x7f)
+				fputc(s[i], f);
+			else
+				fputc('?', f);
+		}
+	}
+}
+
+static void human_size(uint64_t b, char out[16])
+{
+	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
+	double v = (double)b;
+	size_t u = 0;
+
+	while (v >= 1024 && u + 1 < sizeof(units) / sizeof(units[0])) {
+		v /= 1024;
+		u++;
+	}
+	snprintf(out, 16, v < 10 && u ? "%.1f %s" : "%.0f %s", v, units[u]);
+}
+
+/* The ends of a dot's range on the address axis; a remap's second range is its new place. */
+static uintptr_t dot_end(const struct dot *d, size_t page)
+{
+	return d->end > d->addr ? d->end : d->addr + page;
+}
+
+/*
+ * The address axis: the regions any event touched, and the ranges of events that touched none,
+ * merged into segments; the largest gaps between them become breaks.
+ */
+static struct svg_seg *svg_segments(size_t *nseg_out)
+{
+	size_t nregs = 0, nival = 0, nseg = 0, *base = svg_alloc(T.nprocs + 1, sizeof(size_t));
+	struct svg_ival *iv;
+	struct svg_seg *seg;
+	bool *touched;
+
+	for (size_t i = 0; i < T.nprocs; i++) {
+		base[i] = nregs;
+		nregs += T.procs[i]->nregs;
+	}
+	touched = svg_alloc(nregs, sizeof(bool));
+	/* At most: every region, and two ranges of each event. */
+	iv = svg_alloc(nregs + 2 * T.ndots, sizeof(*iv));
+	for (size_t i = 0; i < T.ndots; i++) {
+		const struct dot *d = &T.dots[i];
+		const struct proc *p = d->ctx < T.nprocs ? T.procs[d->ctx] : NULL;
+		uintptr_t r[2][2] = { { d->addr, dot_end(d, T.page) },
+				      { d->to, d->to + (dot_end(d, T.page) - d->addr) } };
+
+		for (int k = 0; k < (d->kind == 'm' ? 2 : 1); k++) {
+			bool in = false;
+
+			for (size_t j = 0; p && j < p->nregs; j++)
+				if (p->regs[j].start < r[k][1] && r[k][0] < p->regs[j].end)
+					in = touched[base[d->ctx] + j] = true;
+			if (!in)
+				iv[nival++] = (struct svg_ival){ r[k][0], r[k][1], "unregistered" };
+		}
+	}
+	for (size_t i = 0; i < T.nprocs; i++)
+		for (size_t j = 0; j < T.procs[i]->nregs; j++)
+			if (touched[base[i] + j]) {
+				const struct region *r = &T.procs[i]->regs[j];
+
+				iv[nival++] = (struct svg_ival){ r->start, r->end, r->name };
+			}
+	qsort(iv, nival, sizeof(*iv), cmp_ival);
+	seg = svg_alloc(nival, sizeof(*seg));
+	for (size_t i = 0; i < nival; i++) {
+		struct svg_seg *s = nseg ? &seg[nseg - 1] : NULL;
+
+		/* The same region in a fork child and its parent is one. */
+		if (i && cmp_ival(&iv[i], &iv[i - 1]) == 0)
+			continue;
+		/* Regions at the same place (one unmapped, another mapped there) are one. */
+		if (s && iv[i].start < s->end) {
+			if (iv[i].end > s->end)
+				s->end = iv[i].end;
+			s->mixed |= strcmp(s->name, iv[i].name) != 0;
+			s->nregs++;
+			continue;
+		}
+		seg[nseg++] = (struct svg_seg){
+			.start = iv[i].start, .end = iv[i].end, .name = iv[i].name, .nregs = 1
+		};
+	}
+	/*
+	 * Too many segments for their minimum height: those across the smallest gaps are joined
+	 * into one, drawn with a thin break between them and no labels of their own.
+	 */
+	if (nseg > SVG_MAX_SEGS) {
+		struct svg_gap *gap = svg_alloc(nseg - 1, sizeof(*gap));
+
+		for (size_t i = 0; i + 1 < nseg; i++)
+			gap[i] = (struct svg_gap){ seg[i + 1].start - seg[i].end,
+						   seg[i + 1].end - seg[i].start, i };
+		qsort(gap, nseg - 1, sizeof(*gap), cmp_gap);
+		for (size_t i = 0; i < nseg - SVG_MAX_SEGS; i++)
+			seg[gap[i].after].joined = true;
+		free(gap);
+	}
+	/*
+	 * Heights: a run of joined segments gets its share of the plot proportional to the bytes
+	 * of its segments (not of the gaps between them), at least the minimum; inside it, each
+	 * segment's is proportional to its size.
+	 */
+	if (nseg) {
+		struct svg_run {
+			size_t first, last;
+			double bytes, h;
+			bool fixed;
+		} *run = svg_alloc(nseg, sizeof(*run));
+		size_t nrun = 0;
+		double room, minh, y = SVG_H;
+		bool changed = true;
+
+		for (size_t i = 0; i < nseg; i++) {
+			if (!i || !seg[i - 1].joined)
+				run[nrun++] = (struct svg_run){ .first = i };
+			run[nrun - 1].last = i;
+			run[nrun - 1].bytes += (double)(seg[i].end - seg[i].start);
+		}
+		room = SVG_H - (double)(nrun - 1) * SVG_BREAK;
+		/* Few runs leave room: each gets at least half an equal share then. */
+		minh = room / (double)(2 * nrun) > SVG_MIN_SEG ? room / (double)(2 * nrun) :
+								 SVG_MIN_SEG;
+		while (changed) {
+			double sum = 0, left = room;
+
+			changed = false;
+			for (size_t i = 0; i < nrun; i++)
+				if (run[i].fixed)
+					left -= minh;
+				else
+					sum += run[i].bytes;
+			for (size_t i = 0; i < nrun; i++) {
+				if (run[i].fixed)
+					continue;
+				run[i].h = left * run[i].bytes / sum;
+				if (run[i].h < minh) {
+					run[i].fixed = changed = true;
+					run[i].h = minh;
+				}
+			}
+		}
+		for (size_t i = 0; i < nrun; i++) {
+			size_t k = run[i].last - run[i].first;
+			double thin = k ? 0.25 * run[i].h / (double)k : 0;
+
+			if (thin > SVG_THIN)
+				thin = SVG_THIN;
+			for (size_t j = run[i].first; j <= run[i].last; j++) {
+				seg[j].ybot = y;
+				seg[j].h = (run[i].h - (double)k * thin) *
+					   (double)(seg[j].end - seg[j].start) / run[i].bytes;
+				y -= seg[j].h + (j < run[i].last ? thin : SVG_BREAK);
+			}
+		}
+		free(run);
+	}
+	free(iv);
+	free(touched);
+	free(base);
+	*nseg_out = nseg;
+	return seg;
+}
+
+/* Where @a is drawn: inside a segment linearly, in a gap at the middle of its break. */
+static double svg_y(const struct svg_seg *seg, size_t nseg, uintptr_t a)
+{
+	size_t lo = 0, hi = nseg;
+
+	if (!nseg)
+		return SVG_H;
+	while (hi - lo > 1) {
+		size_t mid = (lo + hi) / 2;
+
+		if (seg[mid].start <= a)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	if (a < seg[lo].start)
+		return seg[lo].ybot;
+	if (a >= seg[lo].end)
+		return lo + 1 < nseg ? (seg[lo].ybot - seg[lo].h + seg[lo + 1].ybot) / 2 :
+				       seg[lo].ybot - seg[lo].h;
+	return seg[lo].ybot -
+	       seg[lo].h * (double)(a - seg[lo].start) / (double)(seg[lo].end - seg[lo].start);
+}
+
+/* The row of cells @ch high at @y, the last for the plot's bottom edge. */
+static uint32_t svg_row(double y, double ch)
+{
+	uint32_t r = (uint32_t)(y / ch), last = (uint32_t)((SVG_H - 0.01) / ch);
+
+	return r > last ? last : r;
+}
+
+/* The rows [r0, r1] of cells @ch high that [a, b) covers. */
+static void svg_rows(const struct svg_seg *seg, size_t nseg, uintptr_t a, uintptr_t b, double ch,
+		     uint32_t *r0, uint32_t *r1)
+{
+	double top = svg_y(seg, nseg, b), bot = svg_y(seg, nseg, a);
+
+	*r0 = svg_row(top, ch);
+	*r1 = bot - top > 0.01 ? svg_row(bot - 0.01, ch) : *r0;
+	if (*r1 < *r0)
+		*r1 = *r0;
+}
+
+/*
+ * The marks of the events of @kinds in cells @cw x @ch pixels, counted, in @m (T.ndots long);
+ * returns how many. @tids: the threads with a colour of their own (sorted), NULL for none.
+ */
+static size_t svg_bin(struct svg_mark *m, const char *kinds, const struct svg_seg *seg, size_t nseg,
+		      double tend, double cw, double ch, const int *tids, size_t ntids)
+{
+	uint32_t ncols = (uint32_t)(SVG_W / cw);
+	size_t n = 0, w = 0;
+
+	for (size_t i = 0; i < T.ndots; i++) {
+		const struct dot *d = &T.dots[i];
+		uintptr_t end = dot_end(d, T.page);
+		struct svg_mark k = { .kind = d->kind, .n = 1 };
+		const int *at;
+
+		if (!strchr(kinds, d->kind))
+			continue;
+		k.col = (uint32_t)(SVG_W * d->t / tend / cw);
+		if (k.col >= ncols)
+			k.col = ncols - 1;
+		if (d->kind == 'f') {
+			k.r0 = k.r1 = svg_row(svg_y(seg, nseg, d->addr + T.page / 2), ch);
+			at = tids ? bsearch(&(int){ d->tid }, tids, ntids, sizeof(int), cmp_int) :
+				    NULL;
+			k.tid = at ? (int)(at - tids) : 0;
+		} else {
+			svg_rows(seg, nseg, d->addr, end, ch, &k.r0, &k.r1);
+		}
+		if (d->kind == 'm')
+			svg_rows(seg, nseg, d->to, d->to + (end - d->addr), ch, &k.r2, &k.r3);
+		m[n++] = k;
+	}
+	qsort(m, n, sizeof(*m), cmp_mark);
+	for (size_t i = 0; i < n; i++) {
+		if (w && cmp_mark(&m[w - 1], &m[i]) == 0) {
+			m[w - 1].n += m[i].n;
+			if (m[w - 1].tid != m[i].tid)
+				m[w - 1].tid = SVG_THREADS;
+			continue;
+		}
+		m[w++] = m[i];
+	}
+	return w;
+}
+
+/* Bins the events of @kinds, coarser until at most @max marks; returns how many, and the cell. */
+static size_t svg_bin_within(struct svg_mark *m, const char *kinds, size_t max,
+			     const struct svg_seg *seg, size_t nseg, double tend, const int *tids,
+			     size_t ntids, double *cw, double *ch)
+{
+	size_t n;
+
+	/* From 2 x 2 pixels; a cell the whole plot wide and high holds one mark of each kind. */
+	for (*cw = *ch = 2;; *cw *= 2, *ch *= 2) {
+		n = svg_bin(m, kinds, seg, nseg, tend, *cw, *ch, tids, ntids);
+		if (n <= max || (*cw >= SVG_W && *ch >= SVG_H))
+			return n;
+	}
+}
+
+/* Legend items are laid out left to right, wrapping at the picture's width. */
+struct svg_legend {
+	FILE *f;
+	double x, y, right;
+};
+
+/* Where the next item @w pixels wide goes: on this line, or at the start of the next. */
+static void legend_place(struct svg_legend *lg, double w)
+{
+	if (lg->x + w > lg->right && lg->x > 10) {
+		lg->x = 10;
+		lg->y += 16;
+	}
+	fprintf(lg->f, "<g transform=\"translate(%.0f,%.0f)\">", lg->x, lg->y);
+	lg->x += w;
+}
+
+static void legend_item(struct svg_legend *lg, const char *swatch, const char *label)
+{
+	legend_place(lg, 16 + SVG_CHAR * 1.1 * (double)strlen(label) + 14);
+	fprintf(lg->f, "%s<text x=\"16\" y=\"9\" font-size=\"11\">", swatch);
+	svg_text(lg->f, label, 200);
+	fprintf(lg->f, "</text></g>\n");
+}
+
+/* The intensity scale, as one item so that it is never split between two lines. */
+static void legend_levels(struct svg_legend *lg)
+{
+	static const char head[] = "faults per cell:";
+	char label[SVG_LEVELS][24];
+	double w = SVG_CHAR * 1.1 * (double)strlen(head) + 6, x;
+
+	for (size_t i = 0; i < SVG_LEVELS; i++) {
+		if (i + 1 == SVG_LEVELS)
+			snprintf(label[i], sizeof(label[i]), "%u+", svg_level_from[i]);
+		else if (svg_level_from[i + 1] - 1 > svg_level_from[i])
+			snprintf(label[i], sizeof(label[i]), "%u-%u", svg_level_from[i],
+				 svg_level_from[i + 1] - 1);
+		else
+			snprintf(label[i], sizeof(label[i]), "%u", svg_level_from[i]);
+		w += 16 + SVG_CHAR * 1.1 * (double)strlen(label[i]) + 8;
+	}
+	legend_place(lg, w + 6);
+	fprintf(lg->f, "<text y=\"9\" font-size=\"11\">%s</text>", head);
+	x = SVG_CHAR * 1.1 * (double)strlen(head) + 6;
+	for (size_t i = 0; i < SVG_LEVELS; i++) {
+		fprintf(lg->f,
+			"<rect class=\"t0 i%zu\" x=\"%.0f\" y=\"1\" width=\"10\" height=\"10\"/>"
+			"<text x=\"%.0f\" y=\"9\" font-size=\"11\">%s</text>",
+			i, x, x + 16, label[i]);
+		x += 16 + SVG_CHAR * 1.1 * (double)strlen(label[i]) + 8;
+	}
+	fprintf(lg->f, "</g>\n");
+}
+
+/* The time axis: ticks at round values, 1, 2 or 5 times a power of ten seconds apart. */
+static double svg_time_step(double tmax, int *decimals)
+{
+	static const double mult[] = { 1, 2, 5 };
+	/* At most one tick per 80 pixels, so that labels of up to 12 characters never touch. */
+	double raw = tmax / (SVG_W / 80), p = 1e-6;
+	int e = -6;
+
+	for (;; e++, p *= 10)
+		for (size_t i = 0; i < sizeof(mult) / sizeof(mult[0]); i++)
+			if (mult[i] * p >= raw * (1 - 1e-9)) {
+				*decimals = e < 0 ? -e : 0;
+				return mult[i] * p;
+			}
+}
+
+static void write_svg(const char *path, char **argv)
+{
+	size_t nseg, ntids = 0, nf, ns, nr;
+	struct svg_seg *seg = svg_segments(&nseg);
+	struct svg_mark *m = svg_alloc(T.ndots, sizeof(*m));
+	int *tids = svg_alloc(T.ndots, sizeof(int)), decimals;
+	uint64_t count[4] = { 0 }; /* faults, unmaps, removes, remaps */
+	double tmax = 1e-3, step, tend, cw, ch, dot, top, width = SVG_L + SVG_W + SVG_R;
+	char title[512] = "", sz[16];
+	size_t tl = 0;
+	struct svg_legend lg;
 	FILE *f = fopen(path, "we");
 
-	if (!f || !blocks)
+	if (!f)
 		tool_die("cannot write '%s': %s", path, strerror(errno));
-	for (i = 0; i < T.ndots; i++) {
-		blocks[nb++] = T.dots[i].addr / blk;
-		if (T.dots[i].t > tmax)
-			tmax = T.dots[i].t;
+	for (size_t i = 0; i < T.ndots; i++) {
+		const struct dot *d = &T.dots[i];
+
+		if (d->t > tmax)
+			tmax = d->t;
+		count[d->kind == 'f' ? 0 : d->kind == 'u' ? 1 : d->kind == 'r' ? 2 : 3]++;
+		if (d->kind == 'f')
+			tids[ntids++] = d->tid;
 	}
-	qsort(blocks, nb, sizeof(*blocks), cmp_uptr);
+	qsort(tids, ntids, sizeof(int), cmp_int);
 	{
 		size_t w = 0;
 
-		for (i = 0; i < nb; i++)
-			if (!w || blocks[w - 1] != blocks[i])
-				blocks[w++] = blocks[i];
-		nb = w;
+		for (size_t i = 0; i < ntids; i++)
+			if (!w || tids[w - 1] != tids[i])
+				tids[w++] = tids[i];
+		ntids = w;
 	}
-	rowh = nb ? H / (double)nb : H;
-	fprintf(f,
-		"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
-		"font-family=\"sans-serif\" font-size=\"11\">\n",
-		L + W + 20, top + H + 40);
-	fprintf(f, "<title>uffd-trace: address against time</title>\n");
-	fprintf(f,
-		"<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" "
-		"stroke=\"black\"/>\n",
-		L, top, W, H);
-	fprintf(f, "<text x=\"%.0f\" y=\"%.0f\">time (s), 0 to %.3f</text>\n", L, top + H + 30,
-		tmax);
-	for (i = 0; i < nb; i++)
-		if (i && blocks[i] - blocks[i - 1] > 16)
-			fprintf(f,
-				"<line class=\"gap\" x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" "
-				"y2=\"%.1f\" stroke=\"#ccc\"/>\n",
-				L, L + W, top + H - (double)i * rowh, top + H - (double)i * rowh);
-	for (i = 0; i < T.ndots; i++) {
-		const struct dot *d = &T.dots[i];
-		uintptr_t *at = bsearch(&(uintptr_t){ d->addr / blk }, blocks, nb, sizeof(*blocks),
-					cmp_uptr);
-		double x = L + W * d->t / tmax, y;
+	step = svg_time_step(tmax, &decimals);
+	tend = step;
+	while (tend < tmax * (1 - 1e-9))
+		tend += step;
+	for (char **a = argv; *a && tl < sizeof(title) - 1; a++)
+		tl += (size_t)snprintf(title + tl, sizeof(title) - tl, "%s%s", tl ? " " : "", *a);
 
-		if (!at)
-			continue;
-		y = top + H -
-		    ((double)(at - blocks) + (double)(d->addr % blk) / (double)blk) * rowh;
-		if (d->kind == 'f')
-			fprintf(f,
-				"<circle class=\"fault\" data-addr=\"0x%" PRIxPTR "\" "
-				"data-t=\"%.6f\" data-tid=\"%d\" cx=\"%.1f\" cy=\"%.1f\" r=\"1.5\" "
-				"fill=\"%s\"/>\n",
-				d->addr, d->t, (int)d->tid, x, y,
-				colours[(unsigned)d->tid % (sizeof(colours) / sizeof(colours[0]))]);
-		else
-			fprintf(f,
-				"<rect class=\"%s\" data-addr=\"0x%" PRIxPTR "\" "
-				"data-end=\"0x%" PRIxPTR "\" data-t=\"%.6f\" x=\"%.1f\" "
-				"y=\"%.1f\" width=\"2\" height=\"%.1f\" fill=\"%s\" "
-				"fill-opacity=\"0.4\"/>\n",
-				d->kind == 'u' ? "unmap" : "remove", d->addr, d->end, d->t, x,
-				y - rowh, rowh, d->kind == 'u' ? "red" : "orange");
+	/* The title, and the legend under it: its height is known once it is laid out. */
+	fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+	lg = (struct svg_legend){ .x = 10, .y = 30, .right = width - 10 };
+	/* The legend is written to a memory buffer first, since the svg element needs the height. */
+	{
+		char *buf = NULL;
+		size_t blen = 0;
+		char sw[256];
+
+		lg.f = open_memstream(&buf, &blen);
+		if (!lg.f)
+			tool_die("out of memory");
+		if (ntids <= SVG_THREADS) {
+			for (size_t i = 0; i < ntids; i++) {
+				char label[40];
+
+				snprintf(label, sizeof(label), "faults of thread %d", tids[i]);
+				snprintf(
+					sw, sizeof(sw),
+					"<rect class=\"t%zu\" y=\"1\" width=\"10\" height=\"10\"/>",
+					i);
+				legend_item(&lg, sw, label);
+			}
+			if (ntids > 1)
+				legend_item(
+					&lg,
+					"<rect class=\"t8\" y=\"1\" width=\"10\" height=\"10\"/>",
+					"faults of several threads in one cell");
+		} else {
+			char label[48];
+
+			snprintf(label, sizeof(label), "faults of any of %zu threads", ntids);
+			legend_item(&lg, "<rect class=\"t0\" y=\"1\" width=\"10\" height=\"10\"/>",
+				    label);
+		}
+		legend_levels(&lg);
+		legend_item(&lg, "<rect class=\"unmap\" y=\"0\" width=\"3\" height=\"12\"/>",
+			    "unmap (munmap, mremap's old place, brk shrink)");
+		legend_item(&lg, "<rect class=\"remove\" y=\"0\" width=\"3\" height=\"12\"/>",
+			    "remove (madvise DONTNEED/FREE)");
+		legend_item(&lg,
+			    "<g class=\"remap\"><rect y=\"0\" width=\"3\" height=\"4\"/>"
+			    "<line x1=\"1.5\" x2=\"1.5\" y1=\"2\" y2=\"11\"/></g>",
+			    "remap: from -> to (mremap move)");
+		legend_item(&lg, "<rect class=\"brk\" y=\"2\" width=\"12\" height=\"8\"/>",
+			    "break: addresses skipped");
+		if (fclose(lg.f) != 0)
+			tool_die("out of memory");
+		top = lg.y + 24;
+		fprintf(f,
+			"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+			"viewBox=\"0 0 %.0f %.0f\" font-family=\"sans-serif\">\n",
+			width, top + SVG_H + 56, width, top + SVG_H + 56);
+		fprintf(f, "<title>uffd-trace: address against time</title>\n");
+		fprintf(f,
+			"<style>\n"
+			".t0{fill:%s}.t1{fill:%s}.t2{fill:%s}.t3{fill:%s}.t4{fill:%s}"
+			".t5{fill:%s}.t6{fill:%s}.t7{fill:%s}.t8{fill:%s}\n"
+			".i0{fill-opacity:%s}.i1{fill-opacity:%s}.i2{fill-opacity:%s}"
+			".i3{fill-opacity:%s}.i4{fill-opacity:%s}\n"
+			".unmap{fill:#d62728;fill-opacity:.8}.remove{fill:#ff7f0e;"
+			"fill-opacity:.8}\n"
+			".remap rect{fill:#9467bd}.remap line{stroke:#9467bd;stroke-width:1.2}\n"
+			".brk{fill:#e8e8e8}.seg{fill:#fff;stroke:#999}.tick{stroke:#000}"
+			".grid{stroke:#eee}\n"
+			".addr{font-family:monospace}\n"
+			"</style>\n",
+			svg_thread_colours[0], svg_thread_colours[1], svg_thread_colours[2],
+			svg_thread_colours[3], svg_thread_colours[4], svg_thread_colours[5],
+			svg_thread_colours[6], svg_thread_colours[7], svg_thread_colours[8],
+			svg_level_opacity[0], svg_level_opacity[1], svg_level_opacity[2],
+			svg_level_opacity[3], svg_level_opacity[4]);
+		fprintf(f,
+			"<defs><marker id=\"arrow\" viewBox=\"0 0 6 6\" refX=\"6\" refY=\"3\" "
+			"markerWidth=\"6\" markerHeight=\"6\" orient=\"auto\"><path d=\"M0,0L6,3L0,6z\" "
+			"fill=\"#9467bd\"/></marker></defs>\n");
+		fprintf(f, "<g id=\"title\"><text x=\"10\" y=\"16\" font-size=\"12\">");
+		{
+			char head[160];
+
+			snprintf(head, sizeof(head),
+				 "uffd-trace: %" PRIu64 " faults, %" PRIu64 " unmaps, %" PRIu64
+				 " remaps, %" PRIu64 " removes in %zu address space%s -- ",
+				 count[0], count[1], count[3], count[2], T.nprocs,
+				 T.nprocs == 1 ? "" : "s");
+			svg_text(f, head, sizeof(head));
+			/* At 12 px, a character is at most 7.44 px wide (0.62 em). */
+			size_t fit = (size_t)((width - 20) / 7.44);
+
+			svg_text(f, title, fit > strlen(head) ? fit - strlen(head) : 0);
+		}
+		fprintf(f, "</text></g>\n<g id=\"legend\">\n");
+		fwrite(buf, 1, blen, f);
+		fprintf(f, "</g>\n");
+		free(buf);
 	}
-	fprintf(f, "<text x=\"5\" y=\"%.0f\">address</text>\n", top + 12);
-	fprintf(f, "</svg>\n");
-	free(blocks);
+
+	fprintf(f, "<g id=\"plot\" transform=\"translate(%.0f,%.0f)\">\n", SVG_L, top);
+	/* Segments, breaks and the address axis. */
+	fprintf(f, "<g id=\"address-axis\" font-size=\"10\">\n");
+	for (size_t i = 0, j; i < nseg; i = j + 1) {
+		double ybot = seg[i].ybot, y0;
+		uint64_t bytes = 0;
+		unsigned nregs = 0;
+		bool mixed = false;
+		char name[48];
+
+		/* A run of joined segments is labelled as one. */
+		for (j = i;; j++) {
+			bytes += seg[j].end - seg[j].start;
+			nregs += seg[j].nregs;
+			mixed |= seg[j].mixed || strcmp(seg[j].name, seg[i].name) != 0;
+			if (!seg[j].joined || j + 1 == nseg)
+				break;
+		}
+		y0 = seg[j].ybot - seg[j].h;
+		fprintf(f,
+			"<rect class=\"seg\" x=\"0\" y=\"%.1f\" width=\"%.0f\" height=\"%.1f\"/>\n",
+			y0, SVG_W, ybot - y0);
+		for (size_t k = i; k < j; k++) {
+			double top = seg[k].ybot - seg[k].h, below = seg[k + 1].ybot;
+
+			if (top - below > 0.05)
+				fprintf(f,
+					"<rect class=\"brk\" x=\"0\" y=\"%.2f\" width=\"%.0f\" "
+					"height=\"%.2f\"/>\n",
+					below, SVG_W, top - below);
+		}
+		/* Each address inside its own run: they cannot overlap a neighbour's. */
+		fprintf(f,
+			"<path class=\"tick\" d=\"M-5,%.1fh5M-5,%.1fh5\"/>"
+			"<text class=\"addr\" x=\"-7\" y=\"%.1f\" text-anchor=\"end\" "
+			"font-size=\"10\">0x%" PRIxPTR "</text>"
+			"<text class=\"addr\" x=\"-7\" y=\"%.1f\" text-anchor=\"end\" "
+			"font-size=\"10\">0x%" PRIxPTR "</text>\n",
+			ybot, y0, ybot - 1, seg[i].start, y0 + 9, seg[j].end);
+		if (nregs == 1)
+			snprintf(name, sizeof(name), "%s", seg[i].name);
+		else if (!mixed)
+			snprintf(name, sizeof(name), "%s (%u regions)", seg[i].name, nregs);
+		else
+			snprintf(name, sizeof(name), "%u regions", nregs);
+		human_size(bytes, sz);
+		fprintf(f, "<text class=\"region\" x=\"%.0f\" y=\"%.1f\" font-size=\"10\">",
+			SVG_W + 6, y0 + 9);
+		svg_text(f, name, (size_t)((SVG_R - 10) / SVG_CHAR));
+		fprintf(f,
+			"</text><text class=\"size\" x=\"%.0f\" y=\"%.1f\" font-size=\"10\">%s</text>\n",
+			SVG_W + 6, y0 + 20, sz);
+		if (j + 1 < nseg) {
+			double by = y0 - SVG_BREAK;
+
+			if (seg[j + 1].start == seg[j].end)
+				snprintf(sz, sizeof(sz), "none");
+			else
+				human_size(seg[j + 1].start - seg[j].end, sz);
+			fprintf(f,
+				"<g class=\"break\"><rect class=\"brk\" x=\"0\" y=\"%.1f\" "
+				"width=\"%.0f\" height=\"%.0f\"/>"
+				"<path d=\"M-6,%.1fl12,-4M-6,%.1fl12,-4\" stroke=\"#000\"/>"
+				"<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\" font-size=\"9\" "
+				"fill=\"#555\">%s skipped</text></g>\n",
+				by, SVG_W, SVG_BREAK, by + SVG_BREAK / 2 + 3,
+				by + SVG_BREAK / 2 - 1, SVG_W - 4, by + SVG_BREAK - 3, sz);
+		}
+	}
+	fprintf(f, "</g>\n");
+	/* The time axis, with grid lines at its ticks. */
+	fprintf(f, "<g id=\"time-axis\" font-size=\"10\">\n");
+	for (int k = 0; k * step <= tend * (1 + 1e-9); k++) {
+		double x = SVG_W * k * step / tend;
+
+		fprintf(f,
+			"<path class=\"grid\" d=\"M%.1f,0v%.0f\"/><path class=\"tick\" "
+			"d=\"M%.1f,%.0fv5\"/><text class=\"tick-label\" x=\"%.1f\" y=\"%.0f\" "
+			"text-anchor=\"middle\" font-size=\"10\">%.*f</text>\n",
+			x, SVG_H, x, SVG_H, x, SVG_H + 16, decimals, k * step);
+	}
+	fprintf(f,
+		"<text class=\"axis-title\" x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\" "
+		"font-size=\"11\">time since uffd-trace started (s)</text>\n",
+		SVG_W / 2, SVG_H + 32);
+	fprintf(f,
+		"<text class=\"note\" x=\"0\" y=\"%.0f\" font-size=\"10\" fill=\"#555\">address: "
+		"regions stacked, low at the bottom; each linear, its height proportional to its "
+		"size (at least %.0f px); grey bands skip the addresses between them</text>\n",
+		SVG_H + 48, SVG_MIN_SEG);
+	fprintf(f, "</g>\n");
+
+	/* The marks: unmaps and removes under the faults, which let them show through, and remaps
+	 * on top. */
+	fprintf(f, "<g id=\"marks\">\n");
+	ns = svg_bin_within(m, "ur", SVG_SPAN_MARKS, seg, nseg, tend, NULL, 0, &cw, &ch);
+	for (size_t i = 0; i < ns; i++)
+		fprintf(f,
+			"<rect class=\"%s\" x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" "
+			"data-n=\"%" PRIu64 "\"/>\n",
+			m[i].kind == 'u' ? "unmap" : "remove", m[i].col * cw, m[i].r0 * ch, cw,
+			(m[i].r1 - m[i].r0 + 1) * ch, m[i].n);
+	nf = svg_bin_within(m, "f", SVG_FAULT_MARKS, seg, nseg, tend,
+			    ntids <= SVG_THREADS ? tids : NULL, ntids, &cw, &ch);
+	/* Few marks are drawn larger than their cell, to be seen at all. */
+	dot = nf <= 300 ? 5 : nf <= 3000 ? 3 : 0;
+	if (dot < cw)
+		dot = cw;
+	for (size_t i = 0; i < nf; i++) {
+		size_t lv = 0;
+
+		while (lv + 1 < SVG_LEVELS && m[i].n >= svg_level_from[lv + 1])
+			lv++;
+		fprintf(f,
+			"<rect class=\"fault t%d i%zu\" x=\"%.1f\" y=\"%.1f\" width=\"%.0f\" "
+			"height=\"%.0f\" data-n=\"%" PRIu64 "\"/>\n",
+			m[i].tid, lv, (m[i].col + 0.5) * cw - dot / 2,
+			(m[i].r0 + 0.5) * ch - dot / 2, dot, dot, m[i].n);
+	}
+	nr = svg_bin_within(m, "m", SVG_REMAP_MARKS, seg, nseg, tend, NULL, 0, &cw, &ch);
+	for (size_t i = 0; i < nr; i++) {
+		double x = m[i].col * cw, from = (m[i].r0 + m[i].r1 + 1) * ch / 2,
+		       to = (m[i].r2 + m[i].r3 + 1) * ch / 2;
+
+		fprintf(f,
+			"<g class=\"remap\" data-n=\"%" PRIu64 "\"><rect x=\"%.0f\" y=\"%.0f\" "
+			"width=\"%.0f\" height=\"%.0f\"/><rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" "
+			"height=\"%.0f\" fill-opacity=\".5\"/><line x1=\"%.1f\" x2=\"%.1f\" "
+			"y1=\"%.1f\" y2=\"%.1f\" marker-end=\"url(#arrow)\"/></g>\n",
+			m[i].n, x, m[i].r0 * ch, cw, (m[i].r1 - m[i].r0 + 1) * ch, x, m[i].r2 * ch,
+			cw, (m[i].r3 - m[i].r2 + 1) * ch, x + cw / 2, x + cw / 2, from, to);
+	}
+	fprintf(f, "</g>\n");
+	if (!T.ndots)
+		fprintf(f,
+			"<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\" font-size=\"12\">no "
+			"events traced</text>\n",
+			SVG_W / 2, SVG_H / 2);
+	fprintf(f, "</g>\n</svg>\n");
+	free(m);
+	free(tids);
+	free(seg);
 	if (fclose(f) != 0)
 		tool_die("cannot write '%s': %s", path, strerror(errno));
 }
@@ -1129,8 +1816,20 @@ static void help(void)
 	       "  -q, --quiet          no line per event (with --summary: the summary only)\n"
 	       "      --order FILE     the first-touch order, one 'REGION@START OFFSET' per line:\n"
 	       "                       a prefetch list for restoring a snapshot\n"
-	       "      --svg FILE       a picture of address against time: faults as dots coloured\n"
-	       "                       by thread, unmaps and removes as bands\n"
+	       "      --svg FILE       a picture (SVG) of address against time in seconds, for\n"
+	       "                       all processes at once. The address axis stacks the\n"
+	       "                       regions that saw events, low addresses at the bottom, each\n"
+	       "                       with its addresses and name, and a grey break band for\n"
+	       "                       the addresses skipped between two. Each region is linear,\n"
+	       "                       its height proportional to its size but at least 24\n"
+	       "                       pixels (half an equal share when there are few); past 15\n"
+	       "                       regions, those across the smallest gaps share one label\n"
+	       "                       and are split by thin breaks. Faults are binned into\n"
+	       "                       cells of 2x2 pixels, coloured by thread (up to 8), darker\n"
+	       "                       for more faults; unmaps (red) and removes (orange) are\n"
+	       "                       vertical marks over their range, remaps purple arrows\n"
+	       "                       from the old place to the new. Where there would be too\n"
+	       "                       many marks, cells grow: the file stays under 1 MB\n"
 	       "      --user-faults    without privilege too, trace first touches: the program's\n"
 	       "                       userfaultfd is then user-mode-only, and a system call that\n"
 	       "                       writes into untouched memory (read() into a new buffer)\n"
@@ -1334,7 +2033,7 @@ int main(int argc, char **argv)
 	if (T.summary)
 		print_summary();
 	if (svgpath)
-		write_svg(svgpath);
+		write_svg(svgpath, argv + optind);
 	if (T.order && fclose(T.order) != 0)
 		tool_die("cannot write '%s': %s", orderpath, strerror(errno));
 	free(T.dots);

@@ -234,6 +234,86 @@ PY
 }
 total() { grep -Eo "^total: .*" "$tmp/trace" | grep -Eo "(^| )$1=[0-9]+" | sed 's/.*=//'; }
 
+# check_svg FILE WHAT [one-per-cell]: FILE is a valid SVG of the trace ($tmp/trace, with
+# --summary) that a person can read: a legend naming every kind of mark; a time axis in seconds
+# with labelled ticks at 0 and 1, 2 or 5 times a power of ten apart; each region's addresses
+# and name, with a break between regions; marks that count exactly the summary's faults,
+# unmaps, remaps and removes (with one-per-cell: a mark per fault); no two labels overlapping;
+# under 1,000,000 bytes.
+check_svg() {
+	python3 - "$1" "$(total faults)" "$(total unmaps)" "$(total remaps)" "$(total removes)" \
+		"${3:-}" >"$tmp/svgcheck" <<'PY' || { cat "$tmp/svgcheck" >&2; fail "--svg of $2: not a readable picture of the trace"; }
+import math, os, re, sys, xml.etree.ElementTree as ET
+path = sys.argv[1]
+want = dict(zip(('fault', 'unmap', 'remap', 'remove'), map(int, sys.argv[2:6])))
+size = os.path.getsize(path)
+assert size < 1_000_000, ('too large', size)
+ns = '{http://www.w3.org/2000/svg}'
+root = ET.parse(path).getroot()
+assert root.tag == ns + 'svg', root.tag
+def by_id(i):
+    g = [e for e in root.iter() if e.get('id') == i]
+    assert len(g) == 1, ('no single element', i)
+    return g[0]
+def texts(e):
+    return [''.join(t.itertext()) for t in e.iter(ns + 'text')]
+legend = ' '.join(texts(by_id('legend')))
+for word in ('faults', 'per cell', 'unmap', 'remove', 'remap', 'break'):
+    assert word in legend, ('the legend lacks', word, legend)
+# The marks add up to the summary's counts, and there are not too many of them.
+got, marks, nfault = dict.fromkeys(want, 0), 0, 0
+for e in by_id('marks'):
+    kind = e.get('class').split()[0]
+    got[kind] += int(e.get('data-n'))
+    marks += 1
+    nfault += kind == 'fault'
+assert got == want, ('marks', got, 'summary', want)
+assert marks <= 6500, marks
+if sys.argv[6] == 'one-per-cell':
+    assert nfault == want['fault'], ('faults of a small trace share cells', nfault, want['fault'])
+# The time axis: seconds, labelled ticks at round values from 0.
+axis = by_id('time-axis')
+ticks = [float(t) for t in texts(axis) if re.fullmatch(r'[0-9]+(\.[0-9]+)?', t)]
+assert len(ticks) >= 3 and ticks[0] == 0, ticks
+step = ticks[1] - ticks[0]
+assert all(abs(b - a - step) < 1e-9 for a, b in zip(ticks, ticks[1:])), ticks
+mant = step / 10 ** math.floor(math.log10(step) + 1e-12)
+assert any(abs(mant - m) < 1e-6 for m in (1, 2, 5)), ('not a 1-2-5 step', step)
+assert any('(s)' in t for t in texts(axis)), 'the time axis does not say seconds'
+# The address axis: every region with its two addresses and name, breaks between them.
+addr = by_id('address-axis')
+hexes = [t for t in texts(addr) if re.fullmatch(r'0x[0-9a-f]+', t)]
+names = [''.join(e.itertext()) for e in addr.iter(ns + 'text') if e.get('class') == 'region']
+assert names and len(hexes) == 2 * len(names), (hexes, names)
+assert all(re.search(r'anon|\[heap\]|regions|unregistered', n) for n in names), names
+assert sum(1 for e in addr.iter() if e.get('class') == 'break') == len(names) - 1
+# No two labels overlap, nor leave the picture: each text's box from its position, font size
+# and anchor (a character 0.62 of the font size wide, generous for sans-serif and monospace).
+boxes = []
+def walk(e, dx, dy):
+    m = re.match(r'translate\(([-0-9.]+),([-0-9.]+)\)', e.get('transform', ''))
+    if m:
+        dx, dy = dx + float(m[1]), dy + float(m[2])
+    if e.tag == ns + 'text':
+        fs, s = float(e.get('font-size')), ''.join(e.itertext())
+        w = 0.62 * fs * len(s)
+        x = dx + float(e.get('x', 0)) - {'middle': w / 2, 'end': w}.get(e.get('text-anchor'), 0)
+        y = dy + float(e.get('y', 0))
+        boxes.append((x, y - 0.75 * fs, x + w, y + 0.2 * fs, s))
+    for c in e:
+        walk(c, dx, dy)
+walk(root, 0, 0)
+W, H = float(root.get('width')), float(root.get('height'))
+for i, a in enumerate(boxes):
+    assert a[0] >= -1 and a[1] >= -1 and a[2] <= W + 1 and a[3] <= H + 1, ('outside', a, W, H)
+    for b in boxes[i + 1:]:
+        assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], ('overlap', a, b)
+print('%d bytes, %d marks for %s, %d regions, ticks every %g s, %d labels apart' %
+      (size, marks, want, len(names), step, len(boxes)))
+PY
+	echo "ok: --svg of $2: $(cat "$tmp/svgcheck")"
+}
+
 # check_target LOG faults|events: the trace ($tmp/trace, JSON) of trace_target, which wrote LOG
 # and what a tracer should count on stdout ($tmp/traced.out), holds exactly its faults (by the
 # thread that touched the page; none with "events", a registration for events only), removes,
@@ -501,26 +581,26 @@ for k in ("attach", "fault", "unmap", "total"):
 PY
 echo "ok: --json lines parse, with attach, fault, unmap and total"
 
-# --order and --svg: one first touch per line, and a picture whose dots and bands are the
-# faults and unmaps the summary counts.
+# --order and --svg: one first touch per line, and a picture whose marks count what the
+# summary counts.
 trace_opts=(--summary --quiet --order "$tmp/order" --svg "$tmp/svg")
 same "python3 with --order and --svg" python3 -c "$prog"
 f=$(total faults)
 [[ $(wc -l <"$tmp/order") -eq $f ]] || fail "--order has $(wc -l <"$tmp/order") lines, faults=$f"
 grep -qvE '^(\[heap\]|anon|unregistered)@0x[0-9a-f]+ 0x[0-9a-f]+$' "$tmp/order" &&
 	fail "--order has a line that is not 'REGION@START OFFSET'"
-python3 - "$tmp/svg" "$f" "$(total unmaps)" "$(total removes)" <<'PY' || fail "--svg does not show what the summary counts"
-import sys, xml.etree.ElementTree as ET
-ns = "{http://www.w3.org/2000/svg}"
-root = ET.parse(sys.argv[1]).getroot()
-faults = [e for e in root.iter(ns + "circle") if e.get("class") == "fault"]
-bands = [e.get("class") for e in root.iter(ns + "rect") if e.get("class") in ("unmap", "remove")]
-assert len(faults) == int(sys.argv[2]), (len(faults), sys.argv[2])
-assert bands.count("unmap") == int(sys.argv[3]), (bands.count("unmap"), sys.argv[3])
-assert bands.count("remove") == int(sys.argv[4])
-assert all(int(e.get("data-tid")) > 0 for e in faults)
-PY
-echo "ok: --order has $f lines, --svg $f fault dots and $(total unmaps) unmap bands"
+check_svg "$tmp/svg" "python3"
+echo "ok: --order has $f lines"
+
+# --svg of about 10 events (2 fork children: 3 address spaces) and of over 100,000 (4 threads
+# faulting and emptying their pages 400 times): readable and bounded either way.
+trace_opts=(--summary --quiet --svg "$tmp/svg")
+same "trace_stress forking 2 children, with --svg" "$stress" fork 2 "$tmp/flog"
+(($(total faults) + $(total removes) <= 30)) || fail "a small trace: $(total faults) faults"
+check_svg "$tmp/svg" "a small trace" one-per-cell
+same "trace_stress faulting 100k pages, with --svg" "$stress" rounds 400
+(($(total faults) >= 102400)) || fail "trace_stress rounds: $(total faults) faults traced"
+check_svg "$tmp/svg" "a 100k-event trace"
 
 # A process uffd-trace did not start is refused, however it found the socket.
 trace_opts=(--summary)
