@@ -323,12 +323,14 @@ void uffd_leave(struct uffd *u)
 void uffd_exit_try(struct uffd *u)
 {
 	struct uffd_monitor *m;
+	int none = 0;
 
 	if (!atomic_load(&u->exited) || atomic_load(&u->closed))
 		return;
 	if (atomic_load(&u->active) || atomic_load(&u->deferred))
 		return;
-	if (atomic_exchange(&u->exit_reported, 1))
+	/* A compare-exchange, not an exchange: that would turn 2 (returned) back into 1. */
+	if (!atomic_compare_exchange_strong(&u->exit_reported, &none, 1))
 		return;
 	while (atomic_load(&u->active))
 		sched_yield();

@@ -983,6 +983,9 @@ static void *pool_worker(void *arg)
 		pthread_mutex_unlock(&m->lock);
 		r = worker_item(m, &it);
 		atomic_fetch_sub(&it.u->mon_refs, 1);
+		/* on_exit's kick came while this item held the context: the reader closes it now. */
+		if (atomic_load(&it.u->dead) && atomic_load(&it.u->exit_reported) == 2)
+			uffd_monitor_kick(m);
 		uffd_ctx_put(it.u);
 		if (r < 0)
 			pool_fail(m, r);

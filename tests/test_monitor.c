@@ -1198,6 +1198,43 @@ START_TEST(exit_seen_by_esrch_reported_once)
 }
 END_TEST
 
+/*
+ * A pool closes a context whose process exited, with its fd, while it runs: on_exit's kick
+ * reached the reader while a worker still held the context, and a second exit check turned
+ * "on_exit has returned" back into "on_exit runs", so the context was never closed.
+ */
+START_TEST(pool_closes_exited_context)
+{
+	struct uffd_monitor *m;
+	struct info in;
+	struct uffd *u;
+	int sv[2], st, fds_served;
+	double end;
+	pid_t cpid;
+
+	cpid = start_child(exit_child, sv);
+	u = adopt_observed(sv[0], &m, &in);
+	ck_assert_int_eq(uffd_monitor_add(m, u), 0);
+	fds_served = tu_count_fds();
+	ck_assert_int_eq(uffd_monitor_start(m, 2), 0);
+	ck_assert_int_eq(write(sv[0], "g", 1), 1);
+	st = tu_wait_child(cpid, 5000);
+	ck_assert_int_eq(st, 0);
+	ck_assert_int_eq(uffd_monitor_probe(m), 0);
+	end = tu_now() + 2;
+	while ((uffd_monitor_count(m) > 0 || tu_count_fds() >= fds_served) && tu_now() < end)
+		tu_sleep_ms(5);
+	ck_assert_int_eq(atomic_load(&O.nexit), 1);
+	ck_assert_int_eq(uffd_monitor_count(m), 0);
+	ck_assert_int_lt(tu_count_fds(), fds_served); /* the context's fd is closed */
+	ck_assert_int_eq(uffd_monitor_stop(m), 0);
+	ck_assert_int_ge(uffd_monitor_join(m), 0);
+	uffd_monitor_free(m);
+	close(sv[0]);
+	munmap(O.buf, PS);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("monitor");
@@ -1221,6 +1258,7 @@ int main(void)
 	tcase_add_test(ex, watched_process_exec_reported);
 	tcase_add_test(ex, probe_now_reports_exit);
 	tcase_add_test(ex, exit_seen_by_esrch_reported_once);
+	tcase_add_test(ex, pool_closes_exited_context);
 	suite_add_tcase(s, ba);
 	suite_add_tcase(s, sp);
 	suite_add_tcase(s, ex);
