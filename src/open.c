@@ -515,7 +515,7 @@ const char *uffd_strerror(int err)
 	case EPIPE:
 		return "The peer closed the connection: nothing more can be sent on it.";
 	case ENOTSOCK:
-		return "Not a socket.";
+		return "The fd is not a socket: fd passing needs a unix socket.";
 	case ENOBUFS:
 		return "The kernel has no buffer space for the message now.";
 	case EIO:
