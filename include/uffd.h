@@ -1041,7 +1041,8 @@ UFFD_API_EXPORT int uffd_monitor_join(struct uffd_monitor *m);
  * The other half of a lazy restore: a source answers "the bytes at this offset of the image",
  * and uffd_serve() makes a registration fault its pages in from one, a chunk around each fault
  * at a time, with discards answered as the registration says. uffd_prefetch() installs a
- * recorded working set in bulk before it is touched.
+ * recorded working set in bulk before it is touched. The guide walks through a restore:
+ * @ref sources_guide.
  * @{
  */
 
@@ -1082,7 +1083,8 @@ UFFD_API_EXPORT int uffd_fd_send(int sock, int fd, const void *msg, size_t len);
  * \param fd receives the fd (close-on-exec).
  * \param buf receives the message.
  * \param len room in @p buf.
- * \param peer receives the sender's credentials (SO_PEERCRED of a stream socket); may be NULL.
+ * \param peer receives the sender's credentials (SO_PEERCRED: the process that connected, or
+ *        that made a socketpair); pid 0 and uid/gid -1 where the socket has none. May be NULL.
  * \return the message's length, or a negative errno:
  * - -EINVAL: bad argument.
  * - -EBADMSG: no fd came with the message, or more than one.
@@ -1186,7 +1188,8 @@ UFFD_API_EXPORT int64_t uffd_source_length(struct uffd_source *s);
 
 /**
  * uffd_source_close - close a source (and its implementation's state). NULL is a no-op.
- * Registrations served from it must be gone first.
+ * Registrations served from it must be gone first (uffd_close() their context). An asynchronous
+ * source's `close` must finish every read in flight (call its `done`) before it returns.
  * \param s the source.
  */
 UFFD_API_EXPORT void uffd_source_close(struct uffd_source *s);
@@ -1287,15 +1290,18 @@ UFFD_API_EXPORT void uffd_order_free(struct uffd_order *o);
 /** How uffd_serve() serves a registration. Zero-initialise; `source` is required. */
 struct uffd_serve_config {
 	struct uffd_source *source; /**< where the pages come from */
-	uint64_t offset;	    /**< the source offset of the registration's first byte */
+	uint64_t offset; /**< the source offset of the registration's first byte; page-aligned */
 	/** Bytes fetched per fault, an aligned chunk around it: a power of two from the page size
 	 *  up to 64 MiB; 0 means one page. */
 	uint64_t chunk;
 	uint64_t page_size; /**< 0: base pages; the huge page size for hugetlbfs memory */
 	uint32_t discard;   /**< `UFFD_DISCARD_*`: what a discarded page reads as afterwards */
 	uint32_t flags;	    /**< `UFFD_SERVE_*` */
-	uint64_t modes;	    /**< `UFFDIO_REGISTER_MODE_*`; 0 means MISSING */
-	/** Each on-demand first touch is appended here (source offsets), or NULL. */
+	/** `UFFDIO_REGISTER_MODE_MISSING`, with `_WP` or not (write-protect faults get the
+	 *  default handler); 0 means MISSING */
+	uint64_t modes;
+	/** Each on-demand first touch is appended here (source offsets), or NULL: the pages of
+	 *  the chunk that fault fetched, so a chunk of one page records exactly what was touched. */
 	struct uffd_order *record;
 	/** SHA-256 (32 bytes) of each `manifest_chunk` bytes of the source, in order, or NULL. A
 	 *  fetched chunk that does not match is never installed: its pages are poisoned. */
@@ -1303,8 +1309,10 @@ struct uffd_serve_config {
 	uint64_t manifest_chunk; /**< the manifest's chunk size */
 	uint32_t max_inflight;	 /**< fetches in flight per context (async sources); 0 means 64 */
 	uint32_t reserved32;	 /**< zero */
-	/** Called after a fetch failed for good or a chunk failed its check, once its pages were
-	 *  poisoned (touching them raises SIGBUS); may be NULL. */
+	/** Called after a fetch failed for good or a chunk failed its check (err -EBADMSG), once
+	 *  its pages were poisoned (touching them raises SIGBUS); without UFFD_FEATURE_POISON,
+	 *  before the fault callback returns the error. @p offset and @p len are the source bytes
+	 *  the fetch was to install. May be NULL. */
 	void (*on_error)(struct uffd *u, uint64_t offset, uint64_t len, int err, void *arg);
 	void *arg;	      /**< for on_error */
 	uint64_t reserved[6]; /**< zero */
@@ -1320,9 +1328,15 @@ struct uffd_serve_config {
  * \param addr page-aligned start.
  * \param len its length, a multiple of the page size.
  * \param cfg how to serve it.
- * \return 0, or a negative errno: -EINVAL (bad argument, a reserved field set, a chunk that is
- *         no power of two or out of range), uffd_register()'s and uffd_range_add()'s errors,
- *         -ENOMEM.
+ * \return 0, or a negative errno:
+ * - -EINVAL: bad argument, a reserved field set, @p addr, @p len or `offset` not aligned to the
+ *   page size, a chunk or manifest chunk that is no power of two or out of range, modes without
+ *   MISSING or with MINOR, a manifest for a source that does not know its length.
+ * - -EOPNOTSUPP: `UFFD_DISCARD_ZERO` on a context without `UFFD_FEATURE_EVENT_REMOVE` (the
+ *   discards would go unseen and read the source's bytes).
+ * - -ENXIO: the registration reaches past the source's end (its last page must hold at least
+ *   one byte of it; the rest of that page reads zero).
+ * - uffd_register()'s and uffd_range_add()'s errors, the source's length errors, -ENOMEM.
  */
 UFFD_API_EXPORT int uffd_serve(struct uffd *u, void *addr, size_t len,
 			       const struct uffd_serve_config *cfg);
@@ -1332,8 +1346,11 @@ UFFD_API_EXPORT int uffd_serve(struct uffd *u, void *addr, size_t len,
  * \param u the context.
  * \param pf the fault.
  * \param arg unused.
+ * Write-protect faults go to uffd_default_pagefault().
  * \return as a fault callback: 0, UFFD_FAULT_DEFERRED (an asynchronous source), or a negative
- *         errno (-ENOENT for a fault outside every served registration).
+ *         errno: -EINVAL (NULL), -ENOENT (a fault outside every served registration), -EEXIST
+ *         (the page was present already: woken), -ENOMEM (no fetch buffer), the resolving
+ *         calls' errors, or the source's error when the page could not be poisoned.
  */
 UFFD_API_EXPORT int uffd_serve_pagefault(struct uffd *u, const struct uffd_pagefault *pf,
 					 void *arg);
@@ -1381,8 +1398,11 @@ UFFD_API_EXPORT int uffd_serve_get_stats(struct uffd *u, struct uffd_serve_stats
  * \param addr the start of a registration served with uffd_serve().
  * \param order the working set (source offsets).
  * \param compact its pages back to back, or NULL.
- * \return the pages installed, or a negative errno: -EINVAL (bad argument, @p addr not served),
- *         the source's errors, the resolving calls' (-ESRCH: the process is gone).
+ * \return the pages installed, or a negative errno: -EINVAL (bad argument, @p addr not the
+ *         start of a served registration, an order with region names, @p compact with a
+ *         manifest, which covers the source only), -ENOMEM, the source's errors, the resolving
+ *         calls' (-ESRCH: the process is gone). Runs of a manifest-checked source that do not
+ *         match are left to the faults, which poison them.
  */
 UFFD_API_EXPORT long uffd_prefetch(struct uffd *u, void *addr, const struct uffd_order *order,
 				   struct uffd_source *compact);
