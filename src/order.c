@@ -135,7 +135,7 @@ int uffd_order_add(struct uffd_order *o, uint64_t offset, uint64_t len, const ch
 		goto out;
 	}
 	ret = grow_locked(o);
-	if (!ret)
+	if (!ret && o->runs)
 		o->runs[o->n++] = (struct order_run){ offset, len, name };
 out:
 	pthread_mutex_unlock(&o->lock);

@@ -44,7 +44,7 @@ static void compress(uint32_t h[8], const unsigned char *block)
 	unsigned i;
 
 	for (i = 0; i < 16; i++)
-		w[i] = load_be32(block + 4 * i);
+		w[i] = load_be32(block + (size_t)4 * i);
 	for (; i < 64; i++) {
 		uint32_t s0 = ror(w[i - 15], 7) ^ ror(w[i - 15], 18) ^ (w[i - 15] >> 3);
 		uint32_t s1 = ror(w[i - 2], 17) ^ ror(w[i - 2], 19) ^ (w[i - 2] >> 10);
@@ -116,7 +116,7 @@ void uffd_sha256_final(struct uffd_sha256 *s, unsigned char digest[UFFD_SHA256_L
 	store_be32(s->block + 60, (uint32_t)bits);
 	compress(s->h, s->block);
 	for (i = 0; i < 8; i++)
-		store_be32(digest + 4 * i, s->h[i]);
+		store_be32(digest + (size_t)4 * i, s->h[i]);
 }
 
 void uffd_sha256(const void *data, size_t len, unsigned char digest[UFFD_SHA256_LEN])
