@@ -1078,7 +1078,10 @@ UFFD_API_EXPORT int uffd_fd_send(int sock, int fd, const void *msg, size_t len);
 /**
  * uffd_fd_recv - receive one message and exactly one fd from a unix socket.
  *
- * Never leaks an fd: on every error, each fd that arrived is closed.
+ * Never leaks an fd: on every error, each fd that arrived is closed. A stream socket keeps no
+ * message boundary: this returns what one recvmsg(2) got (the fd comes with the first byte of
+ * the sender's message), and the bytes past @p len stay for the next read; a datagram or
+ * seqpacket message longer than @p len is -EMSGSIZE.
  * \param sock a unix socket.
  * \param fd receives the fd (close-on-exec).
  * \param buf receives the message.
@@ -1088,7 +1091,8 @@ UFFD_API_EXPORT int uffd_fd_send(int sock, int fd, const void *msg, size_t len);
  * \return the message's length, or a negative errno:
  * - -EINVAL: bad argument.
  * - -EBADMSG: no fd came with the message, or more than one.
- * - -EMSGSIZE: the message or its control data did not fit.
+ * - -EMSGSIZE: a datagram or seqpacket message, or the control data (more than 16 fds), did
+ *   not fit.
  * - -ECONNRESET: the peer closed the connection before sending.
  * - -EAGAIN, -EINTR, -ENOTSOCK, -EBADF: as recvmsg(2) says.
  */

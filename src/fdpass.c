@@ -111,10 +111,8 @@ ssize_t uffd_fd_recv(int sock, int *fd, void *buf, size_t len, struct uffd_peer 
 	} ctl;
 	struct iovec iov = { buf, len };
 	struct msghdr mh = { 0 };
-	int type = 0, one;
-	socklen_t tl = sizeof(type);
 	ssize_t n;
-	char more;
+	int one;
 
 	if (sock < 0 || !fd || !buf || !len)
 		return -EINVAL;
@@ -132,14 +130,6 @@ ssize_t uffd_fd_recv(int sock, int *fd, void *buf, size_t len, struct uffd_peer 
 	}
 	if (mh.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) {
 		close_fds(&mh); /* what did arrive; the kernel closed what did not fit */
-		return -EMSGSIZE;
-	}
-	/* A stream has no message boundary: a full buffer with more bytes already waiting is a
-	 * message that did not fit. */
-	if ((size_t)n == len && getsockopt(sock, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 &&
-	    type == SOCK_STREAM &&
-	    UFFD_RAW(SYS_recvfrom, sock, &more, 1, MSG_PEEK | MSG_DONTWAIT, NULL, NULL) > 0) {
-		close_fds(&mh);
 		return -EMSGSIZE;
 	}
 	one = only_fd(&mh);
