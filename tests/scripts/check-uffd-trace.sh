@@ -506,9 +506,12 @@ echo "ok: --json lines parse, with attach, fault, unmap and total"
 trace_opts=(--summary --quiet --order "$tmp/order" --svg "$tmp/svg")
 same "python3 with --order and --svg" python3 -c "$prog"
 f=$(total faults)
-[[ $(wc -l <"$tmp/order") -eq $f ]] || fail "--order has $(wc -l <"$tmp/order") lines, faults=$f"
-grep -qvE '^(\[heap\]|anon|unregistered)@0x[0-9a-f]+ 0x[0-9a-f]+$' "$tmp/order" &&
-	fail "--order has a line that is not 'REGION@START OFFSET'"
+[[ $(head -n1 "$tmp/order") == "uffd-order 1" ]] || fail "--order has no uffd-order header"
+runs=$(grep -cvE '^(#|uffd-order )' "$tmp/order")
+[[ $runs -eq $f ]] || fail "--order has $runs runs, faults=$f"
+grep -vE '^(#|uffd-order )' "$tmp/order" |
+	grep -qvE '^0x[0-9a-f]+ 0x[0-9a-f]+ (\[heap\]|anon|unregistered)@0x[0-9a-f]+$' &&
+	fail "--order has a line that is not 'OFFSET LENGTH REGION@START'"
 python3 - "$tmp/svg" "$f" "$(total unmaps)" "$(total removes)" <<'PY' || fail "--svg does not show what the summary counts"
 import sys, xml.etree.ElementTree as ET
 ns = "{http://www.w3.org/2000/svg}"
@@ -520,7 +523,7 @@ assert bands.count("unmap") == int(sys.argv[3]), (bands.count("unmap"), sys.argv
 assert bands.count("remove") == int(sys.argv[4])
 assert all(int(e.get("data-tid")) > 0 for e in faults)
 PY
-echo "ok: --order has $f lines, --svg $f fault dots and $(total unmaps) unmap bands"
+echo "ok: --order has $f runs, --svg $f fault dots and $(total unmaps) unmap bands"
 
 # A process uffd-trace did not start is refused, however it found the socket.
 trace_opts=(--summary)
