@@ -1035,6 +1035,385 @@ UFFD_API_EXPORT int uffd_monitor_join(struct uffd_monitor *m);
 /** @} */
 
 /**
+ * @defgroup sources Page sources and serving
+ * @brief Where pages come from, serving a registration from them, recorded prefetch.
+ *
+ * The other half of a lazy restore: a source answers "the bytes at this offset of the image",
+ * and uffd_serve() makes a registration fault its pages in from one, a chunk around each fault
+ * at a time, with discards answered as the registration says. uffd_prefetch() installs a
+ * recorded working set in bulk before it is touched. The guide walks through a restore:
+ * @ref sources_guide.
+ * @{
+ */
+
+/**
+ * uffd_fault_offset - byte N of the registration for a fault.
+ *
+ * `pf->range.offset + (pf->address - pf->range.start)`, as one call.
+ * \param pf a fault as a callback got it.
+ * \param out receives the offset of the fault's address from the start of its registration.
+ * \return 0, -EINVAL (NULL argument), or -ENOENT (`pf->range` is zeroed: the address was in no
+ *         piece of the map).
+ */
+UFFD_API_EXPORT int uffd_fault_offset(const struct uffd_pagefault *pf, uint64_t *out);
+
+/** Who sent an fd (uffd_fd_recv()). */
+struct uffd_peer {
+	pid_t pid; /**< the sender's process */
+	uid_t uid; /**< its user */
+	gid_t gid; /**< its group */
+};
+
+/**
+ * uffd_fd_send - send a userfaultfd (or any fd) over a unix socket, with one message.
+ * \param sock a connected unix socket.
+ * \param fd the fd to pass (SCM_RIGHTS); the caller keeps its own copy.
+ * \param msg the message sent with it; at least one byte.
+ * \param len its length.
+ * \return 0, or a negative errno: -EINVAL (bad argument), -EPIPE, -ECONNRESET, -ENOTSOCK,
+ *         -EBADF, -EMSGSIZE, -ENOBUFS, -EAGAIN (a non-blocking socket is full), -EINTR.
+ */
+UFFD_API_EXPORT int uffd_fd_send(int sock, int fd, const void *msg, size_t len);
+
+/**
+ * uffd_fd_recv - receive one message and exactly one fd from a unix socket.
+ *
+ * Never leaks an fd: on every error, each fd that arrived is closed. A stream socket keeps no
+ * message boundary: this returns what one recvmsg(2) got (the fd comes with the first byte of
+ * the sender's message), and the bytes past @p len stay for the next read; a datagram or
+ * seqpacket message longer than @p len is -EMSGSIZE.
+ * \param sock a unix socket.
+ * \param fd receives the fd (close-on-exec).
+ * \param buf receives the message.
+ * \param len room in @p buf.
+ * \param peer receives the sender's credentials (SO_PEERCRED: the process that connected, or
+ *        that made a socketpair); pid 0 and uid/gid -1 where the socket has none. May be NULL.
+ * \return the message's length, or a negative errno:
+ * - -EINVAL: bad argument.
+ * - -EBADMSG: no fd came with the message, or more than one.
+ * - -EMSGSIZE: a datagram or seqpacket message, or the control data (more than 16 fds), did
+ *   not fit.
+ * - -ECONNRESET: the peer closed the connection before sending.
+ * - -EAGAIN, -EINTR, -ENOTSOCK, -EBADF: as recvmsg(2) says.
+ */
+UFFD_API_EXPORT ssize_t uffd_fd_recv(int sock, int *fd, void *buf, size_t len,
+				     struct uffd_peer *peer);
+
+/** A source of pages: a file, a buffer, an HTTP server, or your own. Opaque. */
+struct uffd_source;
+
+/** One asynchronous read (uffd_source_ops::read_async). */
+struct uffd_source_io {
+	void *buf;	 /**< where the bytes go */
+	size_t len;	 /**< how many */
+	uint64_t offset; /**< from where in the source */
+	/** Called once, from any thread, when the read is over: 0, or a negative errno. */
+	void (*done)(struct uffd_source_io *io, int err);
+	void *user; /**< the caller's */
+};
+
+/**
+ * What a source implements. Every member may be called from several threads at once. `size` is
+ * sizeof(struct uffd_source_ops) as the implementer compiled it: later versions add members at
+ * the end (a write-back member is planned) and use only what `size` covers.
+ */
+struct uffd_source_ops {
+	size_t size; /**< sizeof(struct uffd_source_ops) */
+	/** Read exactly @p len bytes at @p offset into @p buf: 0, or a negative errno (-ENXIO for a
+	 *  range past the end: short data is never installed as if whole). Required. */
+	int (*read)(void *impl, void *buf, size_t len, uint64_t offset);
+	/** Start a read: 0 (io->done runs later) or a negative errno (it never runs). Optional. */
+	int (*read_async)(void *impl, struct uffd_source_io *io);
+	/** The source's length in bytes, or a negative errno. Optional. */
+	int64_t (*length)(void *impl);
+	/** Called once by uffd_source_close(). Optional. */
+	void (*close)(void *impl);
+};
+
+/**
+ * uffd_source_new - make a source from your own implementation.
+ * \param out receives the source.
+ * \param ops its operations (copied; `read` required).
+ * \param impl handed to each operation.
+ * \return 0, or -EINVAL (NULL @p out or @p ops, no `read`, `size` too small), -ENOMEM.
+ */
+UFFD_API_EXPORT int uffd_source_new(struct uffd_source **out, const struct uffd_source_ops *ops,
+				    void *impl);
+
+/** uffd_source_file(), uffd_source_fd(): read with O_DIRECT (through an aligned buffer). */
+#define UFFD_SOURCE_DIRECT 0x1u
+
+/**
+ * uffd_source_file - a source that reads a file with pread(2).
+ * \param out receives the source.
+ * \param path the file.
+ * \param flags `UFFD_SOURCE_DIRECT` or 0.
+ * \return 0, or a negative errno: -EINVAL (bad argument), or what open(2) returns (-ENOENT,
+ *         -EACCES, ...), -ENOMEM.
+ */
+UFFD_API_EXPORT int uffd_source_file(struct uffd_source **out, const char *path, unsigned flags);
+
+/**
+ * uffd_source_fd - a source that reads an open file with pread(2); the fd is duplicated.
+ * \param out receives the source.
+ * \param fd a readable, seekable fd.
+ * \param flags `UFFD_SOURCE_DIRECT` or 0.
+ * \return 0, or a negative errno: -EINVAL (bad argument), -EBADF, -EMFILE, -ENOMEM.
+ */
+UFFD_API_EXPORT int uffd_source_fd(struct uffd_source **out, int fd, unsigned flags);
+
+/**
+ * uffd_source_memory - a source over a buffer of this process (not copied: keep it alive).
+ * \param out receives the source.
+ * \param buf the bytes.
+ * \param len their length.
+ * \return 0, or -EINVAL (NULL argument), -ENOMEM.
+ */
+UFFD_API_EXPORT int uffd_source_memory(struct uffd_source **out, const void *buf, size_t len);
+
+/**
+ * uffd_source_read - read from a source, synchronously.
+ * \param s the source.
+ * \param buf where the bytes go.
+ * \param len how many.
+ * \param offset from where.
+ * \return 0, or a negative errno: -EINVAL (bad argument), -ENXIO (past the end), or the
+ *         source's own (-EIO, -ETIMEDOUT, ...).
+ */
+UFFD_API_EXPORT int uffd_source_read(struct uffd_source *s, void *buf, size_t len, uint64_t offset);
+
+/**
+ * uffd_source_length - a source's length.
+ * \param s the source.
+ * \return the length in bytes, or -EINVAL (NULL), -EOPNOTSUPP (the source does not know), or
+ *         the source's own error.
+ */
+UFFD_API_EXPORT int64_t uffd_source_length(struct uffd_source *s);
+
+/**
+ * uffd_source_close - close a source (and its implementation's state). NULL is a no-op.
+ * Registrations served from it must be gone first (uffd_close() their context). An asynchronous
+ * source's `close` must finish every read in flight (call its `done`) before it returns.
+ * \param s the source.
+ */
+UFFD_API_EXPORT void uffd_source_close(struct uffd_source *s);
+
+/**
+ * A recorded first-touch order: runs of pages in the order a run first touched them. Saved
+ * and loaded as text (version 1):
+ *
+ *     uffd-order 1
+ *     # comments and blank lines anywhere
+ *     <offset> <length> [<region>]
+ *
+ * one line per run; offset and length in bytes (decimal or 0x-hex), page-aligned. Offsets are
+ * positions in the source (restorers); with the region column (uffd-trace `--order`, which has
+ * no source) they count from the start of the named region. Opaque.
+ */
+struct uffd_order;
+
+/**
+ * uffd_order_new - an empty order.
+ * \param out receives it.
+ * \return 0, -EINVAL (NULL), -ENOMEM.
+ */
+UFFD_API_EXPORT int uffd_order_new(struct uffd_order **out);
+
+/**
+ * uffd_order_add - append a run; it merges with the last one when contiguous in one region.
+ * Safe from several threads at once.
+ * \param o the order.
+ * \param offset where the run starts.
+ * \param len its length (> 0).
+ * \param region its region's name (no white space), or NULL.
+ * \return 0, or -EINVAL (bad argument), -ENOMEM.
+ */
+UFFD_API_EXPORT int uffd_order_add(struct uffd_order *o, uint64_t offset, uint64_t len,
+				   const char *region);
+
+/**
+ * uffd_order_save - write an order as text.
+ * \param o the order.
+ * \param fd where to write.
+ * \return 0, or -EINVAL, or write(2)'s errno.
+ */
+UFFD_API_EXPORT int uffd_order_save(struct uffd_order *o, int fd);
+
+/**
+ * uffd_order_load - read an order written by uffd_order_save() or uffd-trace `--order`.
+ * \param out receives it.
+ * \param fd where to read.
+ * \return 0, or a negative errno: -EINVAL (NULL), -EBADMSG (not the format, or a bad line),
+ *         -ENOMEM, or read(2)'s errno.
+ */
+UFFD_API_EXPORT int uffd_order_load(struct uffd_order **out, int fd);
+
+/**
+ * uffd_order_count - how many runs an order holds.
+ * \param o the order.
+ * \return the count, or -EINVAL for NULL.
+ */
+UFFD_API_EXPORT long uffd_order_count(const struct uffd_order *o);
+
+/**
+ * uffd_order_get - one run of an order.
+ * \param o the order.
+ * \param i its index, 0 .. uffd_order_count() - 1.
+ * \param offset receives its start.
+ * \param len receives its length.
+ * \param region receives its region's name, or NULL; may itself be NULL.
+ * \return 0, or -EINVAL (bad argument), -ENOENT (@p i out of range).
+ */
+UFFD_API_EXPORT int uffd_order_get(const struct uffd_order *o, long i, uint64_t *offset,
+				   uint64_t *len, const char **region);
+
+/**
+ * uffd_order_save_pages - write the bytes of an order's runs back to back, read from a source:
+ * the compacted working set, read back sequentially by uffd_prefetch().
+ * \param o the order (offsets into @p src; no region names).
+ * \param src where the bytes are.
+ * \param fd where to write them.
+ * \return 0, or a negative errno: -EINVAL (bad argument, or an order with regions), the
+ *         source's errors, write(2)'s.
+ */
+UFFD_API_EXPORT int uffd_order_save_pages(struct uffd_order *o, struct uffd_source *src, int fd);
+
+/**
+ * uffd_order_free - free an order. NULL is a no-op.
+ * \param o the order.
+ */
+UFFD_API_EXPORT void uffd_order_free(struct uffd_order *o);
+
+/** uffd_serve_config::discard: a discarded page (REMOVE) reads as zero, as anonymous memory does. */
+#define UFFD_DISCARD_ZERO 0u
+/** uffd_serve_config::discard: a discarded page is served from the source again (file-like). */
+#define UFFD_DISCARD_SOURCE 1u
+/** uffd_serve_config::flags: the range is registered already (an adopted fd): uffd_range_add(). */
+#define UFFD_SERVE_MAP_ONLY 0x1u
+
+/** How uffd_serve() serves a registration. Zero-initialise; `source` is required. */
+struct uffd_serve_config {
+	struct uffd_source *source; /**< where the pages come from */
+	uint64_t offset; /**< the source offset of the registration's first byte; page-aligned */
+	/** Bytes fetched per fault, an aligned chunk around it: a power of two from the page size
+	 *  up to 64 MiB; 0 means one page. */
+	uint64_t chunk;
+	uint64_t page_size; /**< 0: base pages; the huge page size for hugetlbfs memory */
+	uint32_t discard;   /**< `UFFD_DISCARD_*`: what a discarded page reads as afterwards */
+	uint32_t flags;	    /**< `UFFD_SERVE_*` */
+	/** `UFFDIO_REGISTER_MODE_MISSING`, with `_WP` or not (write-protect faults get the
+	 *  default handler); 0 means MISSING */
+	uint64_t modes;
+	/** Each on-demand first touch is appended here (source offsets), or NULL: the pages of
+	 *  the chunk that fault fetched, so a chunk of one page records exactly what was touched. */
+	struct uffd_order *record;
+	/** SHA-256 (32 bytes) of each `manifest_chunk` bytes of the source, in order, or NULL. A
+	 *  fetched chunk that does not match is never installed: its pages are poisoned. */
+	const uint8_t *manifest;
+	uint64_t manifest_chunk; /**< the manifest's chunk size */
+	uint32_t max_inflight;	 /**< fetches in flight per context (async sources); 0 means 64 */
+	uint32_t reserved32;	 /**< zero */
+	/** Called after a fetch failed for good or a chunk failed its check (err -EBADMSG), once
+	 *  its pages were poisoned (touching them raises SIGBUS); without UFFD_FEATURE_POISON,
+	 *  before the fault callback returns the error. @p offset and @p len are the source bytes
+	 *  the fetch was to install. May be NULL. */
+	void (*on_error)(struct uffd *u, uint64_t offset, uint64_t len, int err, void *arg);
+	void *arg;	      /**< for on_error */
+	uint64_t reserved[6]; /**< zero */
+};
+
+/**
+ * uffd_serve - register a range and serve its faults from a source.
+ *
+ * Sets the context's fault and remove callbacks to uffd_serve_pagefault() and
+ * uffd_serve_remove(); a program with callbacks of its own calls those from its own. Several
+ * registrations of one context may be served, from different sources.
+ * \param u the context.
+ * \param addr page-aligned start.
+ * \param len its length, a multiple of the page size.
+ * \param cfg how to serve it.
+ * \return 0, or a negative errno:
+ * - -EINVAL: bad argument, a reserved field set, @p addr, @p len or `offset` not aligned to the
+ *   page size, a chunk or manifest chunk that is no power of two or out of range, modes without
+ *   MISSING or with MINOR, a manifest for a source that does not know its length.
+ * - -EOPNOTSUPP: `UFFD_DISCARD_ZERO` on a context without `UFFD_FEATURE_EVENT_REMOVE` (the
+ *   discards would go unseen and read the source's bytes).
+ * - -ENXIO: the registration reaches past the source's end (its last page must hold at least
+ *   one byte of it; the rest of that page reads zero).
+ * - uffd_register()'s and uffd_range_add()'s errors, the source's length errors, -ENOMEM.
+ */
+UFFD_API_EXPORT int uffd_serve(struct uffd *u, void *addr, size_t len,
+			       const struct uffd_serve_config *cfg);
+
+/**
+ * uffd_serve_pagefault - the fault callback of a served registration.
+ * \param u the context.
+ * \param pf the fault.
+ * \param arg unused.
+ * Write-protect faults go to uffd_default_pagefault().
+ * \return as a fault callback: 0, UFFD_FAULT_DEFERRED (an asynchronous source), or a negative
+ *         errno: -EINVAL (NULL), -ENOENT (a fault outside every served registration), -EEXIST
+ *         (the page was present already: woken), -ENOMEM (no fetch buffer), the resolving
+ *         calls' errors, or the source's error when the page could not be poisoned.
+ */
+UFFD_API_EXPORT int uffd_serve_pagefault(struct uffd *u, const struct uffd_pagefault *pf,
+					 void *arg);
+
+/**
+ * uffd_serve_remove - the REMOVE callback of served registrations: records discarded pages.
+ * \param u the context.
+ * \param span what was discarded.
+ * \param arg unused.
+ * \return 0.
+ */
+UFFD_API_EXPORT int uffd_serve_remove(struct uffd *u, const struct uffd_span *span, void *arg);
+
+/** Counters of the registrations of a context served from sources (uffd_serve_get_stats()). */
+struct uffd_serve_stats {
+	uint64_t faults;	  /**< faults served on demand */
+	uint64_t fetches;	  /**< reads from sources */
+	uint64_t bytes_fetched;	  /**< bytes read from sources */
+	uint64_t pages_installed; /**< pages copied in */
+	uint64_t pages_zeroed;	  /**< discarded pages served as zero */
+	uint64_t eexist_skipped;  /**< pages of a chunk found present already, skipped */
+	uint64_t prefetched;	  /**< pages installed by uffd_prefetch() */
+	uint64_t poisoned;	  /**< pages poisoned after a failed or bad fetch */
+	uint64_t errors;	  /**< fetches that failed for good */
+	uint64_t reserved[23];	  /**< zero; later counters go here */
+};
+
+/**
+ * uffd_serve_get_stats - the counters of every served registration of a context, summed.
+ * \param u the context.
+ * \param out receives them.
+ * \return 0, or -EINVAL for NULL.
+ */
+UFFD_API_EXPORT int uffd_serve_get_stats(struct uffd *u, struct uffd_serve_stats *out);
+
+/**
+ * uffd_prefetch - install a recorded working set before it is touched.
+ *
+ * The pages @p order names are read in order, in bulk (from @p compact when not NULL: the
+ * order's pages back to back, as uffd_order_save_pages() wrote them, read sequentially; else
+ * from the registration's source) and installed with DONTWAKE, skipping pages already present,
+ * with one wake at the end. Faults meanwhile are served on demand by the dispatching threads
+ * and jump the queue. It runs in the calling thread: run it in one of its own.
+ * \param u the context.
+ * \param addr the start of a registration served with uffd_serve().
+ * \param order the working set (source offsets).
+ * \param compact its pages back to back, or NULL.
+ * \return the pages installed, or a negative errno: -EINVAL (bad argument, @p addr not the
+ *         start of a served registration, an order with region names, @p compact with a
+ *         manifest, which covers the source only), -ENOMEM, the source's errors, the resolving
+ *         calls' (-ESRCH: the process is gone). Runs of a manifest-checked source that do not
+ *         match are left to the faults, which poison them.
+ */
+UFFD_API_EXPORT long uffd_prefetch(struct uffd *u, void *addr, const struct uffd_order *order,
+				   struct uffd_source *compact);
+
+/** @} */
+
+/**
  * @defgroup introspection Introspection
  * @brief Counters and the version.
  * @{

@@ -46,6 +46,14 @@ struct fx {
 	struct uffd_pagefault pf;
 	char msg[64];
 	char src[1 << 16] __attribute__((aligned(65536)));
+	/* 0.2: page sources and serving */
+	struct uffd_source *source;   /* a memory source over src */
+	struct uffd_order *order;     /* an empty order */
+	struct uffd_source *out_src;  /* receives nothing: stays NULL */
+	struct uffd_order *out_order; /* idem */
+	struct uffd_serve_stats sstats;
+	uint64_t u64;
+	int outfd;
 };
 
 static struct fx F;
@@ -98,6 +106,9 @@ static void fx_setup(void)
 	ck_assert_int_ge(F.rawfd, 0);
 	F.out_u = SENTINEL;
 	F.out_m = SENTINEL;
+	ck_assert_int_eq(uffd_source_memory(&F.source, F.src, sizeof(F.src)), 0);
+	ck_assert_int_eq(uffd_order_new(&F.order), 0);
+	F.outfd = -1;
 	memset(F.msg, 0, sizeof(F.msg));
 	F.msg[0] = UFFD_EVENT_UNMAP;
 }
@@ -437,7 +448,67 @@ static void same(const struct state *a, const struct state *b, const char *name)
 	X(monitor_fd_null, -EINVAL, uffd_monitor_fd(NULL))                                         \
 	X(monitor_count_null, -EINVAL, uffd_monitor_count(NULL))                                   \
 	X(get_stats_null, -EINVAL, uffd_get_stats(NULL, &F.stats))                                 \
-	X(get_stats_null_out, -EINVAL, uffd_get_stats(U, NULL))
+	X(get_stats_null_out, -EINVAL, uffd_get_stats(U, NULL))                                    \
+	/* page sources and serving (0.2) */                                                       \
+	X(fault_offset_null, -EINVAL, uffd_fault_offset(NULL, &F.u64))                             \
+	X(fault_offset_null_out, -EINVAL, uffd_fault_offset(&F.pf, NULL))                          \
+	X(fault_offset_no_range, -ENOENT, uffd_fault_offset(&F.pf, &F.u64))                        \
+	X(fd_send_negative_sock, -EINVAL, uffd_fd_send(-1, F.nullfd, "x", 1))                      \
+	X(fd_send_negative_fd, -EINVAL, uffd_fd_send(F.nullfd, -1, "x", 1))                        \
+	X(fd_send_empty, -EINVAL, uffd_fd_send(F.nullfd, F.nullfd, "x", 0))                        \
+	X(fd_send_not_socket, -ENOTSOCK, uffd_fd_send(F.nullfd, F.nullfd, "x", 1))                 \
+	X(fd_send_closed, -EBADF, uffd_fd_send(F.closedfd, F.nullfd, "x", 1))                      \
+	X(fd_recv_null_fd, -EINVAL, uffd_fd_recv(F.nullfd, NULL, F.msg, 1, NULL))                  \
+	X(fd_recv_null_buf, -EINVAL, uffd_fd_recv(F.nullfd, &F.outfd, NULL, 1, NULL))              \
+	X(fd_recv_not_socket, -ENOTSOCK, uffd_fd_recv(F.nullfd, &F.outfd, F.msg, 1, NULL))         \
+	X(source_new_null, -EINVAL,                                                                \
+	  uffd_source_new(NULL, &(struct uffd_source_ops){ .size = 64 }, NULL))                    \
+	X(source_new_no_read, -EINVAL,                                                             \
+	  uffd_source_new(&F.out_src, &(struct uffd_source_ops){ .size = 64 }, NULL))              \
+	X(source_file_null, -EINVAL, uffd_source_file(&F.out_src, NULL, 0))                        \
+	X(source_file_flag, -EINVAL, uffd_source_file(&F.out_src, "/dev/null", 0x80))              \
+	X(source_file_missing, -ENOENT, uffd_source_file(&F.out_src, "/nonexistent/x", 0))         \
+	X(source_fd_negative, -EINVAL, uffd_source_fd(&F.out_src, -1, 0))                          \
+	X(source_fd_closed, -EBADF, uffd_source_fd(&F.out_src, F.closedfd, 0))                     \
+	X(source_memory_null, -EINVAL, uffd_source_memory(&F.out_src, NULL, 1))                    \
+	X(source_read_null, -EINVAL, uffd_source_read(NULL, F.msg, 1, 0))                          \
+	X(source_read_zero, -EINVAL, uffd_source_read(F.source, F.msg, 0, 0))                      \
+	X(source_read_past_end, -ENXIO, uffd_source_read(F.source, F.msg, 2, sizeof(F.src) - 1))   \
+	X(source_length_null, -EINVAL, (long)uffd_source_length(NULL))                             \
+	X(source_close_null /* no-op */, 0, (uffd_source_close(NULL), 0))                          \
+	X(order_new_null, -EINVAL, uffd_order_new(NULL))                                           \
+	X(order_add_null, -EINVAL, uffd_order_add(NULL, 0, PS, NULL))                              \
+	X(order_add_zero, -EINVAL, uffd_order_add(F.order, 0, 0, NULL))                            \
+	X(order_add_region_space, -EINVAL, uffd_order_add(F.order, 0, PS, "a b"))                  \
+	X(order_save_null, -EINVAL, uffd_order_save(NULL, F.nullfd))                               \
+	X(order_save_closed, -EBADF, uffd_order_save(F.order, F.closedfd))                         \
+	X(order_load_null, -EINVAL, uffd_order_load(NULL, F.nullfd))                               \
+	X(order_load_empty, -EBADMSG, uffd_order_load(&F.out_order, F.nullfd))                     \
+	X(order_count_null, -EINVAL, uffd_order_count(NULL))                                       \
+	X(order_get_null, -EINVAL, uffd_order_get(NULL, 0, &F.u64, &F.u64, NULL))                  \
+	X(order_get_out_of_range, -ENOENT, uffd_order_get(F.order, 0, &F.u64, &F.u64, NULL))       \
+	X(order_save_pages_null, -EINVAL, uffd_order_save_pages(F.order, NULL, F.nullfd))          \
+	X(order_free_null /* no-op */, 0, (uffd_order_free(NULL), 0))                              \
+	X(serve_null, -EINVAL, uffd_serve(NULL, F.Q, PS, &(struct uffd_serve_config){ 0 }))        \
+	X(serve_no_source, -EINVAL, uffd_serve(U, F.Q, PS, &(struct uffd_serve_config){ 0 }))      \
+	X(serve_unaligned, -EINVAL,                                                                \
+	  uffd_serve(U, F.Q + 1, PS, &(struct uffd_serve_config){ .source = F.source }))           \
+	X(serve_len_zero, -EINVAL,                                                                 \
+	  uffd_serve(U, F.Q, 0, &(struct uffd_serve_config){ .source = F.source }))                \
+	X(serve_bad_chunk, -EINVAL,                                                                \
+	  uffd_serve(U, F.Q, PS, &(struct uffd_serve_config){ .source = F.source, .chunk = 3 }))   \
+	X(serve_reserved, -EINVAL,                                                                 \
+	  uffd_serve(U, F.Q, PS,                                                                   \
+		     &(struct uffd_serve_config){ .source = F.source, .reserved[5] = 1 }))         \
+	X(serve_past_source, -ENXIO,                                                               \
+	  uffd_serve(U, F.Q, PS,                                                                   \
+		     &(struct uffd_serve_config){ .source = F.source, .offset = sizeof(F.src) }))  \
+	X(serve_pagefault_null, -EINVAL, uffd_serve_pagefault(NULL, &F.pf, NULL))                  \
+	X(serve_pagefault_unserved, -ENOENT, uffd_serve_pagefault(U, &F.pf, NULL))                 \
+	X(serve_remove_null, -EINVAL, uffd_serve_remove(U, NULL, NULL))                            \
+	X(serve_get_stats_null, -EINVAL, uffd_serve_get_stats(NULL, &F.sstats))                    \
+	X(prefetch_null, -EINVAL, uffd_prefetch(NULL, F.P, F.order, NULL))                         \
+	X(prefetch_unserved, -EINVAL, uffd_prefetch(U, F.P, F.order, NULL))
 
 #define CASE_FN(name, expected, call) \
 	static long case_##name(void) \
@@ -504,8 +575,13 @@ START_TEST(bad_input)
 	/* Still usable after the bad call. */
 	ck_assert_int_eq(uffd_dispatch(F.u, 0), 0);
 	ck_assert_int_eq(uffd_range_count(F.u), 2);
+	ck_assert_ptr_null(F.out_src);
+	ck_assert_ptr_null(F.out_order);
+	ck_assert_int_eq(F.outfd, -1);
 	uffd_close(F.u);
 	uffd_monitor_free(F.m);
+	uffd_source_close(F.source);
+	uffd_order_free(F.order);
 }
 END_TEST
 

@@ -459,6 +459,24 @@ static pid_t tgid_of(pid_t tid)
 
 /* ---- the callbacks: one line per event ---- */
 
+/*
+ * One first touch in the uffd-order format (uffd.h, struct uffd_order): offset and length, and
+ * the region, named NAME@START, as the column of regions that uffd-trace (which has no source)
+ * writes; offsets count from the region's start. The column holds no white space or '#'.
+ */
+static void order_line(const struct region *r, uintptr_t addr)
+{
+	char name[sizeof(r->name)];
+	size_t i;
+
+	snprintf(name, sizeof(name), "%s", r ? r->name : "unregistered");
+	for (i = 0; name[i]; i++)
+		if ((unsigned char)name[i] <= ' ' || name[i] == '#' || name[i] == 0x7f)
+			name[i] = '_';
+	fprintf(T.order, "0x%" PRIxPTR " 0x%zx %s@0x%" PRIxPTR "\n", r ? addr - r->start : addr,
+		T.page, name, r ? r->start : 0);
+}
+
 static int on_fault(struct uffd *u, const struct uffd_pagefault *pf, void *arg)
 {
 	struct proc *p = arg;
@@ -493,8 +511,7 @@ static int on_fault(struct uffd *u, const struct uffd_pagefault *pf, void *arg)
 	p->faults++;
 	keep_dot(p, 'f', t, addr, addr + T.page, pf->tid);
 	if (T.order)
-		fprintf(T.order, "%s@0x%" PRIxPTR " 0x%" PRIxPTR "\n", r ? r->name : "unregistered",
-			r ? r->start : 0, r ? addr - r->start : addr);
+		order_line(r, addr);
 	if (T.quiet)
 		return 0;
 	if (T.json) {
@@ -733,31 +750,16 @@ static bool started_by_us(pid_t pid)
 	return false;
 }
 
-/* The userfaultfd a process sends, and in @hello what kind of context it is. */
+/* The userfaultfd a process sends, and in @hello what kind of context it is. The library's
+ * uffd_fd_recv() refuses a message without exactly one fd and closes whatever came with it. */
 static int recv_fd(int sock, char *hello)
 {
 	char byte = 0;
-	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} ctl;
-	struct msghdr msg = {
-		.msg_iov = &iov,
-		.msg_iovlen = 1,
-		.msg_control = ctl.buf,
-		.msg_controllen = sizeof(ctl.buf),
-	};
-	struct cmsghdr *c;
 	int fd = -1;
 
-	if (recvmsg(sock, &msg, MSG_CMSG_CLOEXEC) != 1)
+	if (uffd_fd_recv(sock, &fd, &byte, 1, NULL) != 1)
 		return -1;
-	c = CMSG_FIRSTHDR(&msg);
-	if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
-	    c->cmsg_len == CMSG_LEN(sizeof(int)))
-		memcpy(&fd, CMSG_DATA(c), sizeof(int));
-	if (byte != TRACE_HELLO && byte != TRACE_HELLO_USER && fd >= 0) {
+	if (byte != TRACE_HELLO && byte != TRACE_HELLO_USER) {
 		close(fd);
 		fd = -1;
 	}
@@ -1814,8 +1816,8 @@ static void help(void)
 	       "                       removes and peak registered bytes; per process and in\n"
 	       "                       total (peak: of all processes at once)\n"
 	       "  -q, --quiet          no line per event (with --summary: the summary only)\n"
-	       "      --order FILE     the first-touch order, one 'REGION@START OFFSET' per line:\n"
-	       "                       a prefetch list for restoring a snapshot\n"
+	       "      --order FILE     the first-touch order in the uffd-order format, one\n"
+	       "                       'OFFSET LENGTH REGION@START' per first touch\n"
 	       "      --svg FILE       a picture (SVG) of address against time in seconds, for\n"
 	       "                       all processes at once. The address axis stacks the\n"
 	       "                       regions that saw events, low addresses at the bottom, each\n"
@@ -1916,6 +1918,9 @@ int main(int argc, char **argv)
 		T.order = fopen(orderpath, "we");
 		if (!T.order)
 			tool_die("cannot open '%s': %s", orderpath, strerror(errno));
+		fputs("uffd-order 1\n# offset length region@start: first touches, offsets from the "
+		      "region's start\n",
+		      T.order);
 	}
 	if (!svgpath)
 		T.dotcap = (size_t)-1;

@@ -586,11 +586,14 @@ echo "ok: --json lines parse, with attach, fault, unmap and total"
 trace_opts=(--summary --quiet --order "$tmp/order" --svg "$tmp/svg")
 same "python3 with --order and --svg" python3 -c "$prog"
 f=$(total faults)
-[[ $(wc -l <"$tmp/order") -eq $f ]] || fail "--order has $(wc -l <"$tmp/order") lines, faults=$f"
-grep -qvE '^(\[heap\]|anon|unregistered)@0x[0-9a-f]+ 0x[0-9a-f]+$' "$tmp/order" &&
-	fail "--order has a line that is not 'REGION@START OFFSET'"
+[[ $(head -n1 "$tmp/order") == "uffd-order 1" ]] || fail "--order has no uffd-order header"
+runs=$(grep -cvE '^(#|uffd-order )' "$tmp/order")
+[[ $runs -eq $f ]] || fail "--order has $runs runs, faults=$f"
+grep -vE '^(#|uffd-order )' "$tmp/order" |
+	grep -qvE '^0x[0-9a-f]+ 0x[0-9a-f]+ (\[heap\]|anon|unregistered)@0x[0-9a-f]+$' &&
+	fail "--order has a line that is not 'OFFSET LENGTH REGION@START'"
 check_svg "$tmp/svg" "python3"
-echo "ok: --order has $f lines"
+echo "ok: --order has $f runs"
 
 # --svg of about 10 events (2 fork children: 3 address spaces) and of over 100,000 (4 threads
 # faulting and emptying their pages 400 times): readable and bounded either way.

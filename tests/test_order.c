@@ -1,0 +1,456 @@
+/* SPDX-License-Identifier: MIT */
+/* Recorded orders: add, save, load (and its bad input), the compacted file, and a restore that
+ * records its first touches and a second one that prefetches them. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <uffd.h>
+#include "serve_util.h"
+#include "testutil.h"
+
+#define SEED 5
+
+static size_t PS;
+
+/* An fd reading @text. */
+static int text_fd(const char *text)
+{
+	int fd = memfd_create("order", MFD_CLOEXEC);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	lseek(fd, 0, SEEK_SET);
+	return fd;
+}
+
+static int load_text(const char *text, struct uffd_order **o)
+{
+	int fd = text_fd(text), ret = uffd_order_load(o, fd);
+
+	close(fd);
+	return ret;
+}
+
+START_TEST(add_merge_get)
+{
+	struct uffd_order *o;
+	const char *region;
+	uint64_t off, len;
+
+	ck_assert_int_eq(uffd_order_new(&o), 0);
+	ck_assert_int_eq(uffd_order_add(o, 0, PS, NULL), 0);
+	ck_assert_int_eq(uffd_order_add(o, PS, 2 * PS, NULL), 0); /* contiguous: merged */
+	ck_assert_int_eq(uffd_order_add(o, 10 * PS, PS, NULL), 0);
+	ck_assert_int_eq(uffd_order_add(o, 11 * PS, PS, "heap"), 0); /* another region */
+	ck_assert_int_eq(uffd_order_add(o, 12 * PS, PS, "heap"), 0);
+	ck_assert_int_eq(uffd_order_count(o), 3);
+	ck_assert_int_eq(uffd_order_get(o, 0, &off, &len, &region), 0);
+	ck_assert_uint_eq(off, 0);
+	ck_assert_uint_eq(len, 3 * PS);
+	ck_assert_ptr_null(region);
+	ck_assert_int_eq(uffd_order_get(o, 2, &off, &len, &region), 0);
+	ck_assert_uint_eq(off, 11 * PS);
+	ck_assert_uint_eq(len, 2 * PS);
+	ck_assert_str_eq(region, "heap");
+	ck_assert_int_eq(uffd_order_get(o, 3, &off, &len, NULL), -ENOENT);
+	ck_assert_int_eq(uffd_order_get(o, -1, &off, &len, NULL), -ENOENT);
+	ck_assert_int_eq(uffd_order_add(o, 0, 0, NULL), -EINVAL);
+	ck_assert_int_eq(uffd_order_add(o, UINT64_MAX - 10, PS, NULL), -EINVAL);
+	ck_assert_int_eq(uffd_order_add(o, 0, PS, "two words"), -EINVAL);
+	ck_assert_int_eq(uffd_order_add(o, 0, PS, ""), -EINVAL);
+	/* Many runs: the array grows (with mremap). */
+	for (uint64_t i = 0; i < 10000; i++)
+		ck_assert_int_eq(uffd_order_add(o, (1000 + 2 * i) * PS, PS, NULL), 0);
+	ck_assert_int_eq(uffd_order_count(o), 10003);
+	uffd_order_free(o);
+	uffd_order_free(NULL);
+}
+END_TEST
+
+START_TEST(save_load)
+{
+	struct uffd_order *o, *back;
+	int fd = memfd_create("order", MFD_CLOEXEC);
+	char text[4096];
+	ssize_t n;
+
+	ck_assert_int_eq(uffd_order_new(&o), 0);
+	uffd_order_add(o, 5 * PS, PS, NULL);
+	uffd_order_add(o, 0, 4 * PS, NULL);
+	uffd_order_add(o, 0x100000000ull, PS, "stack");
+	ck_assert_int_eq(uffd_order_save(o, fd), 0);
+	lseek(fd, 0, SEEK_SET);
+	n = read(fd, text, sizeof(text) - 1);
+	ck_assert_int_gt(n, 0);
+	text[n] = '\0';
+	ck_assert_msg(strncmp(text, "uffd-order 1\n", 13) == 0, "header: %s", text);
+	lseek(fd, 0, SEEK_SET);
+	ck_assert_int_eq(uffd_order_load(&back, fd), 0);
+	ck_assert_int_eq(uffd_order_count(back), 3);
+	for (long i = 0; i < 3; i++) {
+		uint64_t a, b, c, d;
+		const char *ra, *rb;
+
+		uffd_order_get(o, i, &a, &b, &ra);
+		uffd_order_get(back, i, &c, &d, &rb);
+		ck_assert_uint_eq(a, c);
+		ck_assert_uint_eq(b, d);
+		ck_assert(ra == rb || (ra && rb && strcmp(ra, rb) == 0));
+	}
+	close(fd);
+	uffd_order_free(o);
+	uffd_order_free(back);
+}
+END_TEST
+
+START_TEST(load_syntax)
+{
+	char good[512];
+	struct uffd_order *o;
+	uint64_t off, len;
+
+	snprintf(good, sizeof(good),
+		 "# made by hand\n\n   \nuffd-order 1   # version one\n"
+		 "%zu %zu\n0x%zx\t0x%zX region-a # a comment\n\r\n%zu %zu\n",
+		 PS, PS, 4 * PS, 2 * PS, 2 * PS, PS);
+	ck_assert_int_eq(load_text(good, &o), 0);
+	ck_assert_int_eq(uffd_order_count(o), 3);
+	uffd_order_get(o, 1, &off, &len, NULL);
+	ck_assert_uint_eq(off, 4 * PS);
+	ck_assert_uint_eq(len, 2 * PS);
+	uffd_order_free(o);
+	ck_assert_int_eq(load_text("uffd-order 1\n", &o), 0); /* no run: an empty order */
+	ck_assert_int_eq(uffd_order_count(o), 0);
+	uffd_order_free(o);
+}
+END_TEST
+
+static const char *const bad_texts[] = {
+	"",
+	"# only a comment\n",
+	"uffd-order 2\n",
+	"uffd-order\n",
+	"uffd-ordre 1\n",
+	"0 4096\n",
+	"uffd-order 1\n4096\n",
+	"uffd-order 1\n4096 4096 a b\n",
+	"uffd-order 1\n4096 0\n",
+	"uffd-order 1\n4097 4096\n",
+	"uffd-order 1\n4096 100\n",
+	"uffd-order 1\n-4096 4096\n",
+	"uffd-order 1\n0x 4096\n",
+	"uffd-order 1\n0x1g000 4096\n",
+	"uffd-order 1\n99999999999999999999999 4096\n",
+	"uffd-order 1\n0xfffffffffffff000 0x2000\n",
+	"uffd-order 1\n4096 4096\n\x01zz 4096\n",
+	"uffd-order 1\n1e3 4096\n",
+};
+
+START_TEST(load_bad)
+{
+	struct uffd_order *o = (struct uffd_order *)0x1;
+	int fds = tu_count_fds();
+
+	ck_assert_msg(load_text(bad_texts[_i], &o) == -EBADMSG, "accepted: '%s'", bad_texts[_i]);
+	ck_assert_ptr_eq(o, (struct uffd_order *)0x1);
+	ck_assert_int_eq(tu_count_fds(), fds);
+}
+END_TEST
+
+START_TEST(load_nul_and_errors)
+{
+	struct uffd_order *o;
+	int fd = memfd_create("order", MFD_CLOEXEC);
+
+	ck_assert_int_eq(write(fd, "uffd-order 1\n4096 4096\0\n", 24), 24);
+	lseek(fd, 0, SEEK_SET);
+	ck_assert_int_eq(uffd_order_load(&o, fd), -EBADMSG);
+	close(fd);
+	ck_assert_int_eq(uffd_order_load(&o, fd), -EBADF);
+	ck_assert_int_eq(uffd_order_load(NULL, 0), -EINVAL);
+	ck_assert_int_eq(uffd_order_load(&o, -1), -EINVAL);
+}
+END_TEST
+
+START_TEST(save_pages_compacts)
+{
+	size_t len = 64 * PS;
+	unsigned char *img = malloc(len), *got = malloc(len);
+	struct uffd_order *o;
+	struct uffd_source *src;
+	int fd = memfd_create("compact", MFD_CLOEXEC);
+
+	su_fill(img, 0, len, SEED);
+	ck_assert_int_eq(uffd_source_memory(&src, img, len), 0);
+	ck_assert_int_eq(uffd_order_new(&o), 0);
+	uffd_order_add(o, 40 * PS, 3 * PS, NULL);
+	uffd_order_add(o, 2 * PS, PS, NULL);
+	ck_assert_int_eq(uffd_order_save_pages(o, src, fd), 0);
+	ck_assert_int_eq(lseek(fd, 0, SEEK_END), 4 * PS);
+	ck_assert_int_eq(pread(fd, got, 4 * PS, 0), 4 * PS);
+	ck_assert_int_eq(su_check(got, 40 * PS, 3 * PS, SEED), -1);
+	ck_assert_int_eq(su_check(got + 3 * PS, 2 * PS, PS, SEED), -1);
+	/* Regions cannot be read from a source; a run past its end is the source's -ENXIO. */
+	uffd_order_add(o, 0, PS, "heap");
+	ck_assert_int_eq(uffd_order_save_pages(o, src, fd), -EINVAL);
+	uffd_order_free(o);
+	ck_assert_int_eq(uffd_order_new(&o), 0);
+	uffd_order_add(o, len, PS, NULL);
+	ck_assert_int_eq(uffd_order_save_pages(o, src, fd), -ENXIO);
+	uffd_order_free(o);
+	close(fd);
+	uffd_source_close(src);
+	free(img);
+	free(got);
+}
+END_TEST
+
+/* ---- record, then prefetch ---- */
+
+#define R_PAGES 512
+
+/* The working set: runs of 1..8 pages scattered over the image, as REAP found them. */
+static bool in_set(size_t p)
+{
+	return (p / 16) % 3 == 0 && p % 16 < 1 + (p / 48) % 8;
+}
+
+static void touch_set(const unsigned char *mem)
+{
+	for (size_t i = 0; i < R_PAGES; i++) {
+		size_t p = (i * 37) % R_PAGES; /* not in address order */
+
+		if (in_set(p))
+			ck_assert_int_eq(su_check(mem + p * PS, p * PS, PS, SEED), -1);
+	}
+}
+
+struct restore {
+	struct uffd *u;
+	unsigned char *mem;
+	struct uffd_source *src;
+	struct su_disp d;
+};
+
+static void restore_start(struct restore *r, unsigned char *img, struct uffd_order *record,
+			  uint64_t chunk)
+{
+	struct uffd_serve_config cfg = { 0 };
+
+	r->u = tu_open(UFFD_FEATURE_EVENT_REMOVE);
+	r->mem = tu_map_anon(R_PAGES * PS);
+	ck_assert_int_eq(uffd_source_memory(&r->src, img, R_PAGES * PS), 0);
+	cfg.source = r->src;
+	cfg.offset = 0;
+	cfg.chunk = chunk;
+	cfg.record = record;
+	ck_assert_int_eq(uffd_serve(r->u, r->mem, R_PAGES * PS, &cfg), 0);
+	su_disp_start(&r->d, r->u, 2);
+}
+
+static void restore_end(struct restore *r)
+{
+	ck_assert_int_eq(su_disp_stop(&r->d), 0);
+	uffd_close(r->u);
+	uffd_source_close(r->src);
+	munmap(r->mem, R_PAGES * PS);
+}
+
+static size_t set_pages(void)
+{
+	size_t n = 0;
+
+	for (size_t p = 0; p < R_PAGES; p++)
+		n += in_set(p);
+	return n;
+}
+
+/* Records a run; returns the loaded order (through a file, as a restorer would). */
+static struct uffd_order *record_run(unsigned char *img)
+{
+	struct uffd_order *rec, *loaded;
+	struct uffd_serve_stats st;
+	struct restore r;
+	int fd = memfd_create("rec", MFD_CLOEXEC);
+
+	ck_assert_int_eq(uffd_order_new(&rec), 0);
+	restore_start(&r, img, rec, PS);
+	touch_set(r.mem);
+	ck_assert_int_eq(uffd_serve_get_stats(r.u, &st), 0);
+	ck_assert_uint_eq(st.faults, set_pages());
+	restore_end(&r);
+	ck_assert_int_eq(uffd_order_save(rec, fd), 0);
+	lseek(fd, 0, SEEK_SET);
+	ck_assert_int_eq(uffd_order_load(&loaded, fd), 0);
+	close(fd);
+	uffd_order_free(rec);
+	return loaded;
+}
+
+static void check_prefetched(struct uffd_order *o, unsigned char *img, struct uffd_source *compact)
+{
+	struct uffd_serve_stats st;
+	struct restore r;
+	long n;
+
+	restore_start(&r, img, NULL, 4 * PS);
+	n = uffd_prefetch(r.u, r.mem, o, compact);
+	ck_assert_int_eq(n, (long)set_pages());
+	touch_set(r.mem);
+	ck_assert_int_eq(uffd_serve_get_stats(r.u, &st), 0);
+	/* The working set is in: no fault for it. */
+	ck_assert_uint_eq(st.faults, 0);
+	ck_assert_uint_eq(st.prefetched, set_pages());
+	/* Pages outside it are still served on demand. */
+	ck_assert_int_eq(su_check(r.mem + 2 * PS, 2 * PS, PS, SEED), -1);
+	ck_assert_int_eq(su_check(r.mem, 0, R_PAGES * PS, SEED), -1);
+	ck_assert_int_eq(uffd_serve_get_stats(r.u, &st), 0);
+	ck_assert_uint_gt(st.faults, 0);
+	ck_assert_uint_eq(st.prefetched + st.pages_installed, R_PAGES);
+	printf("prefetch%s: %zu pages in, then %llu faults for the %zu pages outside the set\n",
+	       compact ? " (compacted)" : "", set_pages(), (unsigned long long)st.faults,
+	       R_PAGES - set_pages());
+	restore_end(&r);
+}
+
+START_TEST(record_then_prefetch)
+{
+	unsigned char *img = malloc(R_PAGES * PS);
+	struct uffd_order *o;
+	uint64_t total = 0;
+
+	su_fill(img, 0, R_PAGES * PS, SEED);
+	o = record_run(img);
+	for (long i = 0; i < uffd_order_count(o); i++) {
+		uint64_t off, len;
+
+		uffd_order_get(o, i, &off, &len, NULL);
+		total += len;
+	}
+	ck_assert_uint_eq(total, set_pages() * PS);
+	check_prefetched(o, img, NULL);
+	uffd_order_free(o);
+	free(img);
+}
+END_TEST
+
+START_TEST(compact_prefetch)
+{
+	unsigned char *img = malloc(R_PAGES * PS);
+	char path[] = "/var/tmp/libuffd-compact-XXXXXX";
+	struct uffd_source *src, *compact;
+	struct uffd_order *o;
+	int fd = mkstemp(path);
+
+	ck_assert_int_ge(fd, 0);
+	su_fill(img, 0, R_PAGES * PS, SEED);
+	o = record_run(img);
+	ck_assert_int_eq(uffd_source_memory(&src, img, R_PAGES * PS), 0);
+	ck_assert_int_eq(uffd_order_save_pages(o, src, fd), 0);
+	close(fd);
+	ck_assert_int_eq(uffd_source_file(&compact, path, 0), 0);
+	unlink(path);
+	check_prefetched(o, img, compact);
+	uffd_source_close(compact);
+	uffd_source_close(src);
+	uffd_order_free(o);
+	free(img);
+}
+END_TEST
+
+struct pf_arg {
+	struct restore *r;
+	struct uffd_order *o;
+	long n;
+};
+
+static void *pf_main(void *p)
+{
+	struct pf_arg *a = p;
+
+	a->n = uffd_prefetch(a->r->u, a->r->mem, a->o, NULL);
+	return NULL;
+}
+
+/* Touching while the prefetch runs: every byte right, and each page in once. */
+START_TEST(prefetch_while_touching)
+{
+	unsigned char *img = malloc(R_PAGES * PS);
+	struct uffd_order *o;
+	struct uffd_serve_stats st;
+	struct restore r;
+	struct pf_arg a;
+	pthread_t t;
+
+	su_fill(img, 0, R_PAGES * PS, SEED);
+	ck_assert_int_eq(uffd_order_new(&o), 0);
+	for (size_t p = R_PAGES; p-- > 0;) /* backwards: the toucher goes forwards */
+		uffd_order_add(o, p * PS, PS, NULL);
+	restore_start(&r, img, NULL, PS);
+	a = (struct pf_arg){ &r, o, 0 };
+	ck_assert_int_eq(pthread_create(&t, NULL, pf_main, &a), 0);
+	ck_assert_int_eq(su_check(r.mem, 0, R_PAGES * PS, SEED), -1);
+	pthread_join(t, NULL);
+	ck_assert_int_ge(a.n, 0);
+	ck_assert_int_eq(uffd_serve_get_stats(r.u, &st), 0);
+	ck_assert_uint_eq(st.prefetched + st.pages_installed, R_PAGES);
+	ck_assert_uint_eq((uint64_t)a.n, st.prefetched);
+	restore_end(&r);
+	uffd_order_free(o);
+	free(img);
+}
+END_TEST
+
+START_TEST(prefetch_bad)
+{
+	unsigned char *img = malloc(R_PAGES * PS);
+	struct uffd_order *o, *named;
+	struct restore r;
+
+	su_fill(img, 0, R_PAGES * PS, SEED);
+	ck_assert_int_eq(uffd_order_new(&o), 0);
+	ck_assert_int_eq(uffd_order_new(&named), 0);
+	uffd_order_add(named, 0, PS, "heap");
+	restore_start(&r, img, NULL, PS);
+	ck_assert_int_eq(uffd_prefetch(NULL, r.mem, o, NULL), -EINVAL);
+	ck_assert_int_eq(uffd_prefetch(r.u, NULL, o, NULL), -EINVAL);
+	ck_assert_int_eq(uffd_prefetch(r.u, r.mem, NULL, NULL), -EINVAL);
+	ck_assert_int_eq(uffd_prefetch(r.u, r.mem + PS, o, NULL), -EINVAL); /* not its start */
+	ck_assert_int_eq(uffd_prefetch(r.u, img, o, NULL), -EINVAL);	    /* not served */
+	ck_assert_int_eq(uffd_prefetch(r.u, r.mem, named, NULL), -EINVAL);  /* regions */
+	ck_assert_int_eq(uffd_prefetch(r.u, r.mem, o, NULL), 0);	    /* empty */
+	restore_end(&r);
+	uffd_order_free(o);
+	uffd_order_free(named);
+	free(img);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("order");
+	TCase *tc = tu_tcase("order", 30, NULL, NULL);
+	TCase *pf = tu_tcase("prefetch", 60, NULL, NULL);
+
+	PS = tu_page();
+	tu_require_uffd(&(struct uffd_config){ .required = UFFD_FEATURE_EVENT_REMOVE },
+			"EVENT_REMOVE");
+	tcase_add_test(tc, add_merge_get);
+	tcase_add_test(tc, save_load);
+	tcase_add_test(tc, load_syntax);
+	tcase_add_loop_test(tc, load_bad, 0, (int)(sizeof(bad_texts) / sizeof(bad_texts[0])));
+	tcase_add_test(tc, load_nul_and_errors);
+	tcase_add_test(tc, save_pages_compacts);
+	tcase_add_test(pf, record_then_prefetch);
+	tcase_add_test(pf, compact_prefetch);
+	tcase_add_test(pf, prefetch_while_touching);
+	tcase_add_test(pf, prefetch_bad);
+	suite_add_tcase(s, tc);
+	suite_add_tcase(s, pf);
+	return tu_run(s);
+}
