@@ -464,12 +464,25 @@ static int start(struct http *h, struct req *r)
 	return 0;
 }
 
-/* Moves due retries to the head of the queue and starts what fits; called with the lock held.
- * Returns how long until the next retry is due (ms), or -1. */
-static long start_queued(struct http *h, struct req **failed)
+/* How long until the next retry is due (ms), or -1; called with the lock held. */
+static long next_retry(struct http *h)
 {
 	uint64_t now = now_ms();
 	long next = -1;
+
+	for (struct req *r = h->retry; r; r = r->next) {
+		long left = r->due_ms > now ? (long)(r->due_ms - now) : 0;
+
+		if (next < 0 || left < next)
+			next = left;
+	}
+	return next;
+}
+
+/* Moves due retries to the head of the queue and starts what fits; called with the lock held. */
+static void start_queued(struct http *h, struct req **failed)
+{
+	uint64_t now = now_ms();
 
 	for (struct req **p = &h->retry; *p;) {
 		struct req *r = *p;
@@ -484,8 +497,6 @@ static long start_queued(struct http *h, struct req **failed)
 			h->nqueued++;
 			continue;
 		}
-		if (next < 0 || (long)(r->due_ms - now) < next)
-			next = (long)(r->due_ms - now);
 		p = &r->next;
 	}
 	while (h->queue_head && h->nfree) {
@@ -501,7 +512,6 @@ static long start_queued(struct http *h, struct req **failed)
 			*failed = r;
 		}
 	}
-	return next;
 }
 
 static void handle_done(struct http *h, CURLMsg *msg)
@@ -581,11 +591,11 @@ static void *thread_main(void *arg)
 	pthread_mutex_lock(&h->lock);
 	while (!h->stop) {
 		struct req *failed = NULL;
-		long wait = start_queued(h, &failed);
 		int running = 0, left = 0;
-		long curl_wait = -1;
+		long wait, curl_wait = -1;
 		CURLMsg *msg;
 
+		start_queued(h, &failed);
 		pthread_mutex_unlock(&h->lock);
 		for (struct req *r = failed, *next; r; r = next) {
 			next = r->next;
@@ -597,14 +607,15 @@ static void *thread_main(void *arg)
 				handle_done(h, msg);
 
 		curl_multi_timeout(h->multi, &curl_wait);
+		pthread_mutex_lock(&h->lock);
+		/* Work that arrived meanwhile (a new read, a retry now due) is started at once. */
+		wait = next_retry(h);
+		if (h->stop || (h->queue_head && h->nfree) || wait == 0)
+			continue;
 		if (curl_wait >= 0 && (wait < 0 || curl_wait < wait))
 			wait = curl_wait;
 		if (wait < 0 || wait > IDLE_POLL_MS)
 			wait = IDLE_POLL_MS;
-		pthread_mutex_lock(&h->lock);
-		/* Work that arrived meanwhile (a retry now due, a new read) is started at once. */
-		if (h->stop || (h->queue_head && h->nfree))
-			continue;
 		pthread_mutex_unlock(&h->lock);
 		curl_multi_poll(h->multi, NULL, 0, (int)wait, NULL);
 		pthread_mutex_lock(&h->lock);
