@@ -375,12 +375,10 @@ static int outcome(struct req *r, CURLcode res, bool *retry)
 			}
 			total = r->cr_total;
 		} else if (r->status == 200) {
-			if (r->length_query)
-				total = r->body_pos;
-			else if (r->body_pos < r->offset + r->len)
-				return -ENXIO; /* the whole image, and it is shorter */
-			else
-				total = r->body_pos;
+			/* The whole image, and shorter than the read asked for. */
+			if (!r->length_query && r->body_pos < r->offset + r->len)
+				return -ENXIO;
+			total = r->body_pos;
 			pthread_mutex_lock(&h->lock);
 			h->stats.whole_bodies++;
 			pthread_mutex_unlock(&h->lock);
@@ -944,7 +942,7 @@ int uffd_http_source(struct uffd_source **out, const struct uffd_http_config *cf
 	}
 	h->multi = curl_multi_init();
 	h->easies = calloc(h->connections, sizeof(*h->easies));
-	h->slot_req = calloc(h->connections, sizeof(*h->slot_req));
+	h->slot_req = calloc(h->connections, sizeof(struct req *));
 	h->free_slots = calloc(h->connections, sizeof(*h->free_slots));
 	if (!h->multi || !h->easies || !h->slot_req || !h->free_slots)
 		goto fail;
