@@ -7,7 +7,7 @@
  * `find_package(uffd CONFIG COMPONENTS http)` and target `uffd::http`) so that libuffd itself
  * needs no libcurl. It makes a `struct uffd_source` (uffd.h, @ref sources): read it with
  * uffd_source_read(), serve a registration from it with uffd_serve(), close it with
- * uffd_source_close(). The guide's @ref http page says how to point it at object storage and
+ * uffd_source_close(). The guide's @ref http_source page says how to point it at object storage and
  * what it does when the server fails, stalls or lies.
  *
  * The conventions of uffd.h hold: 0 or a negative errno, -EINVAL for bad arguments, nothing
