@@ -20,9 +20,13 @@ add_test(NAME docs_guide
 set_tests_properties(docs_guide PROPERTIES TIMEOUT 60 LABELS docs)
 
 if(TARGET man)
+  set(man_headers ${PROJECT_SOURCE_DIR}/include/uffd.h)
+  if(LIBUFFD_BUILD_HTTP)
+    list(APPEND man_headers ${PROJECT_SOURCE_DIR}/include/uffd_http.h)
+  endif()
   add_test(NAME man_pages
     COMMAND ${BASH_EXECUTABLE} ${PROJECT_SOURCE_DIR}/docs/scripts/check-man.sh
       ${CMAKE_COMMAND} ${PROJECT_BINARY_DIR} ${CMAKE_CURRENT_BINARY_DIR}/man-prefix
-      ${CMAKE_INSTALL_MANDIR} ${CMAKE_INSTALL_BINDIR} ${PROJECT_SOURCE_DIR}/include/uffd.h)
+      ${CMAKE_INSTALL_MANDIR} ${CMAKE_INSTALL_BINDIR} ${man_headers})
   set_tests_properties(man_pages PROPERTIES TIMEOUT 120 SKIP_RETURN_CODE 77 LABELS docs)
 endif()

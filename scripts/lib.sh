@@ -90,6 +90,8 @@ TEST_REQUIREMENTS=(
 	g++:g++ doxygen:doxygen python3:python3 pc=check:check setpriv:util-linux
 	nm:binutils readelf:binutils
 	man:man-db groff:groff-base strace:strace valgrind:valgrind
+	# libuffd-http and its tests: libcurl, and a real server with a certificate made per run.
+	pc=libcurl:libcurl4-openssl-dev nginx:nginx-light openssl:openssl
 )
 
 print_machine() {

@@ -4,10 +4,12 @@
 # section 3 page, every installed tool a section 1 page, and libuffd(7) exists; `man -M` finds
 # each by name alone, each has the sections it must have, every page it names under SEE ALSO
 # exists, and groff renders it without a warning. No page is left for a function that is gone.
-# usage: check-man.sh CMAKE BUILD_DIR PREFIX MANDIR BINDIR UFFD_H
+# More headers after UFFD_H (uffd_http.h) add their functions.
+# usage: check-man.sh CMAKE BUILD_DIR PREFIX MANDIR BINDIR UFFD_H [HEADER...]
 set -euo pipefail
-[[ $# -eq 6 ]] || { echo "usage: $0 CMAKE BUILD_DIR PREFIX MANDIR BINDIR UFFD_H" >&2; exit 2; }
+[[ $# -ge 6 ]] || { echo "usage: $0 CMAKE BUILD_DIR PREFIX MANDIR BINDIR UFFD_H [HEADER...]" >&2; exit 2; }
 cmake=$1 build=$2 prefix=$3 mandir_rel=$4 bindir_rel=$5 header=$6
+headers=("${@:6}")
 status=0
 fail() { echo "FAIL: $*" >&2; status=1; }
 
@@ -52,7 +54,7 @@ check_page() {
 		sed -nE 's/^\.BR ([A-Za-z0-9_-]+) \(([1-8])\).*/\1 \2/p' | sed 's/\\-/-/g')
 }
 
-declared=$(grep -oE 'UFFD_API_EXPORT[^(;]*[^a-zA-Z0-9_]uffd_[a-z0-9_]+\(' "$header" |
+declared=$(cat "${headers[@]}" | grep -oE 'UFFD_API_EXPORT[^(;]*[^a-zA-Z0-9_]uffd_[a-z0-9_]+\(' |
 	grep -oE 'uffd_[a-z0-9_]+\($' | tr -d '(' | sort -u)
 [[ -n $declared ]] || { echo "FAIL: found no UFFD_API_EXPORT declaration in $header" >&2; exit 1; }
 for fn in $declared; do

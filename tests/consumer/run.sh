@@ -7,7 +7,7 @@
 # usage: run.sh --build-dir=DIR --prefix=DIR --libdir=REL --includedir=REL --work=DIR
 #               --cmake=PATH --pkg-config=PATH --cc=PATH [--cxx=PATH] [--flags=FLAGS]
 #               --version=X.Y.Z STEP
-# STEP: install | c | c_static | cxx | headers | cmake
+# STEP: install | c | c_static | cxx | headers | cmake | http
 # Exit: 0 pass, 1 fail, 77 skipped (1 instead under LIBUFFD_TEST_STRICT=1).
 set -euo pipefail
 
@@ -195,7 +195,45 @@ step_cmake() {
 	done
 }
 
+# libuffd-http, when built: its files, its .pc (libcurl private: libuffd.so must not need it),
+# a program built with pkg-config, and the CMake component `http`, shared and static.
+step_http() {
+	rm -rf "$step_dir"
+	mkdir -p "$step_dir"
+	local f
+	for f in "$full_includedir/uffd_http.h" "$full_libdir/libuffd-http.so.$version" \
+		"$full_libdir/libuffd-http.a" "$full_libdir/pkgconfig/libuffd-http.pc" \
+		"$full_libdir/cmake/uffd/uffdHttpTargets.cmake"; do
+		[[ -f $f ]] || fail "not installed: $f"
+	done
+	[[ $(readlink "$full_libdir/libuffd-http.so.0") == "libuffd-http.so.$version" ]] ||
+		fail "libuffd-http.so.0 does not point at libuffd-http.so.$version"
+	if readelf -d "$full_libdir/libuffd.so.$version" | grep -q 'NEEDED.*libcurl'; then
+		fail "libuffd.so depends on libcurl"
+	fi
+	[[ $("$pkg_config" --libs libuffd-http) != *-lcurl* ]] ||
+		fail "pkg-config --libs libuffd-http names libcurl: it is private"
+	[[ $("$pkg_config" --static --libs libuffd-http) == *-lcurl* ]] ||
+		fail "pkg-config --static --libs libuffd-http lacks libcurl"
+
+	# shellcheck disable=SC2046
+	run "$cc" "${flag_array[@]}" -std=c11 -Wall -Wextra -Werror -pedantic \
+		$("$pkg_config" --cflags libuffd-http) "$here/consumer_http.c" -o "$step_dir/app" \
+		$("$pkg_config" --libs libuffd-http) -Wl,-rpath,"$full_libdir"
+	"$step_dir/app" | grep -q "loaded $(realpath "$full_libdir")/libuffd-http.so" ||
+		fail "the pkg-config program did not run against the installed libuffd-http"
+
+	run "$cmake" -S "$here/cmake-http" -B "$step_dir/build" -DCMAKE_PREFIX_PATH="$prefix" \
+		-DCMAKE_C_COMPILER="$cc" -DCMAKE_C_FLAGS="$flags" -DCMAKE_EXE_LINKER_FLAGS="$flags"
+	run "$cmake" --build "$step_dir/build"
+	"$step_dir/build/app_http" | grep -q "loaded $(realpath "$full_libdir")/libuffd-http.so" ||
+		fail "app_http did not run against the installed libuffd-http"
+	"$step_dir/build/app_http_static" | grep -q "loaded static" ||
+		fail "app_http_static is not static"
+	echo "libuffd-http: pkg-config and find_package(uffd COMPONENTS http) work"
+}
+
 case $step in
-install | c | c_static | cxx | headers | cmake) "step_$step" ;;
+install | c | c_static | cxx | headers | cmake | http) "step_$step" ;;
 *) echo "run.sh: unknown step '$step'" >&2; exit 2 ;;
 esac
