@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* uffd-trace: run an unmodified program and print its page faults, unmaps, remaps and forks. */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -92,8 +93,12 @@ static struct {
 	bool rescan;
 	unsigned long refused;
 	uint64_t reg_bytes, peak_bytes; /* in all traced processes at once */
-	FILE *order;			/* --order: "region offset" per first touch */
-	struct dot *dots;		/* --svg: every event, drawn at the end */
+	FILE *order;		 /* --order: the first-touch order (struct uffd_order's format) */
+	struct order_run {	 /* the run --order has not written yet */
+		char region[48]; /* NAME@0xSTART, or "unregistered" */
+		uintptr_t offset, len; /* from the region's start */
+	} run;
+	struct dot *dots; /* --svg: every event, drawn at the end */
 	size_t ndots, dotcap;
 } T;
 
@@ -449,6 +454,42 @@ static pid_t tgid_of(pid_t tid)
 	return tgid;
 }
 
+/* ---- --order: runs of pages in first-touch order, in the format of struct uffd_order ---- */
+
+static void order_flush(void)
+{
+	if (T.run.len)
+		fprintf(T.order, "0x%" PRIxPTR " 0x%" PRIxPTR " %s\n", T.run.offset, T.run.len,
+			T.run.region);
+	T.run.len = 0;
+}
+
+/* A first touch of the page at @addr in region @r (NULL: in none): it extends the last run
+ * when it is the next page of the same region, else it starts a new one. */
+static void order_add(const struct region *r, uintptr_t addr)
+{
+	char name[sizeof(T.run.region)];
+	uintptr_t off = r ? addr - r->start : addr;
+
+	/* The region column is one word: the region's name and where it started, which tells
+	 * apart regions of the same name ("anon"). */
+	if (r)
+		snprintf(name, sizeof(name), "%s@0x%" PRIxPTR, r->name, r->start);
+	else
+		snprintf(name, sizeof(name), "unregistered");
+	for (char *c = name; *c; c++)
+		if (isspace((unsigned char)*c))
+			*c = '_';
+	if (T.run.len && off == T.run.offset + T.run.len && strcmp(name, T.run.region) == 0) {
+		T.run.len += T.page;
+		return;
+	}
+	order_flush();
+	snprintf(T.run.region, sizeof(T.run.region), "%s", name);
+	T.run.offset = off;
+	T.run.len = T.page;
+}
+
 /* ---- the callbacks: one line per event ---- */
 
 static int on_fault(struct uffd *u, const struct uffd_pagefault *pf, void *arg)
@@ -485,8 +526,7 @@ static int on_fault(struct uffd *u, const struct uffd_pagefault *pf, void *arg)
 	p->faults++;
 	keep_dot(p, 'f', t, addr, addr + T.page, pf->tid);
 	if (T.order)
-		fprintf(T.order, "%s@0x%" PRIxPTR " 0x%" PRIxPTR "\n", r ? r->name : "unregistered",
-			r ? r->start : 0, r ? addr - r->start : addr);
+		order_add(r, addr);
 	if (T.quiet)
 		return 0;
 	if (T.json) {
@@ -1127,8 +1167,13 @@ static void help(void)
 	       "                       removes and peak registered bytes; per process and in\n"
 	       "                       total (peak: of all processes at once)\n"
 	       "  -q, --quiet          no line per event (with --summary: the summary only)\n"
-	       "      --order FILE     the first-touch order, one 'REGION@START OFFSET' per line:\n"
-	       "                       a prefetch list for restoring a snapshot\n"
+	       "      --order FILE     the first-touch order in libuffd's order format (struct\n"
+	       "                       uffd_order): a header line 'uffd-order 1', then one line\n"
+	       "                       'OFFSET LENGTH REGION' per run of pages touched one after\n"
+	       "                       the other, OFFSET counted from the start of the region,\n"
+	       "                       REGION its name and start ('anon@0x7f0000000000'); a\n"
+	       "                       trace has no image, so lazy-load and uffd-serve refuse it\n"
+	       "                       until the regions are turned into image offsets\n"
 	       "      --svg FILE       a picture of address against time: faults as dots coloured\n"
 	       "                       by thread, unmaps and removes as bands\n"
 	       "      --user-faults    without privilege too, trace first touches: the program's\n"
@@ -1217,6 +1262,8 @@ int main(int argc, char **argv)
 		T.order = fopen(orderpath, "we");
 		if (!T.order)
 			tool_die("cannot open '%s': %s", orderpath, strerror(errno));
+		fprintf(T.order, "uffd-order 1\n# uffd-trace: OFFSET LENGTH REGION, OFFSET from "
+				 "the start of REGION (NAME@START)\n");
 	}
 	if (!svgpath)
 		T.dotcap = (size_t)-1;
@@ -1335,6 +1382,8 @@ int main(int argc, char **argv)
 		print_summary();
 	if (svgpath)
 		write_svg(svgpath);
+	if (T.order)
+		order_flush();
 	if (T.order && fclose(T.order) != 0)
 		tool_die("cannot write '%s': %s", orderpath, strerror(errno));
 	free(T.dots);

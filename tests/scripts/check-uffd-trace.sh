@@ -506,9 +506,21 @@ echo "ok: --json lines parse, with attach, fault, unmap and total"
 trace_opts=(--summary --quiet --order "$tmp/order" --svg "$tmp/svg")
 same "python3 with --order and --svg" python3 -c "$prog"
 f=$(total faults)
-[[ $(wc -l <"$tmp/order") -eq $f ]] || fail "--order has $(wc -l <"$tmp/order") lines, faults=$f"
-grep -qvE '^(\[heap\]|anon|unregistered)@0x[0-9a-f]+ 0x[0-9a-f]+$' "$tmp/order" &&
-	fail "--order has a line that is not 'REGION@START OFFSET'"
+# The order format (struct uffd_order): a header, then runs whose pages add up to the faults,
+# each 'OFFSET LENGTH REGION', page-aligned, with consecutive pages of a region merged.
+[[ $(head -n 1 "$tmp/order") == "uffd-order 1" ]] || fail "--order has no 'uffd-order 1' header"
+page=$(getconf PAGESIZE)
+runs=$(grep -vE '^(#|$)' "$tmp/order" | tail -n +2)
+grep -qvE '^0x[0-9a-f]+ 0x[0-9a-f]+ ((\[heap\]|anon)@0x[0-9a-f]+|unregistered)$' <<<"$runs" &&
+	fail "--order has a line that is not 'OFFSET LENGTH REGION': $(grep -vE '^0x[0-9a-f]+ 0x' <<<"$runs" | head -n 1)"
+pages=0 prev=
+while read -r off len region; do
+	((off % page == 0 && len % page == 0 && len > 0)) || fail "--order run '$off $len' is not page-aligned"
+	[[ $prev != "$region $((off))" ]] || fail "--order did not merge the run at $off in $region"
+	pages=$((pages + len / page)) prev="$region $((off + len))"
+done <<<"$runs"
+[[ $pages -eq $f ]] || fail "--order runs hold $pages pages, faults=$f"
+[[ $(wc -l <<<"$runs") -lt $f ]] || note "--order merged no runs ($f faults)"
 python3 - "$tmp/svg" "$f" "$(total unmaps)" "$(total removes)" <<'PY' || fail "--svg does not show what the summary counts"
 import sys, xml.etree.ElementTree as ET
 ns = "{http://www.w3.org/2000/svg}"
@@ -520,7 +532,7 @@ assert bands.count("unmap") == int(sys.argv[3]), (bands.count("unmap"), sys.argv
 assert bands.count("remove") == int(sys.argv[4])
 assert all(int(e.get("data-tid")) > 0 for e in faults)
 PY
-echo "ok: --order has $f lines, --svg $f fault dots and $(total unmaps) unmap bands"
+echo "ok: --order has $f pages in $(wc -l <<<"$runs") runs, --svg $f fault dots and $(total unmaps) unmap bands"
 
 # A process uffd-trace did not start is refused, however it found the socket.
 trace_opts=(--summary)
