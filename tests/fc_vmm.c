@@ -17,7 +17,6 @@
  * --as-uid: a forked child connects and sends as that uid (setresuid); the handler must hang up.
  * Exit: 0 as expected, 1 not (one line on stderr).
  */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
