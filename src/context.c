@@ -73,6 +73,9 @@ int uffd_ctx_new(int fd, uint64_t features, const struct uffd_config *cfg, struc
 
 void uffd_ctx_free(struct uffd *u)
 {
+	/* Not in uffd_close(): a deferred fetch still uses its registration's state until it
+	 * finishes the fault, and the last finish is what frees the context. */
+	uffd_serve_free_all(u);
 	uffd_rmap_destroy(&u->map);
 	uffd_batches_free(u);
 	pthread_mutex_destroy(&u->lock);

@@ -323,6 +323,11 @@ struct uffd {
 	_Atomic int mon_live;	   /* a member the monitor's threads may dispatch */
 	_Atomic unsigned mon_refs; /* monitor threads holding it: not closed or removed meanwhile */
 	bool mon_starved; /* pool: no free batch; the fd is out of the reader's epoll set */
+
+	/* serve.c: the registrations served from sources (pushed, never unlinked, freed with the
+	 * context) and their asynchronous fetches in flight. */
+	struct uffd_served *_Atomic served;
+	_Atomic unsigned served_inflight;
 };
 
 /*
@@ -388,6 +393,9 @@ UFFD_HIDDEN int uffd_cfg_check(const struct uffd_config *cfg);
 UFFD_HIDDEN void uffd_ctx_report_exit(struct uffd *u);
 /* Whether the context holds read messages not yet delivered (pending, stalled, queued). */
 UFFD_HIDDEN bool uffd_ctx_has_work(struct uffd *u);
+
+/* serve.c: frees what uffd_serve() hung on the context (when its memory goes). */
+UFFD_HIDDEN void uffd_serve_free_all(struct uffd *u);
 
 /* open.c */
 UFFD_HIDDEN int uffd_probe_cached(uint64_t *features, uint64_t *ioctls);

@@ -501,6 +501,27 @@ const char *uffd_strerror(int err)
 		return "The kernel sent a malformed userfaultfd message.";
 	case ENOTTY:
 		return "Not a userfaultfd, or an ioctl this kernel lacks.";
+	case ENXIO:
+		return "Past the end of the page source: the range asked for (or a registration "
+		       "served from it) reaches beyond its last byte.";
+	case EBADMSG:
+		return "A malformed message: a unix-socket message that did not carry exactly one fd, "
+		       "an order file that is not the uffd-order format, or a fetched chunk that does "
+		       "not match its SHA-256 in the manifest.";
+	case EMSGSIZE:
+		return "The message (or its fds) did not fit in the buffer given.";
+	case ECONNRESET:
+		return "The peer closed the connection.";
+	case EPIPE:
+		return "The peer closed the connection: nothing more can be sent on it.";
+	case ENOTSOCK:
+		return "Not a socket.";
+	case ENOBUFS:
+		return "The kernel has no buffer space for the message now.";
+	case EIO:
+		return "The page source failed to read (an I/O error).";
+	case ETIMEDOUT:
+		return "The page source did not answer in time, after its retries.";
 	default:
 		return "An unexpected error from the kernel or the library.";
 	}

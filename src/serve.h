@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: MIT */
+/* Private pieces of the page-source code (source.c, serve.c, order.c, sha256.c). */
+#ifndef UFFD_SERVE_H
+#define UFFD_SERVE_H
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/*
+ * System calls through syscall(2), not glibc's wrappers: read, write, pread, open, sendmsg and
+ * recvmsg are cancellation points there, and no libuffd call is one (uffd.h). A negative errno
+ * or the result.
+ */
+static inline long uffd_raw_ret(long r)
+{
+	return r == -1 ? -errno : r;
+}
+#define UFFD_RAW(...) uffd_raw_ret(syscall(__VA_ARGS__))
+
+/* ---- sha256.c ---- */
+#define UFFD_SHA256_LEN 32
+
+struct uffd_sha256 {
+	uint32_t h[8];
+	uint64_t bytes; /* message length so far */
+	unsigned char block[64];
+	size_t fill; /* bytes waiting in block */
+};
+
+UFFD_HIDDEN void uffd_sha256_init(struct uffd_sha256 *s);
+UFFD_HIDDEN void uffd_sha256_update(struct uffd_sha256 *s, const void *data, size_t len);
+UFFD_HIDDEN void uffd_sha256_final(struct uffd_sha256 *s, unsigned char digest[UFFD_SHA256_LEN]);
+UFFD_HIDDEN void uffd_sha256(const void *data, size_t len, unsigned char digest[UFFD_SHA256_LEN]);
+
+/* ---- source.c ---- */
+struct uffd_source {
+	struct uffd_source_ops ops; /* the caller's, members past its `size` zeroed */
+	void *impl;
+};
+
+/* ---- order.c ---- */
+/* Whether any run of @o names a region. */
+UFFD_HIDDEN bool uffd_order_has_regions(const struct uffd_order *o);
+
+#endif /* UFFD_SERVE_H */
