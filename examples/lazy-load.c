@@ -12,7 +12,7 @@
 
 static const char usage_line[] =
 	"usage: lazy-load [--chunk SIZE] [--readahead N] [--record FILE] [--prefetch FILE] "
-	"[--threads N] [--quiet] [--kernel-faults] [--help] [--version] SOURCE";
+	"[--wait-prefetch] [--threads N] [--quiet] [--kernel-faults] [--help] [--version] SOURCE";
 
 /* The workload walks the memory in chunks; it moves, replaces or discards a few of them. */
 #define CHUNK_PAGES 64
@@ -261,6 +261,8 @@ static void help(void)
 	       "                       'OFFSET LENGTH' per run of pages, image offsets) and its\n"
 	       "                       pages back to back to FILE.pages\n"
 	       "      --prefetch FILE  prefetch the working set recorded in FILE (and FILE.pages)\n"
+	       "                       in a thread while the workload runs\n"
+	       "      --wait-prefetch  start the workload once the prefetch is done (as REAP does)\n"
 	       "  -t, --threads N      worker threads (1-64, default 4)\n"
 	       "  -q, --quiet          do not print each change of the memory layout\n"
 	       "  -k, --kernel-faults  also serve faults raised inside system calls (needs\n"
@@ -343,6 +345,7 @@ int main(int argc, char **argv)
 		{ "readahead", required_argument, NULL, 'r' },
 		{ "record", required_argument, NULL, 'R' },
 		{ "prefetch", required_argument, NULL, 'P' },
+		{ "wait-prefetch", no_argument, NULL, 'W' },
 		{ "threads", required_argument, NULL, 't' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "kernel-faults", no_argument, NULL, 'k' },
@@ -371,7 +374,7 @@ int main(int argc, char **argv)
 	uint64_t chunk = 0, image_len;
 	unsigned long moved = 0, replaced = 0, discarded = 0, readahead = 0;
 	double t0, secs;
-	bool ok = true, quiet = false;
+	bool ok = true, quiet = false, wait_prefetch = false;
 	struct uffd *u;
 	char *mem;
 	int c, err;
@@ -401,6 +404,9 @@ int main(int argc, char **argv)
 			break;
 		case 'P':
 			prefetch_path = optarg;
+			break;
+		case 'W':
+			wait_prefetch = true;
 			break;
 		case 't':
 			m.threads = (unsigned)tool_number("--threads", optarg, 1, 64);
@@ -509,6 +515,8 @@ int main(int argc, char **argv)
 		err = pthread_create(&pf.thread, NULL, prefetch_main, &pf);
 		if (err)
 			tool_die("cannot start the prefetch thread: %s", strerror(err));
+		if (wait_prefetch) /* REAP's way: the working set is in before the workload runs */
+			pthread_join(pf.thread, NULL);
 	}
 	for (unsigned t = 0; t < m.threads; t++) {
 		w[t] = (struct worker){ .m = &m, .id = t };
@@ -528,7 +536,8 @@ int main(int argc, char **argv)
 	}
 	secs = tool_now() - t0;
 	if (order) {
-		pthread_join(pf.thread, NULL);
+		if (!wait_prefetch)
+			pthread_join(pf.thread, NULL);
 		if (pf.result < 0) {
 			tool_warn("prefetching from '%s' failed: %s", prefetch_path,
 				  uffd_strerror((int)pf.result));
