@@ -557,13 +557,13 @@ int main(int argc, char **argv)
 	       ss.pages_installed + ss.pages_zeroed, chunk >> 10);
 	if (order && pf.result >= 0)
 		printf("prefetched: %ld pages in %.3f s\n", pf.result, pf.secs);
-	printf("counts:   faults=%" PRIu64 " fetches=%" PRIu64 " fetched=%" PRIu64
-	       " installed=%" PRIu64 " prefetched=%" PRIu64 " zeroed=%" PRIu64 " present=%" PRIu64
-	       " woken=%" PRIu64 " remap=%" PRIu64 " unmap=%" PRIu64 " remove=%" PRIu64
-	       " moved=%lu replaced=%lu discarded=%lu\n",
-	       ss.faults, ss.fetches, ss.bytes_fetched, ss.pages_installed, ss.prefetched,
-	       ss.pages_zeroed, ss.eexist_skipped, st.faults_woken, st.remaps, st.unmaps,
-	       st.removes, moved, replaced, discarded);
+	printf("counts:   faults=%" PRIu64 " served=%" PRIu64 " fetches=%" PRIu64
+	       " fetched=%" PRIu64 " installed=%" PRIu64 " prefetched=%" PRIu64 " zeroed=%" PRIu64
+	       " present=%" PRIu64 " woken=%" PRIu64 " remap=%" PRIu64 " unmap=%" PRIu64
+	       " remove=%" PRIu64 " moved=%lu replaced=%lu discarded=%lu\n",
+	       ss.faults, ss.pages_installed + ss.pages_zeroed, ss.fetches, ss.bytes_fetched,
+	       ss.pages_installed, ss.prefetched, ss.pages_zeroed, ss.eexist_skipped,
+	       st.faults_woken, st.remaps, st.unmaps, st.removes, moved, replaced, discarded);
 	printf("image:    SHA-256 %s\n", chk.image);
 	if (discarded)
 		printf("expected: SHA-256 %s: the image with the %lu discarded chunk(s) zeroed\n",

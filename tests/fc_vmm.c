@@ -177,7 +177,8 @@ static int connect_to(const char *path)
 	return s;
 }
 
-static void send_fds(int s, const char *msg, size_t len, const int *fds, size_t nfds)
+/* Returns 0, or -1 when the handler hung up already (EPIPE, ECONNRESET). */
+static int send_fds(int s, const char *msg, size_t len, const int *fds, size_t nfds)
 {
 	union {
 		struct cmsghdr h;
@@ -195,8 +196,11 @@ static void send_fds(int s, const char *msg, size_t len, const int *fds, size_t 
 		ctl.h.cmsg_len = CMSG_LEN(nfds * sizeof(int));
 		memcpy(CMSG_DATA(&ctl.h), fds, nfds * sizeof(int));
 	}
-	if (sendmsg(s, &mh, MSG_NOSIGNAL) != (ssize_t)len)
-		die("sendmsg: %s", strerror(errno));
+	if (sendmsg(s, &mh, MSG_NOSIGNAL) == (ssize_t)len)
+		return 0;
+	if (errno == EPIPE || errno == ECONNRESET)
+		return -1;
+	die("sendmsg: %s", strerror(errno));
 }
 
 /* The handler hangs up on a refused connection: wait for that (5 s at most). */
@@ -344,8 +348,8 @@ int main(int argc, char **argv)
 			    setresuid((uid_t)as_uid, (uid_t)as_uid, (uid_t)as_uid) != 0)
 				die("setresuid(%ld): %s", as_uid, strerror(errno));
 			s = connect_to(argv[1]);
-			send_fds(s, msg, len, &uffd, 1);
-			if (!hung_up(s))
+			/* Refused at once (the handler hung up before the message), or after it. */
+			if (send_fds(s, msg, len, &uffd, 1) == 0 && !hung_up(s))
 				die("the handler served a peer of uid %ld", as_uid);
 			_exit(0);
 		}
@@ -377,17 +381,16 @@ int main(int argc, char **argv)
 		} else if (strcmp(attack, "nofeature") != 0) {
 			die("unknown --attack '%s'", attack);
 		}
-		send_fds(s, msg, len, fds, nfds);
-		if (!hung_up(s))
+		if (send_fds(s, msg, len, fds, nfds) == 0 && !hung_up(s))
 			die("the handler did not hang up on --attack %.40s", attack);
 		printf("fc_vmm: refused (%.40s)\n", attack);
 		return 0;
 	}
-	send_fds(s, msg, len, &uffd, 1);
+	if (send_fds(s, msg, len, &uffd, 1) != 0)
+		die("the handler hung up on a good message");
 	/* Firecracker keeps its end of the socket open, and its copy of the fd. */
 	if (attack) { /* second: one more message, which the handler must refuse */
-		send_fds(s, msg, len, &uffd, 1);
-		if (!hung_up(s))
+		if (send_fds(s, msg, len, &uffd, 1) == 0 && !hung_up(s))
 			die("the handler did not hang up on a second message");
 	}
 	if (delay_ms)

@@ -109,7 +109,7 @@ static void help(void)
 	       "is not exactly the protocol's (strict JSON of known keys with unsigned integers, at\n"
 	       "most 65536 bytes and 256 regions, sent within 10 s), when it has no fd, several\n"
 	       "fds, or an fd that is not a userfaultfd or lacks a feature its regions need\n"
-	       "(EVENT_REMOVE; MISSING_HUGETLBFS for 2 MiB regions), when regions are empty,\n"
+	       "(EVENT_REMOVE: a balloon's discards must be seen), when regions are empty,\n"
 	       "unaligned, overlapping, overflowing or reach past the end of SOURCE, and when a\n"
 	       "second message follows on the connection (then the VMM stays served). Every fd\n"
 	       "that came with a refused message is closed, and the other VMMs are served on.\n\n"
@@ -449,21 +449,19 @@ static void serve_vm(struct vm *vm)
 		refuse(vm, true, "%s", why);
 		return;
 	}
-	for (size_t i = 0; i < n; i++) {
-		if (vm->regions[i].page_size != S.page)
-			cfg.required |= UFFD_FEATURE_MISSING_HUGETLBFS;
+	/* Only EVENT_REMOVE: MISSING_HUGETLBFS is a capability every kernel since 4.11 has, which
+	 * Firecracker does not request (a hugetlbfs region registers without it). */
+	for (size_t i = 0; i < n; i++)
 		vm->bytes += vm->regions[i].size;
-	}
 	err = uffd_adopt(&vm->u, vm->ufd, &cfg);
 	if (err == -EINVAL) {
 		refuse(vm, true, "the fd sent is not a userfaultfd");
 		return;
 	}
 	if (err == -EOPNOTSUPP) {
-		refuse(vm, true, "the userfaultfd lacks a feature its regions need (%s)",
-		       cfg.required & UFFD_FEATURE_MISSING_HUGETLBFS ?
-			       "EVENT_REMOVE and MISSING_HUGETLBFS" :
-			       "EVENT_REMOVE: discarded pages would read as the image");
+		refuse(vm, true,
+		       "the userfaultfd lacks a feature its regions need (EVENT_REMOVE: discarded "
+		       "pages would read as the image)");
 		return;
 	}
 	if (err) {
@@ -896,6 +894,9 @@ int main(int argc, char **argv)
 										   -EIO));
 				}
 				vm_done(vm);
+				/* The pool closes an exited context at its next tick, which does
+				 * not come while no context is left: ask for it now. */
+				uffd_monitor_probe(S.m);
 				if (!S.multi)
 					done = true;
 			}
