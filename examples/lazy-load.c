@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* lazy-load: serve each first touch of memory from a file (the snapshot-restore pattern). */
+/* lazy-load: serve each first touch of memory from an image, a file or a URL (snapshot restore). */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -10,32 +10,24 @@
 
 #include "common.h"
 
-static const char usage_line[] = "usage: lazy-load [--readahead N] [--threads N] [--quiet] "
-				 "[--kernel-faults] [--help] [--version] FILE";
+static const char usage_line[] =
+	"usage: lazy-load [--chunk SIZE] [--readahead N] [--record FILE] [--prefetch FILE] "
+	"[--wait-prefetch] [--threads N] [--quiet] [--kernel-faults] [--help] [--version] SOURCE";
 
 /* The workload walks the memory in chunks; it moves, replaces or discards a few of them. */
 #define CHUNK_PAGES 64
 
 static size_t page;
 
-/* The monitor's side: where pages come from, and what it did. Touched by the dispatcher only. */
-struct loader {
-	const unsigned char *src; /* the file, mapped */
-	size_t src_len;		  /* its pages, in bytes */
-	size_t readahead;	  /* pages served per fault */
-	bool quiet;
-	unsigned long served;  /* pages copied in */
-	unsigned long present; /* pages skipped because they were there already */
-};
-
 /* The workload's side: the memory, chunk by chunk, wherever each chunk lives now. */
 struct memory {
 	struct uffd *u;
-	const unsigned char *src;
-	size_t len; /* bytes of memory: the file's size rounded up to pages */
+	const struct uffd_serve_config *serve; /* how the memory is served (replaced chunks too) */
+	size_t len;			       /* bytes of memory: the image rounded up to pages */
 	size_t nchunks;
-	char **chunk; /* where chunk i lives now (moved chunks live elsewhere) */
-	char **spare; /* per thread: address space reserved for the chunk it moves */
+	char **chunk;	 /* where chunk i lives now (moved chunks live elsewhere) */
+	bool *discarded; /* chunk i was discarded: it reads as zero */
+	char **spare;	 /* per thread: address space reserved for the chunk it moves */
 	unsigned threads;
 	bool quiet;
 };
@@ -49,104 +41,69 @@ struct worker {
 	int err;				  /* its errno */
 };
 
-/* ---- the monitor ---- */
+/* ---- the image: its pages, the tail past its end reading as zero ---- */
 
 /*
- * A missing page was touched: copy it in from the file, and the pages after it (readahead).
- * Everything comes from the range: `data` is the file byte that the registration's first page
- * stands for and `offset` how far into the registration this piece starts. Both survive
- * splits and moves, so this works wherever the workload has moved or re-registered the pages.
+ * The memory is the image rounded up to whole pages, and a source refuses to read past its end
+ * (-ENXIO: short data is never installed as if whole). An image whose length is no multiple of
+ * the page size is served through this: the bytes past its end read as zero.
  */
-static int serve(struct uffd *u, const struct uffd_pagefault *pf, void *arg)
+struct padded {
+	struct uffd_source *image;
+	uint64_t len, padded;
+};
+
+static int padded_read(void *impl, void *buf, size_t len, uint64_t offset)
 {
-	struct loader *l = arg;
-	char *fault = (char *)((uintptr_t)pf->address & ~(uintptr_t)(page - 1));
-	char *dst = fault;
-	const unsigned char *from;
-	size_t len, room;
-	int result = 0;
+	struct padded *p = impl;
+	size_t n = 0;
+	int err;
 
-	if (!pf->range.start) /* not in the map (the grown tail of an mremap): nothing to copy */
-		return uffd_zeropage(u, fault, page, 0);
-	from = (const unsigned char *)pf->range.data + pf->range.offset +
-	       (size_t)(fault - (char *)pf->range.start);
-	/* Stay inside the registered piece and the file. */
-	len = l->readahead * page;
-	room = (size_t)((char *)pf->range.end - fault);
-	if (len > room)
-		len = room;
-	room = (size_t)(l->src + l->src_len - from);
-	if (len > room)
-		len = room;
-
-	while (len) {
-		int err = uffd_copy(u, dst, from, len, 0);
-		size_t done = uffd_last_done(), skip;
-
-		l->served += done / page;
-		if (err == 0)
-			break;
-		if (err != -EEXIST) {
-			/* The faulting page itself failed: the dispatcher knows what to do with the
-			 * errno (EAGAIN retry, ENOENT wake, ...). Readahead just stops. */
-			if (dst + done == fault)
-				result = err;
-			break;
-		}
-		/* That page is there already (an earlier readahead, or a fault of another thread):
-		 * skip it. If it is the faulting page, -EEXIST tells the dispatcher to wake it. */
-		if (dst + done == fault)
-			result = -EEXIST;
-		l->present++;
-		skip = done + page;
-		dst += skip;
-		from += skip;
-		len = len > skip ? len - skip : 0;
-	}
-	return result;
+	if (offset > p->padded || len > p->padded - offset)
+		return -ENXIO;
+	if (offset < p->len)
+		n = len < p->len - offset ? len : (size_t)(p->len - offset);
+	if (n && (err = uffd_source_read(p->image, buf, n, offset)) != 0)
+		return err;
+	memset((char *)buf + n, 0, len - n);
+	return 0;
 }
 
-/* File offset of the registered page at @addr, or -1 if it is not registered. */
-static long long file_offset(struct uffd *u, const struct loader *l, const void *addr)
+static int64_t padded_length(void *impl)
+{
+	return (int64_t)((struct padded *)impl)->padded;
+}
+
+/* ---- the monitor's layout callbacks: they only report (the map is updated when they run) ---- */
+
+/* The image offset of the registered page at @addr of the main registration, or -1. */
+static long long image_offset(struct uffd *u, const void *addr)
 {
 	struct uffd_range r;
 
 	if (uffd_range_find(u, addr, &r) != 0)
 		return -1;
-	return (long long)((const unsigned char *)r.data - l->src) + (long long)r.offset +
-	       ((const char *)addr - (const char *)r.start);
+	return (long long)r.offset + ((const char *)addr - (const char *)r.start);
 }
 
-/* The layout callbacks only report: the map is already updated when they run. */
 static int on_remap(struct uffd *u, const struct uffd_remap *m, void *arg)
 {
-	struct loader *l = arg;
+	const bool *quiet = arg;
 
-	if (!l->quiet)
-		printf("  moved     %4zu pages %p -> %p: the map follows, file offset 0x%llx\n",
-		       m->len / page, m->from, m->to, file_offset(u, l, m->to));
+	if (!*quiet)
+		printf("  moved     %4zu pages %p -> %p: the map follows, image offset 0x%llx\n",
+		       m->len / page, m->from, m->to, image_offset(u, m->to));
 	return 0;
 }
 
 static int on_unmap(struct uffd *u, const struct uffd_span *s, void *arg)
 {
-	struct loader *l = arg;
+	const bool *quiet = arg;
 
 	(void)u;
-	if (!l->quiet)
+	if (!*quiet)
 		printf("  unmapped  %4zu pages at %p: cut out of the map\n",
 		       (size_t)((char *)s->end - (char *)s->start) / page, s->start);
-	return 0;
-}
-
-static int on_remove(struct uffd *u, const struct uffd_span *s, void *arg)
-{
-	struct loader *l = arg;
-
-	if (!l->quiet)
-		printf("  discarded %4zu pages at %p: still registered, file offset 0x%llx\n",
-		       (size_t)((char *)s->end - (char *)s->start) / page, s->start,
-		       file_offset(u, l, s->start));
 	return 0;
 }
 
@@ -180,6 +137,7 @@ static int visit(struct worker *w, size_t i, enum op op)
 	struct memory *m = w->m;
 	size_t len = chunk_len(m, i);
 	char *p = m->chunk[i];
+	struct uffd_serve_config c;
 	int err;
 
 	switch (op) {
@@ -199,24 +157,30 @@ static int visit(struct worker *w, size_t i, enum op op)
 		if (mmap(p, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
 			 -1, 0) == MAP_FAILED)
 			return fail(w, "mmap", errno);
-		err = uffd_register(m->u, p, len, UFFDIO_REGISTER_MODE_MISSING,
-				    (void *)(m->src + i * CHUNK_PAGES * page));
+		c = *m->serve;
+		c.offset = i * CHUNK_PAGES * page;
+		err = uffd_serve(m->u, p, len, &c);
 		if (err)
-			return fail(w, "uffd_register", -err);
+			return fail(w, "uffd_serve", -err);
 		w->replaced++;
 		touch(p, len);
 		/* After the monitor's line about the unmap: it served these faults after that. */
 		if (!m->quiet)
 			printf("  replaced  %4zu pages at %p: fresh memory, registered, served "
-			       "again from 0x%zx\n",
+			       "again from image offset 0x%zx\n",
 			       len / page, (void *)p, i * CHUNK_PAGES * page);
 		break;
-	case OP_DISCARD: /* read it, drop its pages: they are missing again, and served again */
+	case OP_DISCARD: /* read it, drop its pages: missing again, and they read as zero now */
 		touch(p, len);
 		if (madvise(p, len, MADV_DONTNEED) != 0)
 			return fail(w, "madvise", errno);
+		m->discarded[i] = true;
 		w->discarded++;
 		touch(p, len);
+		if (!m->quiet)
+			printf("  discarded %4zu pages at %p: they read as zero now, image offset "
+			       "0x%zx\n",
+			       len / page, (void *)p, i * CHUNK_PAGES * page);
 		break;
 	}
 	return 0;
@@ -245,76 +209,143 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
+/* ---- recorded prefetch: a thread that installs the working set while the workload runs ---- */
+
+struct prefetcher {
+	pthread_t thread;
+	struct uffd *u;
+	void *addr;
+	const struct uffd_order *order;
+	struct uffd_source *compact; /* the working set back to back, or NULL */
+	long result;		     /* pages installed, or a negative errno */
+	double secs;
+};
+
+static void *prefetch_main(void *arg)
+{
+	struct prefetcher *p = arg;
+	double t0 = tool_now();
+
+	p->result = uffd_prefetch(p->u, p->addr, p->order, p->compact);
+	p->secs = tool_now() - t0;
+	return NULL;
+}
+
 /* ---- main ---- */
 
 static void help(void)
 {
 	printf("%s\n\n"
-	       "Restore FILE into anonymous memory lazily, the way post-copy live migration and\n"
-	       "snapshot restore do: the memory starts empty, and each page is copied in from the\n"
-	       "file by a monitor thread the first time a worker thread touches it. Meanwhile the\n"
-	       "workers move, replace and discard parts of the memory; the monitor finds each page's\n"
-	       "source through the range map's data and offset, which follow those changes. At the\n"
-	       "end the memory's SHA-256 is checked against the file's.\n\n"
-	       "  -r, --readahead N    pages copied per fault (1-1024, default 16)\n"
+	       "Restore SOURCE, a memory image, into anonymous memory lazily, the way snapshot\n"
+	       "restore and post-copy live migration do: the memory starts empty, and each page is\n"
+	       "fetched from SOURCE (a file, or an http:// or https:// URL) the first time a worker\n"
+	       "thread touches it, with the aligned chunk around it (uffd_serve()). Meanwhile the\n"
+	       "workers move, replace and discard parts of the memory. A discarded page reads as\n"
+	       "zero afterwards, as anonymous memory does (UFFD_DISCARD_ZERO, what a VMM's balloon\n"
+	       "needs), never as the image's bytes again; the tool says so when it starts.\n\n"
+	       "--record writes the order in which pages were first touched, as image offsets, and\n"
+	       "the working set it names back to back (FILE.pages); --prefetch installs that\n"
+	       "working set in bulk while the workload runs, from FILE.pages in one sequential read\n"
+	       "when it is there (as REAP does), else from SOURCE, so that only the pages outside it\n"
+	       "fault. A file uffd-trace --order wrote names regions of a process, not image\n"
+	       "offsets: it is refused.\n\n"
+	       "At the end it prints faults=N, the faults served on demand (after a prefetch, those\n"
+	       "it did not cover), the image's SHA-256 and, when the workload discarded memory, the\n"
+	       "SHA-256 expected of the memory (the image with those ranges zeroed), and checks\n"
+	       "the memory against it.\n\n"
+	       "  -c, --chunk SIZE     bytes fetched per fault, an aligned chunk around it: a power\n"
+	       "                       of two from the page size to 64M, with a K or M suffix\n"
+	       "                       (default 64K)\n"
+	       "  -r, --readahead N    the same in pages (a power of two, 1-16384)\n"
+	       "      --record FILE    write the first-touch order to FILE (uffd-order 1: one line\n"
+	       "                       'OFFSET LENGTH' per run of pages, image offsets) and its\n"
+	       "                       pages back to back to FILE.pages\n"
+	       "      --prefetch FILE  prefetch the working set recorded in FILE (and FILE.pages)\n"
+	       "                       in a thread while the workload runs\n"
+	       "      --wait-prefetch  start the workload once the prefetch is done (as REAP does)\n"
 	       "  -t, --threads N      worker threads (1-64, default 4)\n"
 	       "  -q, --quiet          do not print each change of the memory layout\n"
 	       "  -k, --kernel-faults  also serve faults raised inside system calls (needs\n"
 	       "                       CAP_SYS_PTRACE or vm.unprivileged_userfaultfd=1)\n"
 	       "  -h, --help           print this help and exit\n"
 	       "  -V, --version        print the libuffd version and exit\n\n"
-	       "Exit status: 0 when the memory matches the file, 1 when not or on an error, 2 on a\n"
-	       "usage error.\n",
+	       "Exit status: 0 when the memory equals the expected contents, 1 when not or on an\n"
+	       "error, 2 on a usage error.\n",
 	       usage_line);
 }
 
-static void sha256_hex_of(const void *data, size_t len, char hex[2 * SHA256_DIGEST_LEN + 1])
-{
-	struct sha256 s;
-	unsigned char d[SHA256_DIGEST_LEN];
-
-	sha256_init(&s);
-	sha256_update(&s, data, len);
-	sha256_final(&s, d);
-	sha256_hex(d, hex);
-}
-
-/* The bytes of chunk @i that hold file data: all but the zeros past the end of the file. */
-static size_t chunk_data_len(const struct memory *m, const struct tool_file *f, size_t i)
+/* The bytes of chunk @i that hold image data: all but the zeros past the end of the image. */
+static size_t chunk_data_len(const struct memory *m, uint64_t image_len, size_t i)
 {
 	size_t off = i * CHUNK_PAGES * page, len = chunk_len(m, i);
 
-	return len > f->size - off ? f->size - off : len;
+	return len > image_len - off ? (size_t)(image_len - off) : len;
 }
 
-/* SHA-256 of the memory in file order, chunk by chunk wherever each chunk lives now. */
-static void memory_sha256(const struct memory *m, const struct tool_file *f,
-			  char hex[2 * SHA256_DIGEST_LEN + 1])
+struct check {
+	char image[2 * SHA256_DIGEST_LEN + 1];	  /* SHA-256 of the image */
+	char expected[2 * SHA256_DIGEST_LEN + 1]; /* ... with the discarded chunks zeroed */
+	char memory[2 * SHA256_DIGEST_LEN + 1];	  /* ... of the memory, in image order */
+	long long first_difference;		  /* image offset, or -1 */
+};
+
+/* Read the image again chunk by chunk, and compare the memory (wherever each chunk lives now)
+ * with what it must hold: the image, zero where the workload discarded. */
+static void check_memory(const struct memory *m, struct uffd_source *src, uint64_t image_len,
+			 struct check *c)
 {
-	struct sha256 s;
+	struct sha256 si, se, sm;
 	unsigned char d[SHA256_DIGEST_LEN];
+	unsigned char *buf = malloc(CHUNK_PAGES * page);
+	int err;
 
-	sha256_init(&s);
-	for (size_t i = 0; i < m->nchunks; i++)
-		sha256_update(&s, m->chunk[i], chunk_data_len(m, f, i));
-	sha256_final(&s, d);
-	sha256_hex(d, hex);
+	if (!buf)
+		tool_die("out of memory");
+	sha256_init(&si);
+	sha256_init(&se);
+	sha256_init(&sm);
+	c->first_difference = -1;
+	for (size_t i = 0; i < m->nchunks; i++) {
+		size_t off = i * CHUNK_PAGES * page, len = chunk_data_len(m, image_len, i);
+
+		err = uffd_source_read(src, buf, len, off);
+		if (err)
+			tool_die("cannot read the image again to check the memory (at 0x%zx): %s",
+				 off, uffd_strerror(err));
+		sha256_update(&si, buf, len);
+		if (m->discarded[i])
+			memset(buf, 0, len);
+		sha256_update(&se, buf, len);
+		sha256_update(&sm, m->chunk[i], len);
+		if (c->first_difference < 0 && memcmp(buf, m->chunk[i], len) != 0)
+			for (size_t b = 0; b < len; b++)
+				if (buf[b] != (unsigned char)m->chunk[i][b]) {
+					c->first_difference = (long long)(off + b);
+					break;
+				}
+	}
+	sha256_final(&si, d);
+	sha256_hex(d, c->image);
+	sha256_final(&se, d);
+	sha256_hex(d, c->expected);
+	sha256_final(&sm, d);
+	sha256_hex(d, c->memory);
+	free(buf);
 }
 
-/* For a mismatch report: the file offset of the first byte that differs, or -1. */
-static long long first_difference(const struct memory *m, const struct tool_file *f)
+static bool power_of_two(uint64_t v)
 {
-	for (size_t i = 0; i < m->nchunks; i++)
-		for (size_t b = 0, off = i * CHUNK_PAGES * page; b < chunk_data_len(m, f, i); b++)
-			if (m->chunk[i][b] != (char)f->data[off + b])
-				return (long long)(off + b);
-	return -1;
+	return v && !(v & (v - 1));
 }
 
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
+		{ "chunk", required_argument, NULL, 'c' },
 		{ "readahead", required_argument, NULL, 'r' },
+		{ "record", required_argument, NULL, 'R' },
+		{ "prefetch", required_argument, NULL, 'P' },
+		{ "wait-prefetch", no_argument, NULL, 'W' },
 		{ "threads", required_argument, NULL, 't' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "kernel-faults", no_argument, NULL, 'k' },
@@ -323,36 +354,65 @@ int main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	/* REMAP keeps moved ranges registered (and in the map); UNMAP and REMOVE keep the map
-	 * true and wake nothing that is gone. */
+	 * true, and REMOVE is how a discard is known to read as zero afterwards. */
 	struct uffd_config cfg = {
 		.required = UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_UNMAP |
 			    UFFD_FEATURE_EVENT_REMOVE,
 	};
-	struct loader l = { .readahead = 16 };
+	struct uffd_serve_config scfg = { .discard = UFFD_DISCARD_ZERO };
 	struct memory m = { .threads = 4 };
+	struct prefetcher pf = { 0 };
+	struct padded pad = { 0 };
 	struct tool_dispatcher disp;
-	struct tool_file f;
-	struct worker *w;
+	struct uffd_serve_stats ss;
 	struct uffd_stats st;
-	char want[2 * SHA256_DIGEST_LEN + 1], got[2 * SHA256_DIGEST_LEN + 1];
-	unsigned long moved = 0, replaced = 0, discarded = 0, served;
+	struct uffd_order *record = NULL, *order = NULL;
+	struct uffd_source *image, *src;
+	struct check chk;
+	struct worker *w;
+	const char *record_path = NULL, *prefetch_path = NULL, *spec;
+	uint64_t chunk = 0, image_len;
+	unsigned long moved = 0, replaced = 0, discarded = 0, readahead = 0;
 	double t0, secs;
-	bool ok = true;
+	bool ok = true, quiet = false, wait_prefetch = false;
 	struct uffd *u;
 	char *mem;
 	int c, err;
 
 	tool_init("lazy-load", usage_line);
-	while ((c = getopt_long(argc, argv, ":r:t:qkhV", opts, NULL)) != -1) {
+	page = tool_page_size();
+	while ((c = getopt_long(argc, argv, ":c:r:t:qkhV", opts, NULL)) != -1) {
 		switch (c) {
+		case 'c':
+			chunk = tool_size("--chunk", optarg, page, 64 << 20);
+			if (!power_of_two(chunk))
+				tool_usage_error(
+					"invalid value '%s' for --chunk: expected a power of "
+					"two",
+					optarg);
+			break;
 		case 'r':
-			l.readahead = tool_number("--readahead", optarg, 1, 1024);
+			readahead = tool_number("--readahead", optarg, 1, 16384);
+			if (!power_of_two(readahead))
+				tool_usage_error(
+					"invalid value '%s' for --readahead: expected a power "
+					"of two from 1 to 16384",
+					optarg);
+			break;
+		case 'R':
+			record_path = optarg;
+			break;
+		case 'P':
+			prefetch_path = optarg;
+			break;
+		case 'W':
+			wait_prefetch = true;
 			break;
 		case 't':
 			m.threads = (unsigned)tool_number("--threads", optarg, 1, 64);
 			break;
 		case 'q':
-			l.quiet = m.quiet = true;
+			quiet = m.quiet = true;
 			break;
 		case 'k':
 			cfg.flags |= UFFD_OPEN_KERNEL_FAULTS;
@@ -362,28 +422,53 @@ int main(int argc, char **argv)
 		}
 	}
 	if (optind == argc)
-		tool_usage_error("no FILE given");
+		tool_usage_error("no SOURCE given");
 	if (optind + 1 < argc)
 		tool_usage_error("unexpected argument '%s'", argv[optind + 1]);
+	if (chunk && readahead && chunk != readahead * page)
+		tool_usage_error("--chunk and --readahead disagree: give one of them");
+	if (readahead)
+		chunk = readahead * page;
+	if (!chunk)
+		chunk = 16 * page;
+	if (chunk > (64 << 20))
+		tool_usage_error("--readahead %lu is more than 64M", readahead);
+	spec = argv[optind];
 
-	page = tool_page_size();
-	tool_file_map(&f, argv[optind]);
+	image = src = tool_source_open(spec, &image_len);
+	m.len = (size_t)((image_len + page - 1) / page * page);
+	if (m.len != image_len) {
+		/* The tail of the last page reads as zero. */
+		static const struct uffd_source_ops ops = { .size = sizeof(ops),
+							    .read = padded_read,
+							    .length = padded_length };
+
+		pad = (struct padded){ .image = image, .len = image_len, .padded = m.len };
+		err = uffd_source_new(&src, &ops, &pad);
+		if (err)
+			tool_die("cannot make a source: %s", uffd_strerror(err));
+	}
+	if (prefetch_path) {
+		order = tool_order_load(prefetch_path, m.len, page);
+		pf.compact = tool_compact_open(prefetch_path, order);
+	}
+	if (record_path && (err = uffd_order_new(&record)) != 0)
+		tool_die("cannot make an order: %s", uffd_strerror(err));
 	u = tool_open(&cfg);
 
-	/* The memory to restore into: empty, the file's size rounded up to whole pages. */
+	/* The memory to restore into: empty, the image's size rounded up to whole pages. */
 	m.u = u;
-	m.src = l.src = f.data;
-	m.len = l.src_len = (f.size + page - 1) / page * page;
 	m.nchunks = (m.len + CHUNK_PAGES * page - 1) / (CHUNK_PAGES * page);
 	mem = mmap(NULL, m.len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
 		   -1, 0);
 	if (mem == MAP_FAILED)
-		tool_die("cannot map %zu bytes of memory for '%s': %s", m.len, f.path,
+		tool_die("cannot map %zu bytes of memory for '%s': %s", m.len, spec,
 			 strerror(errno));
 	m.chunk = calloc(m.nchunks, sizeof(*m.chunk));
+	m.discarded = calloc(m.nchunks, sizeof(*m.discarded));
 	m.spare = calloc(m.threads, sizeof(*m.spare));
 	w = calloc(m.threads, sizeof(*w));
-	if (!m.chunk || !m.spare || !w)
+	if (!m.chunk || !m.discarded || !m.spare || !w)
 		tool_die("out of memory");
 	for (size_t i = 0; i < m.nchunks; i++)
 		m.chunk[i] = mem + i * CHUNK_PAGES * page;
@@ -394,26 +479,45 @@ int main(int argc, char **argv)
 			tool_die("out of address space");
 	}
 
-	/* The whole memory is one registration whose data is the file: page N comes from byte
-	 * N * page of the file, as data + offset say. */
-	err = uffd_register(u, mem, m.len, UFFDIO_REGISTER_MODE_MISSING, (void *)f.data);
+	/* The whole memory is one registration served from the image: byte N of the memory is
+	 * byte N of the image, wherever the workload moves it. */
+	scfg.source = src;
+	scfg.chunk = chunk;
+	scfg.record = record;
+	m.serve = &scfg;
+	err = uffd_serve(u, mem, m.len, &scfg);
 	if (err)
-		tool_die("cannot register %zu bytes of memory: %s", m.len, uffd_strerror(err));
-	uffd_on_pagefault(u, serve, &l);
-	uffd_on_remap(u, on_remap, &l);
-	uffd_on_unmap(u, on_unmap, &l);
-	uffd_on_remove(u, on_remove, &l);
+		tool_die("cannot serve %zu bytes of memory from '%s': %s", m.len, spec,
+			 uffd_strerror(err));
+	uffd_on_remap(u, on_remap, &quiet);
+	uffd_on_unmap(u, on_unmap, &quiet);
 
 	printf("lazy-load: restoring %s (%.1f MiB, %zu pages)\n"
-	       "into memory that starts empty. A monitor thread copies each page in from the file\n"
-	       "when it is first touched, with the %zu page(s) after it (--readahead %zu).\n"
-	       "%u thread(s) read the memory, and move, replace and discard parts of it as they\n"
+	       "into memory that starts empty. A monitor thread fetches each page from the image\n"
+	       "when it is first touched, in aligned chunks of %" PRIu64 " KiB (--chunk).\n"
+	       "discards: a discarded page reads as zero afterwards (anonymous memory)\n",
+	       spec, (double)image_len / (1 << 20), m.len / page, chunk >> 10);
+	if (order)
+		printf("prefetch: %ld runs, %" PRIu64 " pages, from %s%s\n",
+		       uffd_order_count(order), tool_order_bytes(order) / page, prefetch_path,
+		       pf.compact ? ".pages in one sequential read" :
+				    " (no .pages: from the image)");
+	printf("%u thread(s) read the memory, and move, replace and discard parts of it as they\n"
 	       "go; the monitor sees each change:\n",
-	       f.path, (double)f.size / (1 << 20), m.len / page, l.readahead - 1, l.readahead,
 	       m.threads);
 
 	tool_dispatcher_start(&disp, u);
 	t0 = tool_now();
+	if (order) {
+		pf.u = u;
+		pf.addr = mem;
+		pf.order = order;
+		err = pthread_create(&pf.thread, NULL, prefetch_main, &pf);
+		if (err)
+			tool_die("cannot start the prefetch thread: %s", strerror(err));
+		if (wait_prefetch) /* REAP's way: the working set is in before the workload runs */
+			pthread_join(pf.thread, NULL);
+	}
 	for (unsigned t = 0; t < m.threads; t++) {
 		w[t] = (struct worker){ .m = &m, .id = t };
 		err = pthread_create(&w[t].thread, NULL, worker_main, &w[t]);
@@ -431,41 +535,69 @@ int main(int argc, char **argv)
 		discarded += w[t].discarded;
 	}
 	secs = tool_now() - t0;
+	if (order) {
+		if (!wait_prefetch)
+			pthread_join(pf.thread, NULL);
+		if (pf.result < 0) {
+			tool_warn("prefetching from '%s' failed: %s", prefetch_path,
+				  uffd_strerror((int)pf.result));
+			ok = false;
+		}
+	}
 	/* The workload read every page, but keep serving while the check reads them again. */
-	memory_sha256(&m, &f, got);
+	check_memory(&m, image, image_len, &chk);
 	if (tool_dispatcher_stop(&disp) != 0)
 		ok = false;
-	served = l.served;
 	uffd_get_stats(u, &st);
-	sha256_hex_of(f.data, f.size, want);
+	uffd_serve_get_stats(u, &ss);
 
-	printf("\nrestored: %.1f MiB in %.3f s, %.1f MiB/s: %" PRIu64 " faults, %lu pages served "
-	       "(readahead %zu)\n",
-	       (double)f.size / (1 << 20), secs, (double)served * (double)page / (1 << 20) / secs,
-	       st.faults, served, l.readahead);
-	printf("counts:   faults=%" PRIu64 " served=%lu present=%lu woken=%" PRIu64
-	       " remap=%" PRIu64 " unmap=%" PRIu64 " remove=%" PRIu64
-	       " moved=%lu replaced=%lu discarded=%lu\n",
-	       st.faults, served, l.present, st.faults_woken, st.remaps, st.unmaps, st.removes,
-	       moved, replaced, discarded);
-	if (strcmp(got, want) == 0) {
-		printf("verified: SHA-256 matches: %s\n", want);
+	printf("\nrestored: %.1f MiB in %.3f s, %.1f MiB/s: %" PRIu64 " faults, %" PRIu64
+	       " pages served (chunk %" PRIu64 " KiB)\n",
+	       (double)image_len / (1 << 20), secs, (double)image_len / (1 << 20) / secs, ss.faults,
+	       ss.pages_installed + ss.pages_zeroed, chunk >> 10);
+	if (order && pf.result >= 0)
+		printf("prefetched: %ld pages in %.3f s\n", pf.result, pf.secs);
+	printf("counts:   faults=%" PRIu64 " served=%" PRIu64 " fetches=%" PRIu64
+	       " fetched=%" PRIu64 " installed=%" PRIu64 " prefetched=%" PRIu64 " zeroed=%" PRIu64
+	       " present=%" PRIu64 " woken=%" PRIu64 " remap=%" PRIu64 " unmap=%" PRIu64
+	       " remove=%" PRIu64 " moved=%lu replaced=%lu discarded=%lu\n",
+	       ss.faults, ss.pages_installed + ss.pages_zeroed, ss.fetches, ss.bytes_fetched,
+	       ss.pages_installed, ss.prefetched, ss.pages_zeroed, ss.eexist_skipped,
+	       st.faults_woken, st.remaps, st.unmaps, st.removes, moved, replaced, discarded);
+	printf("image:    SHA-256 %s\n", chk.image);
+	if (discarded)
+		printf("expected: SHA-256 %s: the image with the %lu discarded chunk(s) zeroed\n",
+		       chk.expected, discarded);
+	if (strcmp(chk.memory, chk.expected) == 0) {
+		printf("verified: SHA-256 matches: %s\n", chk.expected);
 	} else {
-		printf("MISMATCH: SHA-256 of the memory %s, of the file %s; first difference at "
-		       "file offset %lld\n",
-		       got, want, first_difference(&m, &f));
+		printf("MISMATCH: SHA-256 of the memory %s, expected %s; first difference at "
+		       "image offset %lld\n",
+		       chk.memory, chk.expected, chk.first_difference);
 		ok = false;
 	}
 
 	/* Close first: unmapping registered memory would wait for an event reader. */
 	uffd_close(u);
+	if (record) {
+		tool_order_save(record, record_path, src);
+		printf("recorded: %ld runs, %" PRIu64 " pages, in %s and %s.pages\n",
+		       uffd_order_count(record), tool_order_bytes(record) / page, record_path,
+		       record_path);
+	}
 	for (size_t i = 0; i < m.nchunks; i++)
 		munmap(m.chunk[i], chunk_len(&m, i));
 	for (unsigned t = 0; t < m.threads; t++)
 		munmap(m.spare[t], CHUNK_PAGES * page); /* no-op where a chunk moved in */
+	uffd_order_free(record);
+	uffd_order_free(order);
+	uffd_source_close(pf.compact);
+	if (src != image)
+		uffd_source_close(src);
+	uffd_source_close(image);
 	free(m.chunk);
+	free(m.discarded);
 	free(m.spare);
 	free(w);
-	tool_file_unmap(&f);
 	return ok ? 0 : 1;
 }

@@ -56,6 +56,29 @@ struct tool_file {
 void tool_file_map(struct tool_file *f, const char *path);
 void tool_file_unmap(struct tool_file *f);
 
+/* ---- source.c: images (a path or a URL), sizes, recorded orders ---- */
+
+/* Whether @spec is an http:// or https:// URL. */
+bool tool_is_url(const char *spec);
+/* The image @spec names, a regular file or a URL (through libuffd-http where it was built), and
+ * its length; or exit 1 with one line: missing, unreadable, not a regular file, empty, or a URL
+ * in a build without HTTP support. */
+struct uffd_source *tool_source_open(const char *spec, uint64_t *len);
+/* Bytes given to @opt, with an optional K or M suffix, in [min, max], or a usage error. */
+uint64_t tool_size(const char *opt, const char *arg, uint64_t min, uint64_t max);
+/* Load the recorded order at @path, or exit 1 with one line: unreadable, not the format, runs
+ * with region names (uffd-trace's, which no image offset stands for), unaligned or past the
+ * image's end. */
+struct uffd_order *tool_order_load(const char *path, uint64_t image_len, uint64_t page);
+/* The bytes an order's runs hold. */
+uint64_t tool_order_bytes(const struct uffd_order *o);
+/* Write @o to @path and, when @src is not NULL, its pages read from @src back to back to
+ * PATH.pages (the compacted working set); exit 1 with one line on an error. */
+void tool_order_save(struct uffd_order *o, const char *path, struct uffd_source *src);
+/* The compacted working set PATH.pages recorded with @o, or NULL when there is none; exit 1
+ * when it is there but unreadable or not @o's size. */
+struct uffd_source *tool_compact_open(const char *path, const struct uffd_order *o);
+
 /* ---- dispatcher.c: a thread that dispatches one context until told to stop ---- */
 
 struct tool_dispatcher {

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* uffd-trace: run an unmodified program and print its page faults, unmaps, remaps and forks. */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -92,8 +93,12 @@ static struct {
 	bool rescan;
 	unsigned long refused;
 	uint64_t reg_bytes, peak_bytes; /* in all traced processes at once */
-	FILE *order;			/* --order: "region offset" per first touch */
-	struct dot *dots;		/* --svg: every event, drawn at the end */
+	FILE *order;		 /* --order: the first-touch order (struct uffd_order's format) */
+	struct order_run {	 /* the run --order has not written yet */
+		char region[48]; /* NAME@0xSTART, or "unregistered" */
+		uintptr_t offset, len; /* from the region's start */
+	} run;
+	struct dot *dots; /* --svg: every event, drawn at the end */
 	size_t ndots, dotcap;
 } T;
 
@@ -457,25 +462,43 @@ static pid_t tgid_of(pid_t tid)
 	return tgid;
 }
 
-/* ---- the callbacks: one line per event ---- */
+/* ---- --order: runs of pages in first-touch order, in the format of struct uffd_order ---- */
 
-/*
- * One first touch in the uffd-order format (uffd.h, struct uffd_order): offset and length, and
- * the region, named NAME@START, as the column of regions that uffd-trace (which has no source)
- * writes; offsets count from the region's start. The column holds no white space or '#'.
- */
-static void order_line(const struct region *r, uintptr_t addr)
+static void order_flush(void)
 {
-	char name[sizeof(r->name)];
-	size_t i;
-
-	snprintf(name, sizeof(name), "%s", r ? r->name : "unregistered");
-	for (i = 0; name[i]; i++)
-		if ((unsigned char)name[i] <= ' ' || name[i] == '#' || name[i] == 0x7f)
-			name[i] = '_';
-	fprintf(T.order, "0x%" PRIxPTR " 0x%zx %s@0x%" PRIxPTR "\n", r ? addr - r->start : addr,
-		T.page, name, r ? r->start : 0);
+	if (T.run.len)
+		fprintf(T.order, "0x%" PRIxPTR " 0x%" PRIxPTR " %s\n", T.run.offset, T.run.len,
+			T.run.region);
+	T.run.len = 0;
 }
+
+/* A first touch of the page at @addr in region @r (NULL: in none): it extends the last run
+ * when it is the next page of the same region, else it starts a new one. */
+static void order_add(const struct region *r, uintptr_t addr)
+{
+	char name[sizeof(T.run.region)];
+	uintptr_t off = r ? addr - r->start : addr;
+
+	/* The region column is one word: the region's name and where it started, which tells
+	 * apart regions of the same name ("anon"). */
+	if (r)
+		snprintf(name, sizeof(name), "%s@0x%" PRIxPTR, r->name, r->start);
+	else
+		snprintf(name, sizeof(name), "unregistered");
+	for (char *c = name; *c; c++)
+		if (isspace((unsigned char)*c))
+			*c = '_';
+	if (T.run.len && off == T.run.offset + T.run.len && strcmp(name, T.run.region) == 0) {
+		T.run.len += T.page;
+		return;
+	}
+	order_flush();
+	snprintf(T.run.region, sizeof(T.run.region), "%s", name);
+	T.run.offset = off;
+	T.run.len = T.page;
+}
+
+/* ---- the callbacks: one line per event ---- */
 
 static int on_fault(struct uffd *u, const struct uffd_pagefault *pf, void *arg)
 {
@@ -511,7 +534,7 @@ static int on_fault(struct uffd *u, const struct uffd_pagefault *pf, void *arg)
 	p->faults++;
 	keep_dot(p, 'f', t, addr, addr + T.page, pf->tid);
 	if (T.order)
-		order_line(r, addr);
+		order_add(r, addr);
 	if (T.quiet)
 		return 0;
 	if (T.json) {
@@ -1816,8 +1839,13 @@ static void help(void)
 	       "                       removes and peak registered bytes; per process and in\n"
 	       "                       total (peak: of all processes at once)\n"
 	       "  -q, --quiet          no line per event (with --summary: the summary only)\n"
-	       "      --order FILE     the first-touch order in the uffd-order format, one\n"
-	       "                       'OFFSET LENGTH REGION@START' per first touch\n"
+	       "      --order FILE     the first-touch order in libuffd's order format (struct\n"
+	       "                       uffd_order): a header line 'uffd-order 1', then one line\n"
+	       "                       'OFFSET LENGTH REGION' per run of pages touched one after\n"
+	       "                       the other, OFFSET counted from the start of the region,\n"
+	       "                       REGION its name and start ('anon@0x7f0000000000'); a\n"
+	       "                       trace has no image, so lazy-load and uffd-serve refuse it\n"
+	       "                       until the regions are turned into image offsets\n"
 	       "      --svg FILE       a picture (SVG) of address against time in seconds, for\n"
 	       "                       all processes at once. The address axis stacks the\n"
 	       "                       regions that saw events, low addresses at the bottom, each\n"
@@ -1918,9 +1946,8 @@ int main(int argc, char **argv)
 		T.order = fopen(orderpath, "we");
 		if (!T.order)
 			tool_die("cannot open '%s': %s", orderpath, strerror(errno));
-		fputs("uffd-order 1\n# offset length region@start: first touches, offsets from the "
-		      "region's start\n",
-		      T.order);
+		fprintf(T.order, "uffd-order 1\n# uffd-trace: OFFSET LENGTH REGION, OFFSET from "
+				 "the start of REGION (NAME@START)\n");
 	}
 	if (!svgpath)
 		T.dotcap = (size_t)-1;
@@ -2039,6 +2066,8 @@ int main(int argc, char **argv)
 		print_summary();
 	if (svgpath)
 		write_svg(svgpath, argv + optind);
+	if (T.order)
+		order_flush();
 	if (T.order && fclose(T.order) != 0)
 		tool_die("cannot write '%s': %s", orderpath, strerror(errno));
 	free(T.dots);

@@ -37,7 +37,8 @@ done
 expect_line '^restored: 64\.0 MiB in [0-9.]+ s, [0-9.]+ MiB/s: [0-9]+ faults, [0-9]+ pages served' \
 	"the numbers"
 want=$(sha256sum "$dir/demo.img" | cut -d ' ' -f 1)
-expect_line "^verified: SHA-256 matches: $want\$" "the check, with the image's real SHA-256"
+expect_line "^image:    SHA-256 $want\$" "the image's real SHA-256"
+expect_line '^verified: SHA-256 matches: [0-9a-f]{64}$' "the check: the memory as expected"
 expect_line '^Demo done in [0-9.]+ s \(build included\)' "how long it took"
 awk -v s="$secs" -v m="$max" 'BEGIN { exit !(s < m) }' ||
 	fail "the demo took ${secs} s, more than ${max} s"

@@ -586,14 +586,23 @@ echo "ok: --json lines parse, with attach, fault, unmap and total"
 trace_opts=(--summary --quiet --order "$tmp/order" --svg "$tmp/svg")
 same "python3 with --order and --svg" python3 -c "$prog"
 f=$(total faults)
-[[ $(head -n1 "$tmp/order") == "uffd-order 1" ]] || fail "--order has no uffd-order header"
-runs=$(grep -cvE '^(#|uffd-order )' "$tmp/order")
-[[ $runs -eq $f ]] || fail "--order has $runs runs, faults=$f"
-grep -vE '^(#|uffd-order )' "$tmp/order" |
-	grep -qvE '^0x[0-9a-f]+ 0x[0-9a-f]+ (\[heap\]|anon|unregistered)@0x[0-9a-f]+$' &&
-	fail "--order has a line that is not 'OFFSET LENGTH REGION@START'"
+# The order format (struct uffd_order): a header, then runs whose pages add up to the faults,
+# each 'OFFSET LENGTH REGION', page-aligned, with consecutive pages of a region merged.
+[[ $(head -n 1 "$tmp/order") == "uffd-order 1" ]] || fail "--order has no 'uffd-order 1' header"
+page=$(getconf PAGESIZE)
+runs=$(grep -vE '^(#|$)' "$tmp/order" | tail -n +2)
+grep -qvE '^0x[0-9a-f]+ 0x[0-9a-f]+ ((\[heap\]|anon)@0x[0-9a-f]+|unregistered)$' <<<"$runs" &&
+	fail "--order has a line that is not 'OFFSET LENGTH REGION': $(grep -vE '^0x[0-9a-f]+ 0x' <<<"$runs" | head -n 1)"
+pages=0 prev=
+while read -r off len region; do
+	((off % page == 0 && len % page == 0 && len > 0)) || fail "--order run '$off $len' is not page-aligned"
+	[[ $prev != "$region $((off))" ]] || fail "--order did not merge the run at $off in $region"
+	pages=$((pages + len / page)) prev="$region $((off + len))"
+done <<<"$runs"
+[[ $pages -eq $f ]] || fail "--order runs hold $pages pages, faults=$f"
+[[ $(wc -l <<<"$runs") -lt $f ]] || note "--order merged no runs ($f faults)"
 check_svg "$tmp/svg" "python3"
-echo "ok: --order has $f runs"
+echo "ok: --order runs hold $f pages"
 
 # --svg of about 10 events (2 fork children: 3 address spaces) and of over 100,000 (4 threads
 # faulting and emptying their pages 400 times): readable and bounded either way.
