@@ -1,0 +1,902 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Serving from many threads (0.2) against the real kernel: several dispatchers on one context,
+ * kernel order of notifications, causality of REMOVE and the faults after it, re-entry, many
+ * runners on one monitor, the pool, uffd_monitor_remove(), uffd_dispatch()'s return value, and
+ * pthread cancellation around every place the library waits.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <uffd.h>
+#include "testutil.h"
+
+#define EVENTS                                                                           \
+	(UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP | \
+	 UFFD_FEATURE_EVENT_REMOVE)
+#define NOFORK_EVENTS \
+	(UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_REMOVE)
+#define MISSING UFFDIO_REGISTER_MODE_MISSING
+
+static size_t PS;
+
+static void setup(void)
+{
+	PS = tu_page();
+}
+
+/*
+ * A sleep that no sanitizer intercepts: while a thread of this process is inside fork() (the
+ * kernel holds it until its FORK event is read), an intercepted call may wait on a lock the
+ * sanitizer's fork() holds.
+ */
+static void raw_sleep_us(unsigned us)
+{
+	struct timespec ts = { us / 1000000u, (long)(us % 1000000u) * 1000L };
+
+	while (syscall(SYS_clock_nanosleep, CLOCK_MONOTONIC, 0, &ts, &ts) == -1 && errno == EINTR)
+		;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/*
+ * Failures seen on threads other than the test's own: a check there cannot fail the test (and
+ * must not allocate while another thread forks), so the first one is kept and asserted later.
+ */
+static atomic_int g_nerr;
+static _Atomic(const char *) g_err_what;
+static _Atomic uintptr_t g_err_a, g_err_b;
+
+static void fail_later(const char *what, uintptr_t a, uintptr_t b)
+{
+	if (atomic_fetch_add(&g_nerr, 1) == 0) {
+		atomic_store(&g_err_a, a);
+		atomic_store(&g_err_b, b);
+		atomic_store(&g_err_what, what);
+	}
+}
+
+static void errors_reset(void)
+{
+	atomic_store(&g_nerr, 0);
+	atomic_store(&g_err_what, NULL);
+}
+
+static void assert_no_errors(void)
+{
+	const char *w = atomic_load(&g_err_what);
+
+	ck_assert_msg(atomic_load(&g_nerr) == 0,
+		      "%d failure(s) on other threads, first: %s (%#lx, %#lx)",
+		      atomic_load(&g_nerr), w ? w : "?", (unsigned long)atomic_load(&g_err_a),
+		      (unsigned long)atomic_load(&g_err_b));
+}
+
+/* The contents a registration holds: 8-byte words, a function of its tag and the byte offset. */
+static uint64_t mix(uint64_t tag, uint64_t off)
+{
+	uint64_t x = tag * 0x9e3779b97f4a7c15ull ^ (off + 0x632be59bd9b4e019ull);
+
+	x ^= x >> 29;
+	x *= 0xbf58476d1ce4e5b9ull;
+	x ^= x >> 32;
+	return x | 1; /* never a zero word: a zero page never passes for served contents */
+}
+
+static void fill_page(void *page, uintptr_t tag, size_t off)
+{
+	uint64_t *w = page;
+	size_t k;
+
+	for (k = 0; k < PS / 8; k++)
+		w[k] = mix(tag, off + k * 8);
+}
+
+/* Whether @page holds tag's contents at @off (or zeros for tag 0), byte 0 aside when @skip0. */
+static bool page_is(const void *page, uintptr_t tag, size_t off, bool skip0)
+{
+	const uint64_t *w = page;
+	size_t k;
+
+	for (k = 0; k < PS / 8; k++) {
+		uint64_t want = tag ? mix(tag, off + k * 8) : 0, got = w[k];
+
+		if (k == 0 && skip0) {
+			want &= ~(uint64_t)0xff;
+			got &= ~(uint64_t)0xff;
+		}
+		if (got != want)
+			return false;
+	}
+	return true;
+}
+
+/* Serve @pf with its registration's contents (zeros if @zero): the resolving call's result. */
+static int serve(struct uffd *u, const struct uffd_pagefault *pf, bool zero)
+{
+	uintptr_t page = (uintptr_t)pf->address & ~(uintptr_t)(PS - 1);
+	uint64_t tbuf[PS / 8]; /* on the stack: a callback allocates nothing */
+
+	if (zero || !pf->range.start)
+		memset(tbuf, 0, PS);
+	else
+		fill_page(tbuf, (uintptr_t)pf->range.data,
+			  pf->range.offset + (page - (uintptr_t)pf->range.start));
+	return uffd_copy(u, (void *)page, tbuf, PS, 0);
+}
+
+static struct uffd *open_ctx(uint64_t features)
+{
+	struct uffd_config cfg = { .required = features };
+	struct uffd *u = NULL;
+
+	ck_assert_int_eq(uffd_open(&u, &cfg), 0);
+	return u;
+}
+
+/* Wait up to @ms for *@flag to become non-zero. */
+static bool wait_flag(atomic_int *flag, unsigned ms)
+{
+	double end = now_s() + ms / 1000.0;
+
+	while (!atomic_load(flag)) {
+		if (now_s() > end)
+			return false;
+		raw_sleep_us(200);
+	}
+	return true;
+}
+
+/* Join @t within @ms: true if it ended (its result in *@ret). */
+static bool join_within(pthread_t t, unsigned ms, void **ret)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	return pthread_timedjoin_np(t, ret, &ts) == 0;
+}
+
+/* ---- a toucher of many pages: one thread reading pages in order and checking them ---- */
+
+struct sweeper {
+	pthread_t t;
+	char *base;
+	size_t first, n; /* pages [first, first + n) */
+	size_t step;	 /* every step-th page */
+	uintptr_t tag;	 /* what they must hold; 0: zeros */
+	atomic_int done;
+	atomic_int bad;
+};
+
+static void *sweep_fn(void *arg)
+{
+	struct sweeper *s = arg;
+	size_t i;
+
+	for (i = s->first; i < s->first + s->n; i += s->step) {
+		volatile char *p = s->base + i * PS;
+
+		(void)*p;
+		if (!page_is(s->base + i * PS, s->tag, i * PS, false))
+			atomic_fetch_add(&s->bad, 1);
+	}
+	atomic_store(&s->done, 1);
+	return NULL;
+}
+
+static void sweep_start(struct sweeper *s, char *base, size_t first, size_t n, size_t step,
+			uintptr_t tag)
+{
+	s->base = base;
+	s->first = first;
+	s->n = n;
+	s->step = step ? step : 1;
+	s->tag = tag;
+	atomic_store(&s->done, 0);
+	atomic_store(&s->bad, 0);
+	ck_assert_int_eq(pthread_create(&s->t, NULL, sweep_fn, s), 0);
+}
+
+/* ================================================================================================
+ * 1. Several dispatchers on one context under a workload of faults and layout changes.
+ * ============================================================================================== */
+
+#define P1_WORKERS 4
+#define P1_DISPATCHERS 4
+#define P1_R 16 /* pages per region */
+#define P1_MAXOPS 3000
+#define P1_ARENAS 16 /* arenas a worker may go through (see p1_unmap_op) */
+#define P1_MAXLOG (2 * P1_MAXOPS + 4)
+#define P1_MAXNOTES (P1_WORKERS * P1_MAXLOG)
+#define P1_SECONDS 1.5
+
+/* One layout operation as the workload did it, with tickets taken before and after it. */
+struct p1_op {
+	int kind; /* enum uffd_event_kind */
+	uintptr_t a, b;
+	size_t len;
+	uint64_t t0, t1;
+};
+
+/* One notification as a callback saw it. */
+struct p1_note {
+	int kind;
+	uintptr_t a, b;
+	size_t len;
+};
+
+enum { PG_NEW, PG_ZERO, PG_PRESENT };
+
+struct p1_worker {
+	pthread_t t;
+	int id;
+	char *arena;		 /* guard page, two halves of P1_R pages, guard page */
+	char *arenas[P1_ARENAS]; /* every arena it used, the current one last */
+	int narenas;
+	int half;
+	uintptr_t tag;
+	unsigned gen;
+	bool nomove, dead;
+	unsigned seed;
+	struct p1_op log[P1_MAXLOG];
+	int nlog;
+	/* The model: where each page's contents come from, and what byte 0 was written to. */
+	unsigned char pstate[P1_R];
+	uintptr_t porig[P1_R]; /* the tag it was served from, 0 for zeros */
+	int pbyte0[P1_R];      /* -1: not written */
+	unsigned long populated;
+	unsigned long ops, forks;
+};
+
+static struct p1 {
+	struct uffd *u;
+	atomic_int stop;
+	_Atomic uint64_t ticket;
+	struct p1_worker w[P1_WORKERS];
+	struct p1_note notes[P1_MAXNOTES];
+	atomic_int nnotes;
+	atomic_int in_note, overlaps, note_kinds[256];
+	atomic_ulong calls, copies;
+	/* Discarded pages, per worker arena page: set by on_remove, moved by on_remap, cleared by
+	 * on_unmap, in kernel order (notifications run one at a time); read by fault callbacks. */
+	_Atomic unsigned char disc[P1_WORKERS][P1_ARENAS][2 * P1_R];
+	atomic_int disp_err;
+} P1;
+
+static char *p1_half(const struct p1_worker *w, int half)
+{
+	return w->arena + PS + (size_t)half * P1_R * PS;
+}
+
+/* A new arena for @w, its region mapped over the first half: false if none could be had. */
+static bool p1_new_arena(struct p1_worker *w)
+{
+	char *a;
+
+	if (w->narenas == P1_ARENAS)
+		return false;
+	a = mmap(NULL, (2 * P1_R + 2) * PS, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (a == MAP_FAILED)
+		return false;
+	w->arena = a;
+	w->half = 0;
+	if (mmap(p1_half(w, 0), P1_R * PS, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != p1_half(w, 0)) {
+		munmap(a, (2 * P1_R + 2) * PS);
+		return false;
+	}
+	/* Published last: the callbacks look addresses up in the arenas. */
+	__atomic_store_n(&w->arenas[w->narenas], a, __ATOMIC_RELEASE);
+	w->narenas++;
+	return true;
+}
+
+/* The worker, and its arena and page there, of @a; -1 if none. Arenas are never unmapped
+ * before the end, so no two share an address. */
+static int p1_owner2(uintptr_t a, int *arena, size_t *idx)
+{
+	int i, k;
+
+	for (i = 0; i < P1_WORKERS; i++) {
+		for (k = 0; k < P1_ARENAS; k++) {
+			char *ar = __atomic_load_n(&P1.w[i].arenas[k], __ATOMIC_ACQUIRE);
+			uintptr_t s = (uintptr_t)ar + PS;
+
+			if (!ar)
+				break;
+			if (a >= s && a < s + 2 * P1_R * PS) {
+				*arena = k;
+				*idx = (a - s) / PS;
+				return i;
+			}
+		}
+	}
+	return -1;
+}
+
+static int p1_owner(uintptr_t a, size_t *idx)
+{
+	int k;
+
+	return p1_owner2(a, &k, idx);
+}
+
+static _Atomic unsigned char *p1_disc(uintptr_t a)
+{
+	size_t idx;
+	int k, w = p1_owner2(a, &k, &idx);
+
+	return w < 0 ? NULL : &P1.disc[w][k][idx];
+}
+
+static void p1_disc_set(uintptr_t s, uintptr_t e, unsigned char v)
+{
+	uintptr_t a;
+
+	for (a = s; a < e; a += PS) {
+		_Atomic unsigned char *d = p1_disc(a);
+
+		if (d)
+			atomic_store(d, v);
+	}
+}
+
+static int p1_fault(struct uffd *u, const struct uffd_pagefault *pf, void *arg)
+{
+	uintptr_t a = (uintptr_t)pf->address;
+	_Atomic unsigned char *d = p1_disc(a);
+	int r;
+
+	(void)arg;
+	atomic_fetch_add(&P1.calls, 1);
+	if (!d || !pf->range.start)
+		fail_later("a fault outside every registered region", a,
+			   (uintptr_t)pf->range.start);
+	r = serve(u, pf, d && atomic_load(d));
+	if (r == 0)
+		atomic_fetch_add(&P1.copies, 1);
+	return r;
+}
+
+static void p1_note_enter(int kind, uintptr_t a, uintptr_t b, size_t len)
+{
+	int i;
+
+	if (atomic_fetch_add(&P1.in_note, 1) != 0)
+		atomic_fetch_add(&P1.overlaps, 1);
+	i = atomic_fetch_add(&P1.nnotes, 1);
+	if (i < P1_MAXNOTES)
+		P1.notes[i] = (struct p1_note){ kind, a, b, len };
+	atomic_fetch_add(&P1.note_kinds[kind & 0xff], 1);
+}
+
+static void p1_note_leave(void)
+{
+	/* Stay a little, now and then, so that an overlap has a window to show in. */
+	if ((atomic_load(&P1.nnotes) & 3) == 0)
+		raw_sleep_us(50);
+	atomic_fetch_sub(&P1.in_note, 1);
+}
+
+static int p1_unmap(struct uffd *u, const struct uffd_span *s, void *arg)
+{
+	(void)u;
+	(void)arg;
+	p1_note_enter(UFFD_EVT_UNMAP, (uintptr_t)s->start, (uintptr_t)s->end, 0);
+	p1_disc_set((uintptr_t)s->start, (uintptr_t)s->end, 0);
+	p1_note_leave();
+	return 0;
+}
+
+static int p1_remove(struct uffd *u, const struct uffd_span *s, void *arg)
+{
+	(void)u;
+	(void)arg;
+	p1_note_enter(UFFD_EVT_REMOVE, (uintptr_t)s->start, (uintptr_t)s->end, 0);
+	p1_disc_set((uintptr_t)s->start, (uintptr_t)s->end, 1);
+	p1_note_leave();
+	return 0;
+}
+
+static int p1_remap(struct uffd *u, const struct uffd_remap *rm, void *arg)
+{
+	uintptr_t f = (uintptr_t)rm->from, t = (uintptr_t)rm->to;
+	size_t off;
+
+	(void)u;
+	(void)arg;
+	p1_note_enter(UFFD_EVT_REMAP, f, t, rm->len);
+	for (off = 0; off < rm->len; off += PS) {
+		_Atomic unsigned char *fd = p1_disc(f + off), *td = p1_disc(t + off);
+
+		if (fd && td) {
+			atomic_store(td, atomic_load(fd));
+			atomic_store(fd, 0);
+		}
+	}
+	p1_note_leave();
+	return 0;
+}
+
+static int p1_fork(struct uffd *parent, struct uffd *child, void *arg)
+{
+	(void)parent;
+	(void)child;
+	(void)arg;
+	p1_note_enter(UFFD_EVT_FORK, 0, 0, 0);
+	p1_note_leave();
+	return -ECANCELED; /* the child runs unmonitored: it only exits */
+}
+
+static void *p1_dispatcher(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&P1.stop)) {
+		int r = uffd_dispatch(P1.u, 20);
+
+		if (r < 0 && r != -EINTR && !atomic_load(&P1.disp_err))
+			atomic_store(&P1.disp_err, r);
+	}
+	return NULL;
+}
+
+static unsigned p1_rand(struct p1_worker *w)
+{
+	w->seed = w->seed * 1103515245u + 12345u;
+	return w->seed >> 8;
+}
+
+static void p1_log(struct p1_worker *w, int kind, uintptr_t a, uintptr_t b, size_t len, uint64_t t0,
+		   uint64_t t1)
+{
+	if (w->nlog < P1_MAXLOG)
+		w->log[w->nlog++] = (struct p1_op){ kind, a, b, len, t0, t1 };
+}
+
+static uint64_t p1_ticket(void)
+{
+	return atomic_fetch_add(&P1.ticket, 1);
+}
+
+/* A fresh registration over the current half. */
+static void p1_register(struct p1_worker *w)
+{
+	char *reg = p1_half(w, w->half);
+	int i, r;
+
+	w->tag = (uintptr_t)(w->id + 1) << 24 | ++w->gen;
+	r = uffd_register(P1.u, reg, P1_R * PS, MISSING, (void *)w->tag);
+	if (r)
+		fail_later("uffd_register", (uintptr_t)reg, (uintptr_t)-r);
+	for (i = 0; i < P1_R; i++) {
+		w->pstate[i] = PG_NEW;
+		w->pbyte0[i] = -1;
+	}
+}
+
+static void p1_touch(struct p1_worker *w)
+{
+	int i = (int)(p1_rand(w) % P1_R);
+	volatile unsigned char *p = (unsigned char *)p1_half(w, w->half) + (size_t)i * PS;
+	bool write = p1_rand(w) & 1;
+	unsigned char v = (unsigned char)p1_rand(w);
+	uintptr_t want;
+
+	if (w->pstate[i] != PG_PRESENT) {
+		w->porig[i] = w->pstate[i] == PG_ZERO ? 0 : w->tag;
+		w->pstate[i] = PG_PRESENT;
+		w->populated++;
+	}
+	if (write) {
+		*p = v;
+		w->pbyte0[i] = v;
+	} else {
+		(void)*p;
+	}
+	want = w->porig[i];
+	if (!page_is((const void *)p, want, (size_t)i * PS, w->pbyte0[i] >= 0) ||
+	    (w->pbyte0[i] >= 0 && *p != (unsigned char)w->pbyte0[i]))
+		fail_later("a page does not hold what was served", (uintptr_t)p, want);
+}
+
+static void p1_discard(struct p1_worker *w)
+{
+	int i = (int)(p1_rand(w) % P1_R), n = 1 + (int)(p1_rand(w) % (unsigned)(P1_R - i)), k;
+	char *s = p1_half(w, w->half) + (size_t)i * PS;
+	uint64_t t0 = p1_ticket(), t1;
+
+	if (madvise(s, (size_t)n * PS, MADV_DONTNEED))
+		fail_later("madvise", (uintptr_t)s, (uintptr_t)errno);
+	t1 = p1_ticket();
+	p1_log(w, UFFD_EVT_REMOVE, (uintptr_t)s, (uintptr_t)(s + (size_t)n * PS), 0, t0, t1);
+	for (k = i; k < i + n; k++) {
+		w->pstate[k] = PG_ZERO;
+		w->pbyte0[k] = -1;
+	}
+}
+
+static void p1_move(struct p1_worker *w)
+{
+	char *from = p1_half(w, w->half), *to = p1_half(w, !w->half);
+	uint64_t t0 = p1_ticket(), t1;
+	void *r = mremap(from, P1_R * PS, P1_R * PS, MREMAP_MAYMOVE | MREMAP_FIXED, to);
+
+	t1 = p1_ticket();
+	if (r != to) {
+		fail_later("mremap", (uintptr_t)from, (uintptr_t)errno);
+		w->dead = true;
+		return;
+	}
+	/* mremap sends REMAP, then UNMAP of the old range (kernel.md). */
+	p1_log(w, UFFD_EVT_REMAP, (uintptr_t)from, (uintptr_t)to, P1_R * PS, t0, t1);
+	p1_log(w, UFFD_EVT_UNMAP, (uintptr_t)from, (uintptr_t)(from + P1_R * PS), 0, t0, t1);
+	w->half = !w->half;
+	/* Hold the old half again: something else mapped there would be clobbered by a later move. */
+	if (mmap(from, P1_R * PS, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1,
+		 0) != from)
+		w->nomove = true;
+}
+
+static void p1_unmap_op(struct p1_worker *w)
+{
+	char *reg = p1_half(w, w->half);
+	uint64_t t0 = p1_ticket(), t1;
+
+	if (munmap(reg, P1_R * PS))
+		fail_later("munmap", (uintptr_t)reg, (uintptr_t)errno);
+	t1 = p1_ticket();
+	p1_log(w, UFFD_EVT_UNMAP, (uintptr_t)reg, (uintptr_t)(reg + P1_R * PS), 0, t0, t1);
+	/*
+	 * Map it again in the same place, unless something took the hole meanwhile (the library
+	 * maps its own memory too): then go on in a new arena.
+	 */
+	if (mmap(reg, P1_R * PS, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0) != reg &&
+	    !p1_new_arena(w)) {
+		w->dead = true;
+		return;
+	}
+	p1_register(w);
+}
+
+static void p1_fork_op(struct p1_worker *w)
+{
+	uint64_t t0 = p1_ticket(), t1;
+	pid_t pid = fork();
+
+	if (pid == 0)
+		syscall(SYS_exit_group, 0); /* nothing of the parent's state is safe to use here */
+	t1 = p1_ticket();
+	if (pid < 0) {
+		fail_later("fork", 0, (uintptr_t)errno);
+		return;
+	}
+	p1_log(w, UFFD_EVT_FORK, 0, 0, 0, t0, t1);
+	w->forks++;
+	if (tu_wait_child(pid, 10000) != 0)
+		fail_later("a fork child did not exit 0", (uintptr_t)pid, 0);
+}
+
+static void *p1_worker_fn(void *arg)
+{
+	struct p1_worker *w = arg;
+	double end = now_s() + P1_SECONDS;
+
+	while (!w->dead && w->ops < P1_MAXOPS && now_s() < end) {
+		unsigned r = p1_rand(w) % 100;
+
+		w->ops++;
+		if (r < 55)
+			p1_touch(w);
+		else if (r < 70)
+			p1_discard(w);
+		else if (r < 82 && !w->nomove)
+			p1_move(w);
+		else if (r < 94)
+			p1_unmap_op(w);
+		else if (w->id == 0 && !UNDER_TSAN)
+			p1_fork_op(w); /* one thread forks: FORK carries no address to tell whose */
+		else
+			p1_touch(w);
+	}
+	return NULL;
+}
+
+START_TEST(parallel_dispatch_kernel_order)
+{
+	pthread_t d[P1_DISPATCHERS];
+	struct uffd_stats st;
+	uint64_t nkind[256] = { 0 };
+	unsigned long populated = 0;
+	int i, j, n, next[P1_WORKERS] = { 0 };
+	uint64_t max_t0 = 0;
+	bool any_fork = false;
+
+	memset(&P1, 0, sizeof(P1));
+	errors_reset();
+	P1.u = open_ctx(UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP |
+			UFFD_FEATURE_EVENT_REMOVE | (UNDER_TSAN ? 0 : UFFD_FEATURE_EVENT_FORK));
+	ck_assert_int_eq(uffd_on_pagefault(P1.u, p1_fault, NULL), 0);
+	ck_assert_int_eq(uffd_on_unmap(P1.u, p1_unmap, NULL), 0);
+	ck_assert_int_eq(uffd_on_remove(P1.u, p1_remove, NULL), 0);
+	ck_assert_int_eq(uffd_on_remap(P1.u, p1_remap, NULL), 0);
+	ck_assert_int_eq(uffd_on_fork(P1.u, p1_fork, NULL), 0);
+	for (i = 0; i < P1_WORKERS; i++) {
+		struct p1_worker *w = &P1.w[i];
+
+		w->id = i;
+		w->seed = 0x1234567u * (unsigned)(i + 1);
+		ck_assert(p1_new_arena(w));
+		p1_register(w);
+	}
+	for (i = 0; i < P1_DISPATCHERS; i++)
+		ck_assert_int_eq(pthread_create(&d[i], NULL, p1_dispatcher, NULL), 0);
+	for (i = 0; i < P1_WORKERS; i++)
+		ck_assert_int_eq(pthread_create(&P1.w[i].t, NULL, p1_worker_fn, &P1.w[i]), 0);
+	for (i = 0; i < P1_WORKERS; i++)
+		ck_assert_int_eq(pthread_join(P1.w[i].t, NULL), 0);
+	atomic_store(&P1.stop, 1);
+	for (i = 0; i < P1_DISPATCHERS; i++)
+		ck_assert_int_eq(pthread_join(d[i], NULL), 0);
+	/* Every event was read before its operation returned; deliver what is still queued. */
+	while ((n = uffd_dispatch(P1.u, 0)) > 0)
+		;
+	ck_assert_int_eq(n, 0);
+	ck_assert_int_eq(atomic_load(&P1.disp_err), 0);
+	assert_no_errors();
+	ck_assert_int_eq(atomic_load(&P1.overlaps), 0);
+	n = atomic_load(&P1.nnotes);
+	ck_assert_int_le(n, P1_MAXNOTES);
+
+	/* Each worker's notifications, in its own order, exactly; and across workers, none
+	 * delivered after one whose operation started only once the other's had returned. */
+	for (j = 0; j < n; j++) {
+		const struct p1_note *x = &P1.notes[j];
+		const struct p1_op *o;
+		size_t idx;
+		int w = x->kind == UFFD_EVT_FORK ? 0 : p1_owner(x->a, &idx);
+
+		ck_assert_msg(w >= 0, "notification %d (kind %#x at %#lx) in no arena", j, x->kind,
+			      (unsigned long)x->a);
+		ck_assert_msg(next[w] < P1.w[w].nlog, "worker %d: notification %d is one too many",
+			      w, j);
+		o = &P1.w[w].log[next[w]++];
+		ck_assert_msg(
+			o->kind == x->kind && o->a == x->a && o->b == x->b && o->len == x->len,
+			"worker %d op %d: did kind %#x %#lx-%#lx/%zu, told kind %#x %#lx-%#lx/%zu",
+			w, next[w] - 1, o->kind, (unsigned long)o->a, (unsigned long)o->b, o->len,
+			x->kind, (unsigned long)x->a, (unsigned long)x->b, x->len);
+		ck_assert_msg(o->t1 > max_t0,
+			      "notification %d delivered after one whose operation began after it "
+			      "returned (ticket %llu < %llu)",
+			      j, (unsigned long long)o->t1, (unsigned long long)max_t0);
+		if (o->t0 > max_t0)
+			max_t0 = o->t0;
+	}
+	for (i = 0; i < P1_WORKERS; i++) {
+		ck_assert_msg(next[i] == P1.w[i].nlog, "worker %d: %d of %d operations notified", i,
+			      next[i], P1.w[i].nlog);
+		for (j = 0; j < P1.w[i].nlog; j++)
+			nkind[P1.w[i].log[j].kind]++;
+		populated += P1.w[i].populated;
+		any_fork |= P1.w[i].forks > 0;
+		ck_assert_msg(P1.w[i].ops > 20, "worker %d did only %lu operations", i,
+			      P1.w[i].ops);
+	}
+
+	/* Exact counters. */
+	ck_assert_int_eq(uffd_get_stats(P1.u, &st), 0);
+	ck_assert_uint_eq(st.unmaps, nkind[UFFD_EVT_UNMAP]);
+	ck_assert_uint_eq(st.removes, nkind[UFFD_EVT_REMOVE]);
+	ck_assert_uint_eq(st.remaps, nkind[UFFD_EVT_REMAP]);
+	ck_assert_uint_eq(st.forks, nkind[UFFD_EVT_FORK]);
+	ck_assert_uint_eq(st.unknown, 0);
+	ck_assert_uint_eq(st.messages, st.faults + st.unmaps + st.removes + st.remaps + st.forks);
+	ck_assert_uint_eq(atomic_load(&P1.copies), populated);
+	ck_assert_uint_eq(st.faults, atomic_load(&P1.copies) + st.faults_woken);
+	ck_assert_uint_eq(atomic_load(&P1.calls), st.faults + st.eagain_retries);
+	ck_assert(st.unmaps > 0 && st.removes > 0 && st.remaps > 0 && populated > 0);
+	if (!UNDER_TSAN)
+		ck_assert(any_fork);
+	printf("parallel: %d notifications, %lu pages served, %llu faults, %llu woken, %llu "
+	       "EAGAIN retries, %llu reads\n",
+	       n, populated, (unsigned long long)st.faults, (unsigned long long)st.faults_woken,
+	       (unsigned long long)st.eagain_retries, (unsigned long long)st.reads);
+
+	uffd_close(P1.u);
+	for (i = 0; i < P1_WORKERS; i++)
+		for (j = 0; j < P1.w[i].narenas; j++)
+			munmap(P1.w[i].arenas[j], (2 * P1_R + 2) * PS);
+}
+END_TEST
+
+/* ================================================================================================
+ * 2. Causality: a fault read after a REMOVE waits for on_remove, even behind a blocked UNMAP.
+ * ============================================================================================== */
+
+#define C_R 4
+
+static struct causal {
+	struct uffd *u;
+	sem_t release;
+	atomic_int stop, in_unmap, remove_done, fault_seen;
+	_Atomic uint64_t clock, t_remove, t_fault;
+	atomic_int discarded; /* on_remove ran for R */
+	char *U, *R;
+	uintptr_t tag;
+	atomic_int disp_err;
+} C;
+
+static int c_fault(struct uffd *u, const struct uffd_pagefault *pf, void *arg)
+{
+	bool inR = (char *)pf->address >= C.R && (char *)pf->address < C.R + C_R * PS;
+
+	(void)arg;
+	if (inR && atomic_load(&C.discarded)) {
+		atomic_store(&C.t_fault, atomic_fetch_add(&C.clock, 1));
+		atomic_store(&C.fault_seen, 1);
+	}
+	/* A lazy loader serves zeros where on_remove said the memory was discarded. */
+	return serve(u, pf, inR && atomic_load(&C.remove_done));
+}
+
+static int c_unmap(struct uffd *u, const struct uffd_span *s, void *arg)
+{
+	(void)u;
+	(void)s;
+	(void)arg;
+	atomic_store(&C.in_unmap, 1);
+	while (sem_wait(&C.release) && errno == EINTR)
+		;
+	return 0;
+}
+
+static int c_remove(struct uffd *u, const struct uffd_span *s, void *arg)
+{
+	(void)u;
+	(void)arg;
+	if (s->start == C.R) {
+		atomic_store(&C.t_remove, atomic_fetch_add(&C.clock, 1));
+		atomic_store(&C.remove_done, 1);
+	}
+	return 0;
+}
+
+static void *c_dispatcher(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&C.stop)) {
+		int r = uffd_dispatch(C.u, 20);
+
+		if (r < 0 && r != -EINTR)
+			atomic_store(&C.disp_err, r);
+	}
+	return NULL;
+}
+
+static void *c_unmapper(void *arg)
+{
+	(void)arg;
+	munmap(C.U, PS);
+	return NULL;
+}
+
+/* Y: discard R, then touch it: the fault is read after the REMOVE. */
+static void *c_discarder(void *arg)
+{
+	struct sweeper *s = arg;
+
+	madvise(C.R, C_R * PS, MADV_DONTNEED);
+	/* on_remove runs before the fault: only then do faults in R count as "after". */
+	atomic_store(&C.discarded, 1);
+	sweep_fn(s);
+	return NULL;
+}
+
+START_TEST(remove_before_fault_behind_blocked_unmap)
+{
+	pthread_t d[2], x, y;
+	struct sweeper pop, s;
+	int i;
+
+	memset(&C, 0, sizeof(C));
+	atomic_store(&C.clock, 1);
+	ck_assert_int_eq(sem_init(&C.release, 0, 0), 0);
+	C.u = open_ctx(UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMOVE);
+	ck_assert_int_eq(uffd_on_pagefault(C.u, c_fault, NULL), 0);
+	ck_assert_int_eq(uffd_on_unmap(C.u, c_unmap, NULL), 0);
+	ck_assert_int_eq(uffd_on_remove(C.u, c_remove, NULL), 0);
+	C.U = tu_map_anon(PS);
+	C.R = tu_map_anon(C_R * PS);
+	C.tag = 0x77;
+	ck_assert_int_eq(uffd_register(C.u, C.U, PS, MISSING, (void *)1), 0);
+	ck_assert_int_eq(uffd_register(C.u, C.R, C_R * PS, MISSING, (void *)C.tag), 0);
+	for (i = 0; i < 2; i++)
+		ck_assert_int_eq(pthread_create(&d[i], NULL, c_dispatcher, NULL), 0);
+	/* R populated, with its registration's contents. */
+	sweep_start(&pop, C.R, 0, C_R, 1, C.tag);
+	ck_assert_int_eq(pthread_join(pop.t, NULL), 0);
+	ck_assert_int_eq(atomic_load(&pop.bad), 0);
+
+	/* X: munmap(U); its on_unmap blocks one dispatcher. */
+	ck_assert_int_eq(pthread_create(&x, NULL, c_unmapper, NULL), 0);
+	ck_assert(wait_flag(&C.in_unmap, 5000));
+	ck_assert_int_eq(pthread_join(x, NULL), 0); /* munmap returned: the UNMAP was read */
+	/* Y: the other dispatcher reads its REMOVE and the fault after it. */
+	s.base = C.R;
+	s.first = 0;
+	s.n = 1;
+	s.step = 1;
+	s.tag = 0; /* discarded: a lazy loader serves zeros */
+	atomic_store(&s.done, 0);
+	atomic_store(&s.bad, 0);
+	ck_assert_int_eq(pthread_create(&y, NULL, c_discarder, &s), 0);
+	tu_sleep_ms(200);
+	ck_assert_msg(!atomic_load(&C.fault_seen),
+		      "the fault in R was delivered while its REMOVE waited behind the UNMAP");
+	ck_assert(!atomic_load(&C.remove_done));
+	ck_assert(!atomic_load(&s.done));
+	ck_assert_int_eq(sem_post(&C.release), 0);
+	ck_assert(join_within(y, 5000, NULL));
+	ck_assert(atomic_load(&s.done));
+	ck_assert_int_eq(atomic_load(&s.bad), 0);
+	ck_assert(atomic_load(&C.remove_done) && atomic_load(&C.fault_seen));
+	ck_assert_uint_lt(atomic_load(&C.t_remove), atomic_load(&C.t_fault));
+	atomic_store(&C.stop, 1);
+	for (i = 0; i < 2; i++)
+		ck_assert_int_eq(pthread_join(d[i], NULL), 0);
+	ck_assert_int_eq(atomic_load(&C.disp_err), 0);
+	uffd_close(C.u);
+	munmap(C.R, C_R * PS);
+	sem_destroy(&C.release);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("parallel");
+	TCase *load = tu_tcase("load", 60, setup, NULL),
+	      *order = tu_tcase("order", 30, setup, NULL);
+	struct uffd_config cfg = { .required = NOFORK_EVENTS };
+
+	tu_require_uffd(&cfg, "UNMAP/REMAP/REMOVE events");
+	if (!UNDER_TSAN) {
+		cfg.required = EVENTS;
+		tu_require_uffd(&cfg, "FORK/UNMAP/REMAP/REMOVE events");
+	}
+	tcase_add_test(load, parallel_dispatch_kernel_order);
+	tcase_add_test(order, remove_before_fault_behind_blocked_unmap);
+	suite_add_tcase(s, load);
+	suite_add_tcase(s, order);
+	return tu_run(s);
+}
