@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <semaphore.h>
@@ -160,6 +161,18 @@ static struct uffd *open_ctx(uint64_t features)
 
 /* Wait up to @ms for *@flag to become non-zero. */
 static bool wait_flag(atomic_int *flag, unsigned ms)
+{
+	double end = now_s() + ms / 1000.0;
+
+	while (!atomic_load(flag)) {
+		if (now_s() > end)
+			return false;
+		raw_sleep_us(200);
+	}
+	return true;
+}
+
+static bool wait_bool(_Atomic bool *flag, unsigned ms)
 {
 	double end = now_s() + ms / 1000.0;
 
@@ -882,11 +895,512 @@ START_TEST(remove_before_fault_behind_blocked_unmap)
 }
 END_TEST
 
+/* A thread that changes the layout (munmap, madvise, MAP_FIXED over): it blocks until its
+ * event is read. */
+struct layout_op {
+	pthread_t t;
+	int op; /* 0 munmap, 1 madvise(DONTNEED), 2 mmap(MAP_FIXED) over */
+	void *addr;
+	size_t len;
+	_Atomic bool done;
+};
+
+static void *layout_fn(void *arg)
+{
+	struct layout_op *l = arg;
+
+	if (l->op == 0)
+		munmap(l->addr, l->len);
+	else if (l->op == 1)
+		madvise(l->addr, l->len, MADV_DONTNEED);
+	else
+		mmap(l->addr, l->len, PROT_READ | PROT_WRITE,
+		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+	atomic_store(&l->done, true);
+	return NULL;
+}
+
+static void layout_start(struct layout_op *l, int op, void *addr, size_t len)
+{
+	l->op = op;
+	l->addr = addr;
+	l->len = len;
+	atomic_store(&l->done, false);
+	ck_assert_int_eq(pthread_create(&l->t, NULL, layout_fn, l), 0);
+}
+
+/* Dispatch @u from this thread until *@flag is set (at most @ms). */
+static void dispatch_until(struct uffd *u, _Atomic bool *flag, unsigned ms)
+{
+	double end = now_s() + ms / 1000.0;
+
+	while (!atomic_load(flag) && now_s() < end)
+		ck_assert_int_ge(uffd_dispatch(u, 20), 0);
+	ck_assert(atomic_load(flag));
+}
+
+/* ================================================================================================
+ * 3. Re-entry: -EDEADLK on one's own context or monitor, -EBUSY between a pool and a run.
+ * ============================================================================================== */
+
+static struct reent {
+	struct uffd *v;
+	struct uffd_monitor *m;
+	atomic_int r_self, r_other, r_read, r_unmap, r_run, r_start, r_join, r_remove, r_stop;
+	atomic_int called, in_cb;
+	sem_t go;
+} RE;
+
+static int re_fault(struct uffd *u, const struct uffd_pagefault *pf, void *arg)
+{
+	struct uffd_event ev;
+
+	(void)arg;
+	if (!atomic_exchange(&RE.called, 1)) {
+		atomic_store(&RE.r_self, uffd_dispatch(u, 0));
+		atomic_store(&RE.r_read, uffd_read_events(u, &ev, 1, 0));
+		/* Another context's fault waits: this callback serves it. */
+		atomic_store(&RE.r_other, uffd_dispatch(RE.v, 5000));
+	}
+	return serve(u, pf, false);
+}
+
+static int re_unmap(struct uffd *u, const struct uffd_span *s, void *arg)
+{
+	(void)s;
+	(void)arg;
+	atomic_store(&RE.r_unmap, uffd_dispatch(u, 0));
+	return 0;
+}
+
+START_TEST(reentry_dispatch)
+{
+	struct tu_toucher tv, tu;
+	struct layout_op un;
+	char *ru = tu_map_anon(2 * PS), *rv = tu_map_anon(PS);
+	struct uffd *u;
+
+	memset(&RE, 0, sizeof(RE));
+	atomic_store(&RE.r_unmap, 1);
+	u = open_ctx(UFFD_FEATURE_EVENT_UNMAP);
+	RE.v = open_ctx(0);
+	ck_assert_int_eq(uffd_on_pagefault(u, re_fault, NULL), 0);
+	ck_assert_int_eq(uffd_on_unmap(u, re_unmap, NULL), 0);
+	ck_assert_int_eq(uffd_register(u, ru, 2 * PS, MISSING, (void *)5), 0);
+	ck_assert_int_eq(uffd_register(RE.v, rv, PS, MISSING, NULL), 0);
+	tu_touch_start(&tv, rv, false, 0); /* blocks: only u's callback dispatches v */
+	tu_sleep_ms(20);
+	tu_touch_start(&tu, ru, false, 0);
+	dispatch_until(u, &tu.done, 5000);
+	tu_touch_join(&tu);
+	tu_touch_join(&tv);
+	ck_assert_int_eq(atomic_load(&RE.r_self), -EDEADLK);
+	ck_assert_int_eq(atomic_load(&RE.r_read), -EDEADLK);
+	ck_assert_int_eq(atomic_load(&RE.r_other), 1);
+	ck_assert(page_is(ru, 5, 0, false));
+	ck_assert_int_eq(tv.value, 0);
+
+	layout_start(&un, 0, ru, 2 * PS);
+	dispatch_until(u, &un.done, 5000);
+	ck_assert_int_eq(pthread_join(un.t, NULL), 0);
+	while (uffd_dispatch(u, 0) > 0) /* on_unmap may be left for the next call */
+		;
+	ck_assert_int_eq(atomic_load(&RE.r_unmap), -EDEADLK);
+	uffd_close(u);
+	uffd_close(RE.v);
+	munmap(rv, PS);
+}
+END_TEST
+
+static int re_mon_fault(struct uffd *u, const struct uffd_pagefault *pf, void *arg)
+{
+	(void)arg;
+	if (!atomic_exchange(&RE.called, 1)) {
+		atomic_store(&RE.r_run, uffd_monitor_run(RE.m, 0));
+		atomic_store(&RE.r_start, uffd_monitor_start(RE.m, 1));
+		atomic_store(&RE.r_join, uffd_monitor_join(RE.m));
+		atomic_store(&RE.r_remove, uffd_monitor_remove(RE.m, u));
+	}
+	return serve(u, pf, false);
+}
+
+/* A callback run by uffd_monitor_run() (@pool false) or by a pool worker. */
+static void reentry_monitor_with(bool pool)
+{
+	struct tu_toucher t;
+	char *r = tu_map_anon(PS);
+	struct uffd *u = open_ctx(0);
+
+	memset(&RE, 0, sizeof(RE));
+	ck_assert_int_eq(uffd_monitor_new(&RE.m), 0);
+	ck_assert_int_eq(uffd_on_pagefault(u, re_mon_fault, NULL), 0);
+	ck_assert_int_eq(uffd_register(u, r, PS, MISSING, (void *)9), 0);
+	ck_assert_int_eq(uffd_monitor_add(RE.m, u), 0);
+	if (pool)
+		ck_assert_int_eq(uffd_monitor_start(RE.m, 2), 0);
+	tu_touch_start(&t, r, false, 0);
+	if (pool) {
+		ck_assert(wait_bool(&t.done, 5000));
+		ck_assert_int_eq(uffd_monitor_stop(RE.m), 0);
+		ck_assert_int_eq(uffd_monitor_join(RE.m), 1);
+	} else {
+		double end = now_s() + 5;
+
+		while (!atomic_load(&t.done) && now_s() < end)
+			ck_assert_int_ge(uffd_monitor_run(RE.m, 20), 0);
+	}
+	tu_touch_join(&t);
+	ck_assert(page_is(r, 9, 0, false));
+	ck_assert_int_eq(atomic_load(&RE.r_run), -EDEADLK);
+	ck_assert_int_eq(atomic_load(&RE.r_start), -EDEADLK);
+	ck_assert_int_eq(atomic_load(&RE.r_join), -EDEADLK);
+	ck_assert_int_eq(atomic_load(&RE.r_remove), -EDEADLK);
+	ck_assert_int_eq(uffd_monitor_count(RE.m), 1);
+	uffd_monitor_free(RE.m);
+	munmap(r, PS);
+}
+
+START_TEST(reentry_monitor_run)
+{
+	reentry_monitor_with(false);
+}
+END_TEST
+
+START_TEST(reentry_monitor_pool)
+{
+	reentry_monitor_with(true);
+}
+END_TEST
+
+static int busy_fault(struct uffd *u, const struct uffd_pagefault *pf, void *arg)
+{
+	(void)arg;
+	atomic_store(&RE.in_cb, 1);
+	while (sem_wait(&RE.go) && errno == EINTR)
+		;
+	return serve(u, pf, false);
+}
+
+static void *busy_runner(void *arg)
+{
+	(void)arg;
+	atomic_store(&RE.r_run, uffd_monitor_run(RE.m, -1));
+	return NULL;
+}
+
+START_TEST(monitor_busy)
+{
+	struct tu_toucher t;
+	char *r = tu_map_anon(PS);
+	struct uffd *u = open_ctx(0);
+	pthread_t runner;
+
+	memset(&RE, 0, sizeof(RE));
+	ck_assert_int_eq(sem_init(&RE.go, 0, 0), 0);
+	ck_assert_int_eq(uffd_monitor_new(&RE.m), 0);
+	ck_assert_int_eq(uffd_on_pagefault(u, busy_fault, NULL), 0);
+	ck_assert_int_eq(uffd_register(u, r, PS, MISSING, (void *)3), 0);
+	ck_assert_int_eq(uffd_monitor_add(RE.m, u), 0);
+
+	/* A pool runs: no run, no second pool. */
+	ck_assert_int_eq(uffd_monitor_start(RE.m, 2), 0);
+	ck_assert_int_eq(uffd_monitor_run(RE.m, 0), -EBUSY);
+	ck_assert_int_eq(uffd_monitor_run(RE.m, 10), -EBUSY);
+	ck_assert_int_eq(uffd_monitor_start(RE.m, 1), -EBUSY);
+	ck_assert_int_eq(uffd_monitor_stop(RE.m), 0);
+	ck_assert_int_eq(uffd_monitor_join(RE.m), 0);
+	ck_assert_int_eq(uffd_monitor_join(RE.m), -EINVAL);
+
+	/* A run is in progress in another thread (held in a callback): no pool. */
+	ck_assert_int_eq(pthread_create(&runner, NULL, busy_runner, NULL), 0);
+	tu_touch_start(&t, r, false, 0);
+	ck_assert(wait_flag(&RE.in_cb, 5000));
+	ck_assert_int_eq(uffd_monitor_start(RE.m, 2), -EBUSY);
+	ck_assert_int_eq(sem_post(&RE.go), 0);
+	tu_touch_join(&t);
+	ck_assert_int_eq(uffd_monitor_stop(RE.m), 0);
+	ck_assert(join_within(runner, 5000, NULL));
+	ck_assert_int_eq(atomic_load(&RE.r_run), 1);
+	/* And once it is over, a pool starts. */
+	ck_assert_int_eq(uffd_monitor_start(RE.m, 1), 0);
+	ck_assert_int_eq(uffd_monitor_stop(RE.m), 0);
+	ck_assert_int_eq(uffd_monitor_join(RE.m), 0);
+	uffd_monitor_free(RE.m);
+	sem_destroy(&RE.go);
+	munmap(r, PS);
+}
+END_TEST
+
+/* ================================================================================================
+ * 6. uffd_monitor_remove() while the monitor runs with faults in flight.
+ * ============================================================================================== */
+
+#define RM_PAGES 256
+#define RM_SWEEPERS 4
+
+static struct rmv {
+	struct uffd_monitor *m;
+	pthread_t main;
+	atomic_int removed, late, stop, copies, run_err;
+} RM;
+
+static int rm_fault(struct uffd *u, const struct uffd_pagefault *pf, void *arg)
+{
+	int r;
+
+	(void)arg;
+	raw_sleep_us(100); /* keep callbacks in flight when the context leaves */
+	r = serve(u, pf, false);
+	if (r == 0)
+		atomic_fetch_add(&RM.copies, 1);
+	/* Once uffd_monitor_remove() returned, the context is the caller's alone. */
+	if (atomic_load(&RM.removed) && !pthread_equal(pthread_self(), RM.main))
+		atomic_fetch_add(&RM.late, 1);
+	return r;
+}
+
+static void *rm_runner(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&RM.stop)) {
+		int r = uffd_monitor_run(RM.m, 50);
+
+		if (r < 0)
+			atomic_store(&RM.run_err, r);
+	}
+	return NULL;
+}
+
+START_TEST(monitor_remove_in_flight)
+{
+	struct sweeper sw[RM_SWEEPERS];
+	char *r = tu_map_anon(RM_PAGES * PS), *ri = tu_map_anon(PS);
+	struct uffd *u = open_ctx(NOFORK_EVENTS), *idle = open_ctx(0), *stranger = open_ctx(0);
+	pthread_t runner[2];
+	struct uffd_stats st;
+	int i;
+	bool done;
+
+	memset(&RM, 0, sizeof(RM));
+	RM.main = pthread_self();
+	ck_assert_int_eq(uffd_monitor_new(&RM.m), 0);
+	ck_assert_int_eq(uffd_on_pagefault(u, rm_fault, NULL), 0);
+	ck_assert_int_eq(uffd_register(u, r, RM_PAGES * PS, MISSING, (void *)0x42), 0);
+	ck_assert_int_eq(uffd_register(idle, ri, PS, MISSING, NULL), 0);
+	ck_assert_int_eq(uffd_monitor_add(RM.m, u), 0);
+	ck_assert_int_eq(uffd_monitor_add(RM.m, idle), 0);
+	ck_assert_int_eq(uffd_monitor_remove(RM.m, stranger), -ENOENT);
+	for (i = 0; i < 2; i++)
+		ck_assert_int_eq(pthread_create(&runner[i], NULL, rm_runner, NULL), 0);
+	for (i = 0; i < RM_SWEEPERS; i++)
+		sweep_start(&sw[i], r, (size_t)i, RM_PAGES - (size_t)i, RM_SWEEPERS, 0x42);
+	while (atomic_load(&RM.copies) < RM_PAGES / 4)
+		raw_sleep_us(500);
+	ck_assert_int_eq(uffd_monitor_remove(RM.m, u), 0);
+	atomic_store(&RM.removed, 1);
+	ck_assert_int_eq(uffd_monitor_count(RM.m), 1);
+	ck_assert_int_eq(uffd_monitor_remove(RM.m, u), -ENOENT);
+	/* The context is ours now: what the monitor read and left is delivered here. */
+	for (done = false; !done;) {
+		ck_assert_int_ge(uffd_dispatch(u, 20), 0);
+		for (done = true, i = 0; i < RM_SWEEPERS; i++)
+			done &= atomic_load(&sw[i].done) != 0;
+	}
+	for (i = 0; i < RM_SWEEPERS; i++) {
+		ck_assert_int_eq(pthread_join(sw[i].t, NULL), 0);
+		ck_assert_int_eq(atomic_load(&sw[i].bad), 0);
+	}
+	ck_assert_int_eq(atomic_load(&RM.late), 0);
+	ck_assert_int_eq(atomic_load(&RM.copies), RM_PAGES);
+	ck_assert_int_eq(uffd_get_stats(u, &st), 0);
+	ck_assert_uint_eq(st.faults, RM_PAGES + st.faults_woken);
+	atomic_store(&RM.stop, 1);
+	for (i = 0; i < 2; i++)
+		ck_assert(join_within(runner[i], 5000, NULL));
+	ck_assert_int_eq(atomic_load(&RM.run_err), 0);
+	/* It can join a monitor again. */
+	ck_assert_int_eq(uffd_monitor_add(RM.m, u), 0);
+	ck_assert_int_eq(uffd_monitor_count(RM.m), 2);
+	uffd_monitor_free(RM.m);
+	uffd_close(stranger);
+	munmap(r, RM_PAGES * PS);
+	munmap(ri, PS);
+}
+END_TEST
+
+/* ================================================================================================
+ * 7. uffd_dispatch()'s return value: never 0 with timeout -1; woken faults count.
+ * ============================================================================================== */
+
+#define RV_PAGES 512
+#define RV_SWEEPERS 4
+
+static struct rv {
+	struct uffd *u;
+	atomic_int stop, exited, zeros, errs, first_err, calls;
+	atomic_int note_sleep;
+} RV;
+
+static void *rv_dispatcher(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		int r = uffd_dispatch(RV.u, -1);
+
+		atomic_fetch_add(&RV.calls, 1);
+		if (r == 0)
+			atomic_fetch_add(&RV.zeros, 1);
+		else if (r < 0 && !atomic_fetch_add(&RV.errs, 1))
+			atomic_store(&RV.first_err, r);
+		if (atomic_load(&RV.stop))
+			break;
+	}
+	atomic_fetch_add(&RV.exited, 1);
+	return NULL;
+}
+
+static int rv_remove(struct uffd *u, const struct uffd_span *s, void *arg)
+{
+	(void)u;
+	(void)s;
+	(void)arg;
+	/* A notification that takes a while: faults another thread reads meanwhile wait for it,
+	 * and that thread has nothing of its own to deliver. (Slower than the events come, the
+	 * queue would grow without bound, and the faults behind it would starve.) */
+	raw_sleep_us(50);
+	return 0;
+}
+
+static int rv_fault(struct uffd *u, const struct uffd_pagefault *pf, void *arg)
+{
+	(void)arg;
+	return serve(u, pf, false);
+}
+
+static void *rv_discarder(void *arg)
+{
+	char *d = arg;
+
+	while (!atomic_load(&RV.stop)) {
+		madvise(d, PS, MADV_DONTNEED);
+		raw_sleep_us(500);
+	}
+	return NULL;
+}
+
+static void dispatch_forever_with(uint64_t features)
+{
+	struct sweeper sw[RV_SWEEPERS];
+	char *r = tu_map_anon((RV_PAGES + 16) * PS), *d = tu_map_anon(PS);
+	pthread_t disp[2], disc;
+	int i, extra = 0;
+
+	memset(&RV, 0, sizeof(RV));
+	RV.u = open_ctx(features);
+	ck_assert_int_eq(uffd_on_pagefault(RV.u, rv_fault, NULL), 0);
+	ck_assert_int_eq(uffd_on_remove(RV.u, rv_remove, NULL), 0);
+	ck_assert_int_eq(uffd_register(RV.u, r, (RV_PAGES + 16) * PS, MISSING, (void *)0x51), 0);
+	ck_assert_int_eq(uffd_register(RV.u, d, PS, MISSING, (void *)0x52), 0);
+	for (i = 0; i < 2; i++)
+		ck_assert_int_eq(pthread_create(&disp[i], NULL, rv_dispatcher, NULL), 0);
+	if (features & UFFD_FEATURE_EVENT_REMOVE)
+		ck_assert_int_eq(pthread_create(&disc, NULL, rv_discarder, d), 0);
+	for (i = 0; i < RV_SWEEPERS; i++)
+		sweep_start(&sw[i], r, (size_t)i, RV_PAGES - (size_t)i, RV_SWEEPERS, 0x51);
+	for (i = 0; i < RV_SWEEPERS; i++) {
+		ck_assert(join_within(sw[i].t, 20000, NULL));
+		ck_assert_int_eq(atomic_load(&sw[i].bad), 0);
+	}
+	atomic_store(&RV.stop, 1);
+	if (features & UFFD_FEATURE_EVENT_REMOVE)
+		ck_assert(join_within(disc, 5000, NULL));
+	/* Each dispatcher waits for ever: one fault each lets them see the stop. */
+	while (atomic_load(&RV.exited) < 2 && extra < 16) {
+		struct tu_toucher t;
+
+		tu_touch_start(&t, r + (size_t)(RV_PAGES + extra++) * PS, false, 0);
+		tu_touch_join(&t);
+	}
+	for (i = 0; i < 2; i++)
+		ck_assert(join_within(disp[i], 5000, NULL));
+	ck_assert_int_eq(atomic_load(&RV.errs), 0);
+	ck_assert_msg(atomic_load(&RV.zeros) == 0,
+		      "uffd_dispatch(u, -1) returned 0 %d times in %d calls",
+		      atomic_load(&RV.zeros), atomic_load(&RV.calls));
+	uffd_close(RV.u);
+	munmap(r, (RV_PAGES + 16) * PS);
+	munmap(d, PS);
+}
+
+START_TEST(dispatch_forever_faults_only)
+{
+	dispatch_forever_with(0);
+}
+END_TEST
+
+START_TEST(dispatch_forever_with_events)
+{
+	dispatch_forever_with(NOFORK_EVENTS);
+}
+END_TEST
+
+static int eexist_fault(struct uffd *u, const struct uffd_pagefault *pf, void *arg)
+{
+	int r = serve(u, pf, false);
+
+	(void)arg;
+	atomic_fetch_add(&RV.calls, 1);
+	return r ? r : -EEXIST; /* as if another thread had resolved it */
+}
+
+START_TEST(dispatch_counts_woken)
+{
+	struct uffd *u = open_ctx(UFFD_FEATURE_EVENT_UNMAP);
+	char *r = tu_map_anon(2 * PS);
+	struct pollfd pfd = { .fd = uffd_fd(u), .events = POLLIN };
+	struct tu_toucher t;
+	struct layout_op over;
+	struct uffd_stats st;
+
+	memset(&RV, 0, sizeof(RV));
+	ck_assert_int_eq(uffd_on_pagefault(u, eexist_fault, NULL), 0);
+	ck_assert_int_eq(uffd_register(u, r, 2 * PS, MISSING, (void *)0x61), 0);
+
+	/* A fault whose callback says -EEXIST: woken, and counted. */
+	tu_touch_start(&t, r, false, 0);
+	ck_assert_int_eq(uffd_dispatch(u, 5000), 1);
+	tu_touch_join(&t);
+	ck_assert(page_is(r, 0x61, 0, false));
+	ck_assert_int_eq(uffd_get_stats(u, &st), 0);
+	ck_assert_uint_eq(st.faults_woken, 1);
+
+	/* [PAGEFAULT, UNMAP] in one read: prep wakes the fault, which is counted with the UNMAP.
+	 * The range is mapped over (not unmapped), so the woken thread reads a plain zero page. */
+	tu_touch_start(&t, r + PS, false, 1);
+	ck_assert_int_eq(poll(&pfd, 1, 5000), 1);
+	layout_start(&over, 2, r + PS, PS);
+	tu_sleep_ms(50); /* the UNMAP is queued behind the unread fault */
+	ck_assert_int_eq(uffd_dispatch(u, 5000), 2);
+	ck_assert(join_within(over.t, 5000, NULL));
+	tu_touch_join(&t);
+	ck_assert_int_eq(t.value, 0);
+	ck_assert_int_eq(atomic_load(&RV.calls), 1);
+	ck_assert_int_eq(uffd_get_stats(u, &st), 0);
+	ck_assert_uint_eq(st.faults_woken, 2);
+	ck_assert_uint_eq(st.unmaps, 1);
+	uffd_close(u);
+	munmap(r, 2 * PS);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("parallel");
 	TCase *load = tu_tcase("load", 60, setup, NULL),
-	      *order = tu_tcase("order", 30, setup, NULL);
+	      *order = tu_tcase("order", 30, setup, NULL),
+	      *reent = tu_tcase("reentry", 30, setup, NULL),
+	      *remove = tu_tcase("remove", 30, setup, NULL),
+	      *ret = tu_tcase("return", 60, setup, NULL);
 	struct uffd_config cfg = { .required = NOFORK_EVENTS };
 
 	tu_require_uffd(&cfg, "UNMAP/REMAP/REMOVE events");
@@ -896,7 +1410,18 @@ int main(void)
 	}
 	tcase_add_test(load, parallel_dispatch_kernel_order);
 	tcase_add_test(order, remove_before_fault_behind_blocked_unmap);
+	tcase_add_test(reent, reentry_dispatch);
+	tcase_add_test(reent, reentry_monitor_run);
+	tcase_add_test(reent, reentry_monitor_pool);
+	tcase_add_test(reent, monitor_busy);
+	tcase_add_test(remove, monitor_remove_in_flight);
+	tcase_add_test(ret, dispatch_forever_faults_only);
+	tcase_add_test(ret, dispatch_forever_with_events);
+	tcase_add_test(ret, dispatch_counts_woken);
 	suite_add_tcase(s, load);
 	suite_add_tcase(s, order);
+	suite_add_tcase(s, reent);
+	suite_add_tcase(s, remove);
+	suite_add_tcase(s, ret);
 	return tu_run(s);
 }
