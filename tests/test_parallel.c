@@ -1393,6 +1393,581 @@ START_TEST(dispatch_counts_woken)
 }
 END_TEST
 
+/* ================================================================================================
+ * 5. The pool: names, signal masks, counts, errors, fork in its presence, callbacks that malloc.
+ * ============================================================================================== */
+
+static struct pool {
+	atomic_int copies, fail_at, nforks, nnotes, nexit;
+	atomic_int child_bad;
+} PO;
+
+/* Every callback allocates: the pool's reader never does, so a forking thread never waits on a
+ * callback blocked in malloc(). */
+static void churn(size_t n)
+{
+	char *p = malloc(n);
+
+	if (!p) {
+		fail_later("malloc", n, 0);
+		return;
+	}
+	p[0] = 1;
+	p[n - 1] = 2;
+	free(p);
+}
+
+static int po_fault(struct uffd *u, const struct uffd_pagefault *pf, void *arg)
+{
+	int r;
+
+	(void)arg;
+	churn(64 + ((uintptr_t)pf->address >> 12) % 8192);
+	if (atomic_load(&PO.fail_at) &&
+	    atomic_fetch_add(&PO.copies, 1) + 1 == atomic_load(&PO.fail_at)) {
+		uffd_zeropage(u, (void *)((uintptr_t)pf->address & ~(uintptr_t)(PS - 1)), PS, 0);
+		return -EIO;
+	}
+	r = serve(u, pf, false);
+	if (r == 0 && !atomic_load(&PO.fail_at))
+		atomic_fetch_add(&PO.copies, 1);
+	return r;
+}
+
+static int po_fork(struct uffd *parent, struct uffd *child, void *arg)
+{
+	(void)parent;
+	(void)child;
+	(void)arg;
+	churn(200);
+	atomic_fetch_add(&PO.nforks, 1);
+	return 0; /* kept: the pool serves the child */
+}
+
+static int po_span(struct uffd *u, const struct uffd_span *s, void *arg)
+{
+	(void)u;
+	(void)s;
+	(void)arg;
+	churn(300);
+	atomic_fetch_add(&PO.nnotes, 1);
+	return 0;
+}
+
+static void po_exit(struct uffd *u, void *arg)
+{
+	(void)u;
+	(void)arg;
+	churn(100);
+	atomic_fetch_add(&PO.nexit, 1);
+}
+
+static struct uffd *po_ctx(uint64_t features, char *r, size_t pages, uintptr_t tag)
+{
+	struct uffd *u = open_ctx(features);
+
+	ck_assert_int_eq(uffd_on_pagefault(u, po_fault, NULL), 0);
+	ck_assert_int_eq(uffd_on_fork(u, po_fork, NULL), 0);
+	ck_assert_int_eq(uffd_on_unmap(u, po_span, NULL), 0);
+	ck_assert_int_eq(uffd_on_remove(u, po_span, NULL), 0);
+	ck_assert_int_eq(uffd_on_exit(u, po_exit, NULL), 0);
+	ck_assert_int_eq(uffd_register(u, r, pages * PS, MISSING, (void *)tag), 0);
+	return u;
+}
+
+/* The blocked-signal mask of thread @tid, from /proc. */
+static uint64_t sig_blocked(const char *tid)
+{
+	char path[300], line[256];
+	unsigned long long v = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%s/status", tid);
+	f = fopen(path, "r");
+	ck_assert_ptr_nonnull(f);
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "SigBlk: %llx", &v) == 1)
+			break;
+	fclose(f);
+	return v;
+}
+
+START_TEST(pool_threads)
+{
+	enum { N = 3, PAGES = 64 };
+	char *r = tu_map_anon(PAGES * PS), name[32], want[16];
+	struct uffd_monitor *m;
+	struct sweeper sw;
+	struct dirent *e;
+	int readers = 0, workers[N] = { 0 }, i;
+	/* Every signal but those no thread can block (SIGKILL, SIGSTOP) and glibc's own two
+	 * (SIGCANCEL, SIGSETXID: 32 and 33), which pthread_sigmask() leaves open. */
+	uint64_t must = ~(uint64_t)0 & ~(1ull << (SIGKILL - 1)) & ~(1ull << (SIGSTOP - 1)) &
+			~(1ull << 31) & ~(1ull << 32);
+	DIR *d;
+
+	memset(&PO, 0, sizeof(PO));
+	ck_assert_int_eq(uffd_monitor_new(&m), 0);
+	ck_assert_int_eq(uffd_monitor_add(m, po_ctx(0, r, PAGES, 0x81)), 0);
+	ck_assert_int_eq(uffd_monitor_start(m, N), 0);
+	d = opendir("/proc/self/task");
+	ck_assert_ptr_nonnull(d);
+	while ((e = readdir(d))) {
+		char path[300];
+		FILE *f;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		if (!fgets(name, sizeof(name), f))
+			name[0] = 0;
+		fclose(f);
+		name[strcspn(name, "\n")] = 0;
+		if (strcmp(name, "uffd-read") && strncmp(name, "uffd-work/", 10))
+			continue;
+		ck_assert_msg((sig_blocked(e->d_name) & must) == must,
+			      "%s (tid %s) leaves signals open: SigBlk %llx", name, e->d_name,
+			      (unsigned long long)sig_blocked(e->d_name));
+		if (!strcmp(name, "uffd-read"))
+			readers++;
+		for (i = 0; i < N; i++) {
+			snprintf(want, sizeof(want), "uffd-work/%d", i);
+			workers[i] += !strcmp(name, want);
+		}
+	}
+	closedir(d);
+	ck_assert_int_eq(readers, 1);
+	for (i = 0; i < N; i++)
+		ck_assert_int_eq(workers[i], 1);
+	sweep_start(&sw, r, 0, PAGES, 1, 0x81);
+	ck_assert(join_within(sw.t, 10000, NULL));
+	ck_assert_int_eq(atomic_load(&sw.bad), 0);
+	ck_assert_int_eq(uffd_monitor_stop(m), 0);
+	ck_assert_int_eq(uffd_monitor_join(m), PAGES); /* each fault handled once */
+	uffd_monitor_free(m);
+	munmap(r, PAGES * PS);
+}
+END_TEST
+
+START_TEST(pool_error_stops)
+{
+	char *r = tu_map_anon(4 * PS);
+	struct uffd_monitor *m;
+	struct tu_toucher t;
+
+	memset(&PO, 0, sizeof(PO));
+	atomic_store(&PO.fail_at, 2);
+	ck_assert_int_eq(uffd_monitor_new(&m), 0);
+	ck_assert_int_eq(uffd_monitor_add(m, po_ctx(0, r, 4, 0x82)), 0);
+	ck_assert_int_eq(uffd_monitor_start(m, 2), 0);
+	tu_touch_start(&t, r, false, 0);
+	tu_touch_join(&t);
+	tu_touch_start(&t, r + PS, false, 0); /* its callback fails: the pool stops */
+	tu_touch_join(&t);
+	ck_assert_int_eq(uffd_monitor_join(m), -EIO);
+	uffd_monitor_free(m);
+	munmap(r, 4 * PS);
+}
+END_TEST
+
+/* A fork() while the pool serves: the child frees the monitor (its copy) and exits. */
+START_TEST(pool_fork_child_frees)
+{
+	enum { PAGES = 512, SW = 2, FORKS = 8 };
+	char *r = tu_map_anon(PAGES * PS);
+	struct uffd_monitor *m;
+	struct sweeper sw[SW];
+	int i, st;
+
+	memset(&PO, 0, sizeof(PO));
+	ck_assert_int_eq(uffd_monitor_new(&m), 0);
+	ck_assert_int_eq(uffd_monitor_add(m, po_ctx(NOFORK_EVENTS, r, PAGES, 0x83)), 0);
+	ck_assert_int_eq(uffd_monitor_start(m, 2), 0);
+	for (i = 0; i < SW; i++)
+		sweep_start(&sw[i], r, (size_t)i, PAGES - (size_t)i, SW, 0x83);
+	for (i = 0; i < FORKS; i++) {
+		pid_t pid = fork();
+
+		ck_assert_int_ge(pid, 0);
+		if (pid == 0) {
+			uffd_monitor_free(m);
+			_exit(0);
+		}
+		st = tu_wait_child(pid, 5000);
+		ck_assert_msg(st != -1, "fork %d: the child hung in uffd_monitor_free()", i);
+		ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "fork %d: child status %#x", i,
+			      st);
+		raw_sleep_us(2000);
+	}
+	for (i = 0; i < SW; i++) {
+		ck_assert(join_within(sw[i].t, 10000, NULL));
+		ck_assert_int_eq(atomic_load(&sw[i].bad), 0);
+	}
+	ck_assert_int_eq(uffd_monitor_stop(m), 0);
+	ck_assert_int_eq(uffd_monitor_join(m), PAGES);
+	uffd_monitor_free(m);
+	munmap(r, PAGES * PS);
+}
+END_TEST
+
+/* ---- the monitor's own process forks from two threads at once, back to back ---- */
+
+#define SF_PAGES 64
+#define SF_FORKS 12
+
+static struct selffork {
+	char *r, *d;
+	atomic_int stop, hung, badchild;
+} SF;
+
+static void *sf_forker(void *arg)
+{
+	int k = (int)(intptr_t)arg, i;
+
+	for (i = 0; i < SF_FORKS; i++) {
+		pid_t pid = fork();
+		int st;
+
+		if (pid == 0) {
+			/* Pages the parent had not touched fault in the child's context, which the
+			 * pool serves; the others were copied. Either way: the registration's
+			 * contents. */
+			size_t a = (size_t)(k * SF_FORKS + i) % SF_PAGES, b = (a + 31) % SF_PAGES;
+			bool ok = page_is(SF.r + a * PS, 0x84, a * PS, false) &&
+				  page_is(SF.r + b * PS, 0x84, b * PS, false);
+
+			syscall(SYS_exit_group, ok ? 0 : 1);
+		}
+		if (pid < 0) {
+			fail_later("fork", (uintptr_t)errno, 0);
+			break;
+		}
+		st = tu_wait_child(pid, 15000);
+		if (st == -1)
+			atomic_fetch_add(&SF.hung, 1);
+		else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+			atomic_fetch_add(&SF.badchild, 1);
+	}
+	return NULL;
+}
+
+static void *sf_discarder(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&SF.stop)) {
+		madvise(SF.d, PS, MADV_DONTNEED);
+		raw_sleep_us(1000);
+	}
+	return NULL;
+}
+
+START_TEST(pool_self_fork_two_threads)
+{
+	struct uffd_monitor *m;
+	struct sweeper sw;
+	pthread_t f[2], disc;
+	int i, n;
+
+	memset(&PO, 0, sizeof(PO));
+	memset(&SF, 0, sizeof(SF));
+	errors_reset();
+	SF.r = tu_map_anon(SF_PAGES * PS);
+	SF.d = tu_map_anon(PS);
+	ck_assert_int_eq(uffd_monitor_new(&m), 0);
+	{
+		struct uffd *u = po_ctx(EVENTS, SF.r, SF_PAGES, 0x84);
+
+		ck_assert_int_eq(uffd_register(u, SF.d, PS, MISSING, (void *)0x85), 0);
+		ck_assert_int_eq(uffd_monitor_add(m, u), 0);
+	}
+	ck_assert_int_eq(uffd_monitor_start(m, 3), 0);
+	ck_assert_int_eq(pthread_create(&disc, NULL, sf_discarder, NULL), 0);
+	sweep_start(&sw, SF.r, 0, SF_PAGES, 2, 0x84); /* half the pages, the rest in children */
+	for (i = 0; i < 2; i++)
+		ck_assert_int_eq(pthread_create(&f[i], NULL, sf_forker, (void *)(intptr_t)i), 0);
+	for (i = 0; i < 2; i++)
+		ck_assert_msg(join_within(f[i], 40000, NULL),
+			      "a thread forking under the pool is stuck (deadlock)");
+	atomic_store(&SF.stop, 1);
+	ck_assert(join_within(disc, 5000, NULL));
+	ck_assert(join_within(sw.t, 5000, NULL));
+	ck_assert_int_eq(atomic_load(&sw.bad), 0);
+	assert_no_errors();
+	ck_assert_int_eq(atomic_load(&SF.hung), 0);
+	ck_assert_int_eq(atomic_load(&SF.badchild), 0);
+	ck_assert_int_eq(atomic_load(&PO.nforks), 2 * SF_FORKS);
+	ck_assert_int_eq(uffd_monitor_stop(m), 0);
+	n = uffd_monitor_join(m);
+	ck_assert_int_gt(n, 2 * SF_FORKS);
+	uffd_monitor_free(m);
+	munmap(SF.r, SF_PAGES * PS);
+	munmap(SF.d, PS);
+}
+END_TEST
+
+/* ================================================================================================
+ * 8. pthread cancellation: no libuffd call is a cancellation point.
+ * ============================================================================================== */
+
+enum { CX_DISPATCH, CX_RUN, CX_EAGAIN, CX_CLOSE, CX_JOIN };
+
+struct cx {
+	pthread_t t;
+	int kind;
+	struct uffd *u;
+	struct uffd_monitor *m;
+	atomic_int in_lib, cancelled_in_lib, calls;
+};
+
+static void cx_cleanup(void *arg)
+{
+	struct cx *c = arg;
+
+	if (atomic_load(&c->in_lib))
+		atomic_store(&c->cancelled_in_lib, 1);
+}
+
+static void cx_call(struct cx *c)
+{
+	struct uffd *u;
+
+	switch (c->kind) {
+	case CX_DISPATCH:
+	case CX_EAGAIN:
+		uffd_dispatch(c->u, -1);
+		break;
+	case CX_RUN:
+		uffd_monitor_run(c->m, -1);
+		break;
+	case CX_CLOSE:
+		if (uffd_open(&u, NULL) == 0) {
+			uffd_register(u, c->m, PS, MISSING, NULL); /* c->m: a page, here */
+			uffd_close(u);
+		}
+		break;
+	default:
+		uffd_monitor_join(c->m);
+		break;
+	}
+}
+
+/* Calls the library in a loop; deferred cancellation may act only at pthread_testcancel(). */
+static void *cx_fn(void *arg)
+{
+	struct cx *c = arg;
+
+	pthread_cleanup_push(cx_cleanup, c);
+	for (;;) {
+		atomic_store(&c->in_lib, 1);
+		cx_call(c);
+		atomic_store(&c->in_lib, 0);
+		atomic_fetch_add(&c->calls, 1);
+		pthread_testcancel();
+	}
+	pthread_cleanup_pop(0);
+	return NULL;
+}
+
+static void cx_start(struct cx *c, int kind)
+{
+	c->kind = kind;
+	ck_assert_int_eq(pthread_create(&c->t, NULL, cx_fn, c), 0);
+}
+
+/* The thread ended by its cancellation, outside the library. */
+static void cx_check(struct cx *c, void *ret)
+{
+	ck_assert_ptr_eq(ret, PTHREAD_CANCELED);
+	ck_assert_msg(!atomic_load(&c->cancelled_in_lib),
+		      "the thread was cancelled inside a libuffd call (kind %d)", c->kind);
+}
+
+static bool sweepers_done(struct sweeper *s, int n)
+{
+	int i;
+
+	for (i = 0; i < n; i++)
+		if (!atomic_load(&s[i].done))
+			return false;
+	return true;
+}
+
+static atomic_int cx_eagain_mode, cx_eagain_calls;
+
+static int cx_fault(struct uffd *u, const struct uffd_pagefault *pf, void *arg)
+{
+	(void)arg;
+	if (atomic_load(&cx_eagain_mode)) {
+		atomic_fetch_add(&cx_eagain_calls, 1);
+		return -EAGAIN; /* the library retries, backing off, then wakes the fault */
+	}
+	return serve(u, pf, false);
+}
+
+/* Cancel a thread blocked in uffd_dispatch(-1) or uffd_monitor_run(-1) while faults flow; the
+ * test serves what is left itself: every fault must be served. */
+static void cancel_while_serving(int kind)
+{
+	enum { PAGES = 256, SW = 2 };
+	char *r = tu_map_anon((PAGES + 8) * PS);
+	struct sweeper sw[SW];
+	struct cx c = { 0 };
+	void *ret = NULL;
+	bool joined = false;
+	double end;
+	int i, extra = PAGES;
+
+	c.u = open_ctx(0);
+	ck_assert_int_eq(uffd_on_pagefault(c.u, cx_fault, NULL), 0);
+	ck_assert_int_eq(uffd_register(c.u, r, (PAGES + 8) * PS, MISSING, (void *)0x91), 0);
+	if (kind == CX_RUN) {
+		ck_assert_int_eq(uffd_monitor_new(&c.m), 0);
+		ck_assert_int_eq(uffd_monitor_add(c.m, c.u), 0);
+	}
+	cx_start(&c, kind);
+	tu_sleep_ms(30); /* blocked in its wait */
+	for (i = 0; i < SW; i++)
+		sweep_start(&sw[i], r, (size_t)i, PAGES - (size_t)i, SW, 0x91);
+	tu_sleep_ms(5);
+	ck_assert_int_eq(pthread_cancel(c.t), 0);
+	for (end = now_s() + 10; now_s() < end && !(joined && sweepers_done(sw, SW));) {
+		if (!joined)
+			joined = pthread_tryjoin_np(c.t, &ret) == 0;
+		if (!joined && sweepers_done(sw, SW)) {
+			/* Nothing flows: make the thread's wait end, so that it reaches its
+			 * cancellation point. */
+			if (kind == CX_RUN) {
+				uffd_monitor_stop(c.m);
+			} else if (extra < PAGES + 8) {
+				struct tu_toucher t;
+
+				tu_touch_start(&t, r + (size_t)extra++ * PS, false, 0);
+				while (!atomic_load(&t.done))
+					uffd_dispatch(c.u, 10);
+				tu_touch_join(&t);
+			}
+		}
+		if (kind == CX_RUN)
+			ck_assert_int_ge(uffd_monitor_run(c.m, 10), 0);
+		else
+			ck_assert_int_ge(uffd_dispatch(c.u, 10), 0);
+	}
+	ck_assert_msg(joined, "the cancelled thread never ended");
+	cx_check(&c, ret);
+	for (i = 0; i < SW; i++) {
+		ck_assert_int_eq(pthread_join(sw[i].t, NULL), 0);
+		ck_assert_int_eq(atomic_load(&sw[i].bad), 0);
+	}
+	if (c.m)
+		uffd_monitor_free(c.m);
+	else
+		uffd_close(c.u);
+	munmap(r, (PAGES + 8) * PS);
+}
+
+START_TEST(cancel_in_dispatch)
+{
+	cancel_while_serving(CX_DISPATCH);
+}
+END_TEST
+
+START_TEST(cancel_in_monitor_run)
+{
+	cancel_while_serving(CX_RUN);
+}
+END_TEST
+
+/* Cancel a thread in the -EAGAIN back-off, with an event pending. */
+START_TEST(cancel_in_eagain_backoff)
+{
+	char *r = tu_map_anon(PS), *d = tu_map_anon(PS);
+	struct cx c = { 0 };
+	struct tu_toucher t;
+	struct layout_op ev;
+	void *ret = NULL;
+	bool joined = false;
+	double end;
+	int at;
+
+	atomic_store(&cx_eagain_calls, 0);
+	atomic_store(&cx_eagain_mode, 1);
+	c.u = open_ctx(NOFORK_EVENTS);
+	ck_assert_int_eq(uffd_on_pagefault(c.u, cx_fault, NULL), 0);
+	ck_assert_int_eq(uffd_register(c.u, r, PS, MISSING, (void *)0x92), 0);
+	ck_assert_int_eq(uffd_register(c.u, d, PS, MISSING, (void *)0x93), 0);
+	tu_touch_start(&t, r, false, 0);
+	cx_start(&c, CX_EAGAIN);
+	ck_assert(wait_flag(&cx_eagain_calls, 5000));
+	layout_start(&ev, 1, d, PS); /* a REMOVE, pending until the back-off loop reads it */
+	ck_assert_int_eq(pthread_cancel(c.t), 0);
+	at = atomic_load(&cx_eagain_calls);
+	for (end = now_s() + 5; atomic_load(&cx_eagain_calls) < at + 3 && now_s() < end;)
+		raw_sleep_us(100);
+	/* Still retrying inside the library, though cancelled. */
+	ck_assert_int_ge(atomic_load(&cx_eagain_calls), at + 3);
+	atomic_store(&cx_eagain_mode, 0);
+	for (end = now_s() + 10; now_s() < end && !(joined && atomic_load(&t.done));) {
+		if (!joined)
+			joined = pthread_tryjoin_np(c.t, &ret) == 0;
+		ck_assert_int_ge(uffd_dispatch(c.u, 10), 0);
+	}
+	ck_assert(joined);
+	cx_check(&c, ret);
+	tu_touch_join(&t);
+	ck_assert(page_is(r, 0x92, 0, false));
+	ck_assert(join_within(ev.t, 5000, NULL));
+	uffd_close(c.u);
+	munmap(r, PS);
+}
+END_TEST
+
+START_TEST(cancel_in_close)
+{
+	struct cx c = { 0 };
+	void *ret = NULL;
+	int i;
+
+	for (i = 0; i < 20; i++) {
+		memset(&c, 0, sizeof(c));
+		c.m = (struct uffd_monitor *)tu_map_anon(PS); /* the page cx_call registers */
+		cx_start(&c, CX_CLOSE);
+		raw_sleep_us(200 + 300u * (unsigned)i);
+		ck_assert_int_eq(pthread_cancel(c.t), 0);
+		ck_assert(join_within(c.t, 5000, &ret));
+		cx_check(&c, ret);
+		munmap(c.m, PS);
+	}
+}
+END_TEST
+
+/* uffd_monitor_join() waits in pthread_join(), a cancellation point of glibc's. */
+START_TEST(cancel_in_monitor_join)
+{
+	struct cx c = { 0 };
+	char *r = tu_map_anon(PS);
+	void *ret = NULL;
+	int j;
+
+	ck_assert_int_eq(uffd_monitor_new(&c.m), 0);
+	ck_assert_int_eq(uffd_monitor_add(c.m, po_ctx(0, r, 1, 0x94)), 0);
+	ck_assert_int_eq(uffd_monitor_start(c.m, 2), 0);
+	cx_start(&c, CX_JOIN);
+	tu_sleep_ms(30);
+	ck_assert_int_eq(pthread_cancel(c.t), 0);
+	tu_sleep_ms(30);
+	ck_assert_int_eq(uffd_monitor_stop(c.m), 0);
+	ck_assert(join_within(c.t, 5000, &ret));
+	j = uffd_monitor_join(c.m); /* the pool is gone already, unless the join was cut short */
+	cx_check(&c, ret);
+	ck_assert_int_eq(j, -EINVAL);
+	uffd_monitor_free(c.m);
+	munmap(r, PS);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("parallel");
@@ -1400,7 +1975,8 @@ int main(void)
 	      *order = tu_tcase("order", 30, setup, NULL),
 	      *reent = tu_tcase("reentry", 30, setup, NULL),
 	      *remove = tu_tcase("remove", 30, setup, NULL),
-	      *ret = tu_tcase("return", 60, setup, NULL);
+	      *ret = tu_tcase("return", 60, setup, NULL), *pool = tu_tcase("pool", 60, setup, NULL),
+	      *cancel = tu_tcase("cancel", 30, setup, NULL);
 	struct uffd_config cfg = { .required = NOFORK_EVENTS };
 
 	tu_require_uffd(&cfg, "UNMAP/REMAP/REMOVE events");
@@ -1418,10 +1994,25 @@ int main(void)
 	tcase_add_test(ret, dispatch_forever_faults_only);
 	tcase_add_test(ret, dispatch_forever_with_events);
 	tcase_add_test(ret, dispatch_counts_woken);
+	tcase_add_test(pool, pool_threads);
+	tcase_add_test(pool, pool_error_stops);
+	tcase_add_test(pool, pool_fork_child_frees);
+	if (!UNDER_TSAN)
+		tcase_add_test(pool, pool_self_fork_two_threads);
+	else
+		printf("parallel: under TSan the pool's same-process fork case does not run: TSan's "
+		       "fork() holds its locks until the FORK event is read (testutil.h)\n");
+	tcase_add_test(cancel, cancel_in_dispatch);
+	tcase_add_test(cancel, cancel_in_monitor_run);
+	tcase_add_test(cancel, cancel_in_eagain_backoff);
+	tcase_add_test(cancel, cancel_in_close);
+	tcase_add_test(cancel, cancel_in_monitor_join);
 	suite_add_tcase(s, load);
 	suite_add_tcase(s, order);
 	suite_add_tcase(s, reent);
 	suite_add_tcase(s, remove);
 	suite_add_tcase(s, ret);
+	suite_add_tcase(s, pool);
+	suite_add_tcase(s, cancel);
 	return tu_run(s);
 }
