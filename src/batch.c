@@ -162,9 +162,23 @@ void uffd_pending_push_locked(struct uffd *u, struct uffd_batch *b)
  */
 bool uffd_batch_ready_locked(const struct uffd *u, const struct uffd_batch *b)
 {
-	if (!u->ncount || b->pos >= b->nprep || !uffd_read_locks(u))
+	unsigned i = b->pos;
+
+	if (!u->ncount || !uffd_read_locks(u))
 		return true;
-	return u->nq[u->nhead].seq > b->items[b->pos].seq;
+	/*
+	 * Only faults wait. The batch's notifications are in the queue already, and a batch of
+	 * notifications alone has nothing to hold back: were it judged by its own notification,
+	 * it would wait on the pending list (walked under u->lock by every dispatcher) until the
+	 * queue drained, and a steady stream of slow notifications made that list grow by a
+	 * batch per read until serving stalled.
+	 */
+	while (i < b->nprep &&
+	       (b->items[i].state != UFFD_Q_READY || b->items[i].ev.kind != UFFD_EVT_PAGEFAULT))
+		i++;
+	if (i >= b->nprep)
+		return true;
+	return u->nq[u->nhead].seq > b->items[i].seq;
 }
 
 /* The oldest pending batch whose faults may be delivered now, the caller's, or NULL. */

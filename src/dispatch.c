@@ -284,13 +284,23 @@ static int dispatch_entered(struct uffd *u, int timeout_ms)
 			r = serve_batch(u, b, (unsigned)n, &handled);
 			if (r == 0 && uffd_unlikely(uffd_ctx_has_work(u)))
 				r = uffd_serve_work(u, &handled);
-			return r < 0 ? r : handled;
+			if (r < 0)
+				return r;
+			if (uffd_likely(handled) || timeout_ms == 0)
+				return handled;
+			/*
+			 * Everything read went to the thread delivering notifications (this batch's
+			 * notifications join its queue, and its faults wait for them on the pending
+			 * list, which that thread serves next): nothing was handled here, and 0 says
+			 * the time ran out. Wait again for what is left of it.
+			 */
+		} else {
+			uffd_batch_put(u, b);
+			if (n < 0)
+				return n;
+			if (timeout_ms == 0)
+				return 0;
 		}
-		uffd_batch_put(u, b);
-		if (n < 0)
-			return n;
-		if (timeout_ms == 0)
-			return 0;
 		if (timeout_ms > 0) {
 			wait = timeout_ms - ms_since(&t0);
 			if (wait <= 0)

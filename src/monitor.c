@@ -1076,7 +1076,7 @@ int uffd_monitor_start(struct uffd_monitor *m, unsigned nthreads)
 int uffd_monitor_join(struct uffd_monitor *m)
 {
 	unsigned i, n;
-	int ret;
+	int ret, cancel;
 
 	if (!m)
 		return -EINVAL;
@@ -1089,9 +1089,15 @@ int uffd_monitor_join(struct uffd_monitor *m)
 	}
 	n = m->workers_live;
 	pthread_mutex_unlock(&m->lock);
+	/*
+	 * pthread_join() is a cancellation point, and no libuffd call may be one (uffd.h): a caller
+	 * cancelled in it would leave the pool half joined and m->pool set for ever.
+	 */
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
 	pthread_join(m->reader, NULL);
 	for (i = 0; i < n; i++)
 		pthread_join(m->workers[i], NULL);
+	pthread_setcancelstate(cancel, NULL);
 	pthread_mutex_lock(&m->lock);
 	ret = m->pool_err ? m->pool_err : atomic_load(&m->pool_handled);
 	pool_reset_locked(m);
