@@ -78,6 +78,7 @@ static void batch_reset(struct uffd_batch *b)
 {
 	b->next = NULL;
 	b->nmsg = b->nprep = b->pos = 0;
+	b->interleaved = false;
 }
 
 void uffd_batch_put_locked(struct uffd *u, struct uffd_batch *b)

@@ -126,6 +126,23 @@ int uffd_finish_fault(struct uffd *u, struct uffd_pagefault *pf, int r)
 }
 
 /*
+ * In a batch where a fault follows a notification of the same read: whether the fault just
+ * taken (at b->pos - 1) may be delivered now. If not, b->pos is put back on it.
+ */
+static bool fault_ready(struct uffd *u, struct uffd_batch *b)
+{
+	bool ready;
+
+	b->pos--;
+	pthread_mutex_lock(&u->lock);
+	ready = uffd_batch_ready_locked(u, b);
+	pthread_mutex_unlock(&u->lock);
+	if (ready)
+		b->pos++;
+	return ready;
+}
+
+/*
  * Deliver the faults of @b from b->pos, in order; the batch's notifications are skipped (the
  * notification queue has them) and its dropped items counted. Returns 0, or a callback's error
  * with b->pos after the fault that made it (the caller keeps the rest for the next call).
@@ -142,6 +159,8 @@ int uffd_deliver_batch(struct uffd *u, struct uffd_batch *b, int *handled)
 		}
 		if (it->ev.kind != UFFD_EVT_PAGEFAULT)
 			continue;
+		if (uffd_unlikely(b->interleaved) && !fault_ready(u, b))
+			return 0; /* the caller parks the batch: the notifier serves it after */
 		r = uffd_finish_fault(u, &it->ev.pagefault, call_fault(u, &it->ev.pagefault));
 		(*handled)++;
 		if (r == -ESRCH) {

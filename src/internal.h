@@ -228,6 +228,7 @@ struct uffd_batch {
 	unsigned poll_first;	 /* read_wait()'s heuristic: waits that polled first, in a row */
 	unsigned read_credit;	 /* read_wait()'s heuristic: recent reads that found messages */
 	bool embedded;		 /* part of the context's own allocation */
+	bool interleaved;	 /* a fault follows a notification in it (see uffd_deliver_batch) */
 	size_t alloc_len;
 	/* The fast path's fault, handed to the callback; fpf.range doubles as a one-entry cache
 	 * of the piece the last fault hit, valid while u->map_gen == rc_gen. */

@@ -1047,7 +1047,11 @@ int uffd_monitor_start(struct uffd_monitor *m, unsigned nthreads)
 	}
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (ret) {
-		/* Stop what was made; the reader exists if any worker was attempted. */
+		int cancel;
+
+		/* Stop what was made; the reader exists if any worker was attempted. Joining is
+		 * a cancellation point: not here (see uffd_monitor_join()). */
+		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
 		if (i > 0 || m->workers_live) {
 			uffd_monitor_stop(m);
 			pthread_join(m->reader, NULL);
@@ -1058,6 +1062,7 @@ int uffd_monitor_start(struct uffd_monitor *m, unsigned nthreads)
 			for (i = 0; i < m->workers_live; i++)
 				pthread_join(m->workers[i], NULL);
 		}
+		pthread_setcancelstate(cancel, NULL);
 		pthread_mutex_lock(&m->lock);
 		pool_reset_locked(m);
 		pthread_mutex_unlock(&m->lock);

@@ -277,6 +277,20 @@ static bool is_note(enum uffd_event_kind k)
 }
 
 /*
+ * Whether a notification comes before item @i in the batch. One read() hands out the unread
+ * faults first, but a thread released by an event the same read() dequeued can fault again
+ * before the read() ends: [fault, REMOVE(R), fault in R]. Such a fault must wait for the
+ * notification like a fault read later (uffd_deliver_batch()).
+ */
+static bool note_before(const struct uffd_batch *b, unsigned i)
+{
+	while (i-- > 0)
+		if (b->items[i].state == UFFD_Q_READY && is_note(b->items[i].ev.kind))
+			return true;
+	return false;
+}
+
+/*
  * prep, with u->lock held (__must_hold(u->lock)): apply each item's layout change in kernel
  * order, drop duplicate UNMAP spans (as the kernel's has_unmap_ctx()), queue the notifications
  * in that order, fill each fault's range, and wake (instead of delivering) faults that lie in a
@@ -312,6 +326,8 @@ int uffd_prep_locked(struct uffd *u, struct uffd_batch *b)
 		it->state = UFFD_Q_READY;
 		if (is_note(it->ev.kind))
 			uffd_nq_push_locked(u, it); /* cannot fail: reserved */
+		else if (i > 0 && note_before(b, i))
+			b->interleaved = true;
 	}
 	if (changed)
 		uffd_stat_add(&u->map_gen, 1);
