@@ -211,7 +211,8 @@ static int nq_grow_locked(struct uffd *u)
 	size_t len = (size_t)cap * sizeof(struct uffd_qitem);
 	struct uffd_qitem *q;
 
-	if (cap < u->ncap)
+	/* ncap is never 0 (uffd_ctx_new() makes the first ring); say so to the analyser. */
+	if (u->ncap == 0 || cap < u->ncap)
 		return -ENOMEM;
 	len = (len + (size_t)uffd_page_size() - 1) & ~((size_t)uffd_page_size() - 1);
 	q = uffd_sys_mmap(len);

@@ -749,7 +749,7 @@ static int queue_fit_locked(struct uffd_monitor *m, unsigned need)
 	q = uffd_sys_mmap(len);
 	if (!q)
 		return -ENOMEM;
-	for (i = 0; i < m->qcount; i++)
+	for (i = 0; m->qcap && i < m->qcount; i++) /* an empty queue has no ring yet */
 		q[i] = m->queue[(m->qhead + i) % m->qcap];
 	if (m->queue)
 		uffd_sys_munmap(m->queue, m->queue_len);
