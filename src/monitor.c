@@ -673,6 +673,18 @@ static int run_round(struct uffd_monitor *m, int wait, int *handled, bool *stop)
 	return err;
 }
 
+/* Whether dead contexts wait for their on_exit (deferred faults) to be closed; closes the others. */
+static bool dead_waiting(struct uffd_monitor *m)
+{
+	bool any;
+
+	close_dead(m);
+	pthread_mutex_lock(&m->lock);
+	any = m->dead != NULL;
+	pthread_mutex_unlock(&m->lock);
+	return any;
+}
+
 static bool in_child_of_owner(const struct uffd_monitor *m)
 {
 	return getpid() != m->owner;
@@ -704,7 +716,13 @@ int uffd_monitor_run(struct uffd_monitor *m, int timeout_ms)
 	while (!stop) {
 		int wait = -1;
 
-		if (m->count == 0) {
+		/*
+		 * A context whose process is gone is off the count but not gone while faults it
+		 * deferred are unfinished: its on_exit runs after the last one, and the monitor
+		 * closes it after that (the kick wakes this loop). Returning before would leave it
+		 * to uffd_monitor_free(), and a later run would return at once without closing it.
+		 */
+		if (m->count == 0 && !dead_waiting(m)) {
 			/* Nothing to probe, but clear the tick: a loop polling the fd would spin. */
 			take_count(m->timerfd);
 			break;
