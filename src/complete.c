@@ -315,7 +315,10 @@ void uffd_exit_try(struct uffd *u)
 		return;
 	if (atomic_load(&u->active) || atomic_load(&u->deferred))
 		return;
-	if (atomic_exchange(&u->exit_reported, 1))
+	/* 0 -> 1 only: an exchange would turn a 2 (on_exit has returned) back into 1, and a
+	 * monitor closes a dead context only at 2 (a pool worker calls this again after on_exit,
+	 * from bury()): the context and its fd stayed until uffd_monitor_free(). */
+	if (!atomic_compare_exchange_strong(&u->exit_reported, &(int){ 0 }, 1))
 		return;
 	while (atomic_load(&u->active))
 		sched_yield();
