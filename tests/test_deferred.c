@@ -904,6 +904,79 @@ START_TEST(exit_with_deferred_run_probe)
 }
 END_TEST
 
+/*
+ * Not deferred, for contrast: a pool worker learns of the exit itself (-ESRCH from the copy)
+ * while serving, runs on_exit as it leaves the context, and the monitor must then close it.
+ */
+static atomic_bool child_dead;
+
+static int esrch_cb(struct uffd *u, const struct uffd_pagefault *pf, void *arg)
+{
+	unsigned char buf[65536] = { 0 };
+	double end = tu_now() + 10;
+
+	(void)arg;
+	atomic_fetch_add(&X.finishes_started, 1); /* here: callbacks entered */
+	while (!atomic_load(&child_dead) && tu_now() < end)
+		tu_sleep_ms(1);
+	return uffd_copy(u, (void *)((uintptr_t)pf->address & ~(uintptr_t)(PS - 1)), buf, PS, 0);
+}
+
+START_TEST(pool_worker_sees_exit_context_closed)
+{
+	struct timeval tv = { 15, 0 };
+	struct uffd_monitor *m;
+	struct xinfo in;
+	struct uffd *u;
+	int fds0 = tu_count_fds(), sv[2], fd, st;
+	double end;
+	pid_t pid;
+
+	memset(&X, 0, sizeof(X));
+	atomic_store(&child_dead, false);
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	ck_assert_int_eq(setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		close(sv[0]);
+		exit_child(sv[1]);
+	}
+	close(sv[1]);
+	ck_assert_int_eq(tu_recv_fd(sv[0], &fd, &in, sizeof(in)), 0);
+	ck_assert_int_eq(in.err, 0);
+	ck_assert_int_eq(uffd_adopt(&u, fd, NULL), 0);
+	X.u = u;
+	ck_assert_int_eq(uffd_on_pagefault(u, esrch_cb, NULL), 0);
+	ck_assert_int_eq(uffd_on_exit(u, exit_cb, NULL), 0);
+	ck_assert_int_eq(uffd_monitor_new(&m), 0);
+	ck_assert_int_eq(uffd_monitor_add(m, u), 0);
+	ck_assert_int_eq(uffd_monitor_start(m, 2), 0);
+	ck_assert_int_eq(write(sv[0], "g", 1), 1);
+	end = tu_now() + 5;
+	while (ldi(&X.finishes_started) == 0) {
+		ck_assert(tu_now() < end);
+		tu_sleep_ms(2);
+	}
+	ck_assert_int_eq(write(sv[0], "x", 1), 1);
+	st = tu_wait_child(pid, 10000);
+	ck_assert(WIFEXITED(st));
+	atomic_store(&child_dead, true);
+	end = tu_now() + 3;
+	while (ldi(&X.nexit) == 0 || ctx_mapped(u)) {
+		ck_assert_msg(tu_now() < end, "on_exit %d, the context not closed", ldi(&X.nexit));
+		tu_sleep_ms(5);
+	}
+	ck_assert_int_eq(uffd_monitor_count(m), 0);
+	ck_assert_int_eq(uffd_monitor_stop(m), 0);
+	ck_assert_int_ge(uffd_monitor_join(m), 0);
+	ck_assert_int_eq(ldi(&X.nexit), 1);
+	uffd_monitor_free(m);
+	close(sv[0]);
+	ck_assert_int_eq(tu_count_fds(), fds0);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("deferred");
@@ -922,6 +995,7 @@ int main(void)
 	tcase_add_test(lf, close_with_deferred_faults);
 	tcase_add_test(lf, exit_with_deferred_pool_pidfd);
 	tcase_add_test(lf, exit_with_deferred_run_probe);
+	tcase_add_test(lf, pool_worker_sees_exit_context_closed);
 	suite_add_tcase(s, th);
 	suite_add_tcase(s, ru);
 	suite_add_tcase(s, lf);
