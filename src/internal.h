@@ -307,7 +307,9 @@ struct uffd {
 	uint32_t mon_slot;	   /* its slot in the monitor's table (monitor.c) */
 	_Atomic int mon_live;	   /* a member the monitor's threads may dispatch */
 	_Atomic unsigned mon_refs; /* monitor threads holding it: not closed or removed meanwhile */
-	bool mon_starved; /* pool: no free batch; the fd is out of the reader's epoll set */
+	/* pool: no free batch; the fd is out of the reader's epoll set. Set and cleared under the
+	 * monitor's lock, read without it by the workers (monitor.c: starve()). */
+	_Atomic bool mon_starved;
 };
 
 /*

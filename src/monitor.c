@@ -826,6 +826,18 @@ static void pool_fail(struct uffd_monitor *m, int err)
 	uffd_monitor_stop(m);
 }
 
+static void unstarve(struct uffd_monitor *m, struct uffd *u);
+
+static bool batch_free(struct uffd *u)
+{
+	bool any;
+
+	pthread_mutex_lock(&u->lock);
+	any = u->bfree != NULL;
+	pthread_mutex_unlock(&u->lock);
+	return any;
+}
+
 /* No free batch for @u: take its fd out of the reader's set until a worker frees one. */
 static void starve(struct uffd_monitor *m, struct uffd *u)
 {
@@ -838,6 +850,14 @@ static void starve(struct uffd_monitor *m, struct uffd *u)
 			u->mon_starved = true;
 	}
 	pthread_mutex_unlock(&m->lock);
+	/*
+	 * A worker that freed a batch after the reader found none, and looked at mon_starved
+	 * before it was set, does not unstarve: look again now that it is set, or the fd would
+	 * stay out of the set with a batch free. (The free list is read under u->lock, which
+	 * orders it against the worker's uffd_batch_put().)
+	 */
+	if (atomic_load(&u->spare) || batch_free(u))
+		unstarve(m, u);
 }
 
 static void unstarve(struct uffd_monitor *m, struct uffd *u)
