@@ -133,7 +133,9 @@ static __attribute__((noreturn)) void child(int sock)
 
 #define MAXF 16
 
+/* The faults seen; `mu` orders them for the reader (the kernel's ordering is invisible to TSan). */
 struct seen {
+	pthread_mutex_t mu;
 	atomic_int nfault, nremap, nunmap;
 	struct uffd_pagefault f[MAXF];
 	atomic_bool stop;
@@ -147,10 +149,13 @@ static int fill(struct uffd *u, const struct uffd_pagefault *pf, void *arg)
 	uintptr_t at = (uintptr_t)pf->address & ~(uintptr_t)(PS - 1);
 	const unsigned char *tag = pf->range.data;
 	size_t page;
-	int i = atomic_fetch_add(&s->nfault, 1);
+	int i;
 
+	pthread_mutex_lock(&s->mu);
+	i = atomic_fetch_add(&s->nfault, 1);
 	if (i < MAXF)
 		s->f[i] = *pf;
+	pthread_mutex_unlock(&s->mu);
 	if (!tag)
 		return uffd_zeropage(u, (void *)at, PS, 0); /* shows as a wrong byte in the child */
 	/* The page's place in its registration, from the range alone. */
@@ -216,14 +221,19 @@ static void expect_range(struct uffd *u, const void *addr, const void *start, si
 static void expect_fault(struct seen *s, const void *addr, const void *start, const void *data,
 			 size_t offset)
 {
-	int i, n = atomic_load(&s->nfault);
+	struct uffd_pagefault f[MAXF];
+	int i, n;
 
+	pthread_mutex_lock(&s->mu);
+	n = atomic_load(&s->nfault);
+	memcpy(f, s->f, sizeof(f));
+	pthread_mutex_unlock(&s->mu);
 	for (i = 0; i < n && i < MAXF; i++) {
-		if (s->f[i].address != addr)
+		if (f[i].address != addr)
 			continue;
-		ck_assert_ptr_eq(s->f[i].range.start, start);
-		ck_assert_ptr_eq(s->f[i].range.data, data);
-		ck_assert_uint_eq(s->f[i].range.offset, offset);
+		ck_assert_ptr_eq(f[i].range.start, start);
+		ck_assert_ptr_eq(f[i].range.data, data);
+		ck_assert_uint_eq(f[i].range.offset, offset);
 		return;
 	}
 	ck_abort_msg("no fault at %p", addr);
@@ -241,6 +251,7 @@ START_TEST(sender_registered_ranges)
 	pid_t pid;
 
 	memset(&s, 0, sizeof(s));
+	pthread_mutex_init(&s.mu, NULL);
 	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
 	ck_assert_int_eq(setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
 	ck_assert_int_eq(setsockopt(sv[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
@@ -329,6 +340,7 @@ START_TEST(sender_registered_ranges)
 	ck_assert_int_eq(pthread_join(t, NULL), 0);
 	ck_assert_int_eq(s.err, 0);
 	uffd_close(U);
+	pthread_mutex_destroy(&s.mu);
 	close(sv[0]);
 	ck_assert_int_eq(tu_count_fds(), fds0);
 }
