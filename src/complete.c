@@ -7,11 +7,6 @@
 
 #include "internal.h"
 
-static inline int call_fault(struct uffd *u, const struct uffd_pagefault *pf)
-{
-	return u->cb.pagefault(u, pf, u->cb.pagefault_arg);
-}
-
 /* Whether @pf's address is still in a piece of the map; refreshes pf->range. */
 static bool still_registered(struct uffd *u, struct uffd_pagefault *pf)
 {
@@ -78,25 +73,17 @@ int uffd_read_more(struct uffd *u)
 	return n;
 }
 
-static void defer_fault(struct uffd *u)
-{
-	atomic_fetch_add(&u->refs, 1);
-	atomic_fetch_add(&u->deferred, 1);
-}
-
 /* The rules of the contract for a fault callback's result @r (uffd.h, dispatch group). 0 = go on,
  * < 0 = stop with it. */
 int uffd_finish_fault(struct uffd *u, struct uffd_pagefault *pf, int r)
 {
 	unsigned tries = 0;
 
-	for (;; r = call_fault(u, pf)) {
+	for (;; r = uffd_call_fault(u, pf)) {
 		if (r == 0)
 			return 0;
-		if (r == UFFD_FAULT_DEFERRED) {
-			defer_fault(u);
-			return 0;
-		}
+		if (r == UFFD_FAULT_DEFERRED)
+			return 0; /* counted by uffd_call_fault() */
 		if (r == -EAGAIN) {
 			/* A layout change is pending: read and apply it, then try again. */
 			if (tries++ >= UFFD_EAGAIN_TRIES) {
@@ -161,7 +148,7 @@ int uffd_deliver_batch(struct uffd *u, struct uffd_batch *b, int *handled)
 			continue;
 		if (uffd_unlikely(b->interleaved) && !fault_ready(u, b))
 			return 0; /* the caller parks the batch: the notifier serves it after */
-		r = uffd_finish_fault(u, &it->ev.pagefault, call_fault(u, &it->ev.pagefault));
+		r = uffd_finish_fault(u, &it->ev.pagefault, uffd_call_fault(u, &it->ev.pagefault));
 		(*handled)++;
 		if (r == -ESRCH) {
 			b->pos = b->nprep; /* the process is gone: the rest has nobody to serve */

@@ -198,13 +198,10 @@ static int serve_faults(struct uffd *u, struct uffd_batch *b, unsigned cnt, int 
 			continue;
 		}
 		fault_range(u, b);
-		r = u->cb.pagefault(u, pf, u->cb.pagefault_arg);
+		r = uffd_call_fault(u, pf);
 		if (uffd_unlikely(r != 0)) {
-			if (r == UFFD_FAULT_DEFERRED) {
-				atomic_fetch_add(&u->refs, 1);
-				atomic_fetch_add(&u->deferred, 1);
+			if (r == UFFD_FAULT_DEFERRED)
 				continue;
-			}
 			return serve_rest(u, b, r, (unsigned)(m - b->msgs), cnt, bad, handled);
 		}
 	}

@@ -326,7 +326,9 @@ struct uffd {
 	uint32_t mon_slot;	   /* its slot in the monitor's table (monitor.c) */
 	_Atomic int mon_live;	   /* a member the monitor's threads may dispatch */
 	_Atomic unsigned mon_refs; /* monitor threads holding it: not closed or removed meanwhile */
-	_Atomic bool mon_starved; /* pool: no free batch; the fd is out of the reader's epoll set */
+	/* pool: no free batch; the fd is out of the reader's epoll set. Set and cleared under the
+	 * monitor's lock, read without it by the workers (monitor.c: starve()). */
+	_Atomic bool mon_starved;
 
 	/* serve.c: the registrations served from sources (pushed, never unlinked, freed with the
 	 * context) and their asynchronous fetches in flight. */
@@ -373,6 +375,29 @@ UFFD_HIDDEN void uffd_wake_page(struct uffd *u, uintptr_t addr);
 UFFD_HIDDEN void uffd_wake_raw(struct uffd *u, const struct uffd_msg *m);
 UFFD_HIDDEN void uffd_fill_range_locked(struct uffd *u, struct uffd_pagefault *pf);
 UFFD_HIDDEN const struct uffd_node *uffd_ghost_revive(struct uffd *u, uintptr_t a);
+
+/*
+ * Call @u's fault callback. The callback may hand its fault to another thread, which may finish it
+ * (uffd_fault_finish()) before the callback has even returned: so the fault counts as deferred,
+ * and holds its reference, from before the call, and gives both back if the callback did not
+ * defer it. Counted only after the return, such an early finish found no deferred fault (-EINVAL:
+ * the fault was never woken, its thread blocked for good), or took another fault's count, and put
+ * a reference not yet taken (the owner's: the context was freed under the dispatching thread).
+ * Giving the reference back never frees: the dispatching thread's caller holds one.
+ */
+static inline int uffd_call_fault(struct uffd *u, const struct uffd_pagefault *pf)
+{
+	int r;
+
+	atomic_fetch_add(&u->refs, 1);
+	atomic_fetch_add(&u->deferred, 1);
+	r = u->cb.pagefault(u, pf, u->cb.pagefault_arg);
+	if (uffd_likely(r != UFFD_FAULT_DEFERRED)) {
+		atomic_fetch_sub(&u->deferred, 1);
+		atomic_fetch_sub(&u->refs, 1);
+	}
+	return r;
+}
 
 /* complete.c */
 UFFD_HIDDEN int uffd_finish_fault(struct uffd *u, struct uffd_pagefault *pf, int r);

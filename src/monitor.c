@@ -673,6 +673,18 @@ static int run_round(struct uffd_monitor *m, int wait, int *handled, bool *stop)
 	return err;
 }
 
+/* Whether dead contexts wait for their on_exit (deferred faults) to be closed; closes the others. */
+static bool dead_waiting(struct uffd_monitor *m)
+{
+	bool any;
+
+	close_dead(m);
+	pthread_mutex_lock(&m->lock);
+	any = m->dead != NULL;
+	pthread_mutex_unlock(&m->lock);
+	return any;
+}
+
 static bool in_child_of_owner(const struct uffd_monitor *m)
 {
 	return getpid() != m->owner;
@@ -704,7 +716,13 @@ int uffd_monitor_run(struct uffd_monitor *m, int timeout_ms)
 	while (!stop) {
 		int wait = -1;
 
-		if (m->count == 0) {
+		/*
+		 * A context whose process is gone is off the count but not gone while faults it
+		 * deferred are unfinished: its on_exit runs after the last one, and the monitor
+		 * closes it after that (the kick wakes this loop). Returning before would leave it
+		 * to uffd_monitor_free(), and a later run would return at once without closing it.
+		 */
+		if (m->count == 0 && !dead_waiting(m)) {
 			/* Nothing to probe, but clear the tick: a loop polling the fd would spin. */
 			take_count(m->timerfd);
 			break;
@@ -808,6 +826,18 @@ static void pool_fail(struct uffd_monitor *m, int err)
 	uffd_monitor_stop(m);
 }
 
+static void unstarve(struct uffd_monitor *m, struct uffd *u);
+
+static bool batch_free(struct uffd *u)
+{
+	bool any;
+
+	pthread_mutex_lock(&u->lock);
+	any = u->bfree != NULL;
+	pthread_mutex_unlock(&u->lock);
+	return any;
+}
+
 /* No free batch for @u: take its fd out of the reader's set until a worker frees one. */
 static void starve(struct uffd_monitor *m, struct uffd *u)
 {
@@ -820,6 +850,14 @@ static void starve(struct uffd_monitor *m, struct uffd *u)
 			u->mon_starved = true;
 	}
 	pthread_mutex_unlock(&m->lock);
+	/*
+	 * A worker that freed a batch after the reader found none, and looked at mon_starved
+	 * before it was set, does not unstarve: look again now that it is set, or the fd would
+	 * stay out of the set with a batch free. (The free list is read under u->lock, which
+	 * orders it against the worker's uffd_batch_put().)
+	 */
+	if (atomic_load(&u->spare) || batch_free(u))
+		unstarve(m, u);
 }
 
 static void unstarve(struct uffd_monitor *m, struct uffd *u)

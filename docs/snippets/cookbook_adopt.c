@@ -38,7 +38,8 @@ static int send_fd(int sock, int fd, const struct hello *msg)
 }
 
 /* The monitored process: it makes the fd (bound for life to its own address space) and the
- * memory, hands both over, and then simply uses the memory. */
+ * memory, registers the memory itself (as a VMM does with its guest memory), hands the fd and
+ * the addresses over, and then simply uses the memory. */
 static int monitored(int sock, const char *expect, size_t len)
 {
 	struct uffd *u;
@@ -46,11 +47,13 @@ static int monitored(int sock, const char *expect, size_t len)
 	char *mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	struct hello msg = { .addr = mem, .len = len };
 
-	if (mem == MAP_FAILED || uffd_open(&u, NULL) || send_fd(sock, uffd_fd(u), &msg))
+	if (mem == MAP_FAILED || uffd_open(&u, NULL) ||
+	    uffd_register(u, mem, len, UFFDIO_REGISTER_MODE_MISSING, NULL) ||
+	    send_fd(sock, uffd_fd(u), &msg))
 		return 1;
 	/* The monitor's copy of the fd keeps the userfaultfd alive. */
 	uffd_close(u);
-	if (read(sock, &go, 1) != 1) /* registered: go */
+	if (read(sock, &go, 1) != 1) /* the monitor is ready: go */
 		return 1;
 	return memcmp(mem, expect, len) == 0 ? 0 : 1; /* faults, served by the monitor */
 }
@@ -118,8 +121,8 @@ int main(void)
 	SNIPPET_CHECK(fd >= 0);
 	/* The handshake was done by the sender: the features are read from the kernel. */
 	SNIPPET_CHECK(uffd_adopt(&u, fd, NULL) == 0);
-	/* Register the other process's memory through its fd; the data is this process's. */
-	int err = uffd_register(u, msg.addr, msg.len, UFFDIO_REGISTER_MODE_MISSING, image);
+	/* The sender registered its memory: record it in the map, with this process's data. */
+	int err = uffd_range_add(u, msg.addr, msg.len, UFFDIO_REGISTER_MODE_MISSING, image);
 
 	SNIPPET_CHECK(err == 0);
 	uffd_on_pagefault(u, fill, NULL);
