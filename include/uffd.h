@@ -1363,7 +1363,10 @@ UFFD_API_EXPORT int uffd_serve_pagefault(struct uffd *u, const struct uffd_pagef
 
 /**
  * uffd_serve_remove - the REMOVE callback of served registrations: records discarded pages.
-
+ *
+ * Through uffd_dispatch() and the monitor the library has marked them already, when the REMOVE
+ * was read (so that a chunk in flight cannot refill them), and this call only repeats it; it
+ * matters to programs that read the fd themselves.
  * \param u the context.
  * \param span what was discarded.
  * \param arg unused.

@@ -22,6 +22,9 @@
 /* Fetches in flight per registration that later faults of the same chunk can join; past it a
  * fault fetches its chunk on its own, as if none were in flight. */
 #define FLIGHTS 128u
+/* Source pages installed in one hold of u->lock (see install_span()): the longest a dispatching
+ * thread waits to read because of an install (about 60 us per 256 KiB). */
+#define GUARDED_RUN ((uint64_t)256 << 10)
 
 struct uffd_served;
 
@@ -93,6 +96,8 @@ struct uffd_served {
 	 * flight_join()). */
 	_Atomic uint64_t *discarded, *seen, *present, *woke;
 	size_t bm_len;
+	/* Source pages go in under u->lock, which excludes reading a REMOVE (install_span()). */
+	bool guard;
 	/* `present` can be trusted: every discard is heard of (EVENT_REMOVE) and clears it. */
 	bool trust_present;
 	pthread_mutex_t fl_lock;
@@ -397,7 +402,21 @@ static int install_run(struct inst *in, enum kind k, uint64_t *xp, uint64_t e, b
 	return ret;
 }
 
-/* Install [lo, hi): source bytes, or poison when @failed, and zero pages where a discard says so. */
+/*
+ * Install [lo, hi): source bytes, or poison when @failed, and zero pages where a discard says so.
+ *
+ * A REMOVE races with a chunk being installed: madvise(DONTNEED) sends it, waits until it is
+ * read, then zaps the pages. A page installed before the read is zapped after it (harmless); one
+ * installed after the zap would keep the image's bytes where the program expects zero, and a
+ * copy checked against the discard bits before the read can still land after the zap (nothing in
+ * the kernel orders a copy in progress against the zap). So where discards read zero, source
+ * pages go in with u->lock held, checked and copied in one hold: a context with EVENT_REMOVE
+ * reads under u->lock and marks the REMOVE's pages in the same hold (prep ->
+ * uffd_serve_removed_locked()). Either the REMOVE was read, and marked, before the hold (the
+ * check sees it) or it is read after the copy returned, and its zap comes after that. This works
+ * for another process's memory too. The runs are bounded (GUARDED_RUN), so a dispatching thread
+ * waits at most one of them to read. Zero and poison need no lock: they are right after a zap.
+ */
 static int install_span(struct inst *in, uint64_t lo, uint64_t hi, bool failed)
 {
 	struct uffd_served *r = in->r;
@@ -405,12 +424,29 @@ static int install_span(struct inst *in, uint64_t lo, uint64_t hi, bool failed)
 	int ret = 0;
 
 	while (x < hi) {
-		enum kind k = page_kind(r, x, failed);
-		uint64_t e = x + r->ps;
+		bool guard = r->guard && !failed;
+		uint64_t e, lim = hi;
+		enum kind k;
 
-		while (e < hi && page_kind(r, e, failed) == k)
+		if (guard)
+			pthread_mutex_lock(&in->u->lock);
+		k = page_kind(r, x, failed);
+		if (guard && k == K_SOURCE) {
+			lim = min64(hi, x + max64(GUARDED_RUN, r->ps));
+		} else if (guard) {
+			pthread_mutex_unlock(&in->u->lock);
+			guard = false;
+		}
+		for (e = x + r->ps; e < lim && page_kind(r, e, failed) == k;)
 			e += r->ps;
-		ret = install_run(in, k, &x, e, true);
+		ret = install_run(in, k, &x, e, !guard);
+		if (guard)
+			pthread_mutex_unlock(&in->u->lock);
+		if (ret == -EAGAIN && in->prefetch && guard &&
+		    in->tries++ < PREFETCH_EAGAIN_TRIES) {
+			prefetch_backoff();
+			continue;
+		}
 		if (ret)
 			break;
 	}
@@ -759,6 +795,28 @@ int uffd_serve_remove(struct uffd *u, const struct uffd_span *span, void *arg)
 	return 0;
 }
 
+/*
+ * Through the library's dispatch the pages are marked here, in the hold of u->lock that read the
+ * REMOVE, and uffd_serve_remove() marks them again later, changing nothing: a fetch finishing in
+ * between must already see them (install_span()).
+ */
+void uffd_serve_removed_locked(struct uffd *u, uintptr_t start, uintptr_t end)
+{
+	const struct uffd_node *n;
+	uintptr_t at = start;
+
+	while (at < end && (n = uffd_rmap_next(&u->map, at)) != NULL && n->start < end) {
+		struct uffd_served *r = find_served(u, n->data);
+
+		if (r) {
+			uintptr_t lo = max64(at, n->start), hi = min64(end, n->end);
+
+			mark_removed(r, n->offset + (lo - n->start), n->offset + (hi - n->start));
+		}
+		at = n->end;
+	}
+}
+
 /* ---- uffd_serve() ---- */
 
 static int check_config(const struct uffd *u, uintptr_t addr, size_t len,
@@ -818,6 +876,7 @@ static int served_new(struct uffd_served **out, const struct uffd *u, size_t len
 	r->on_error = c->on_error;
 	r->arg = c->arg;
 	r->slot_len = (size_t)(r->unit + ((sizeof(struct serve_slot) + bpage - 1) & ~(bpage - 1)));
+	r->guard = c->discard == UFFD_DISCARD_ZERO;
 	r->trust_present = (u->features & UFFD_FEATURE_EVENT_REMOVE) != 0;
 	/* The bitmaps in one mapping: mmap'd memory is zero, and large ones cost no heap. */
 	r->bm_len = (size_t)(((4 * words * sizeof(uint64_t)) + bpage - 1) & ~(bpage - 1));

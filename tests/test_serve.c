@@ -463,7 +463,7 @@ START_TEST(async_deferred)
 }
 END_TEST
 
-/* ---- one fetch per chunk: a source held at a gate ---- */
+/* ---- one fetch per chunk, and a discard racing a fetch: a source held at a gate ---- */
 
 /* Reads wait until the gate opens; read_async answers from a thread of its own. */
 struct gate {
@@ -645,6 +645,89 @@ START_TEST(one_fetch_per_chunk)
 	uffd_source_close(src);
 	munmap(mem, 2 * ONE_CHUNK);
 	free(img);
+}
+END_TEST
+
+/* The REMOVE callback held until released: uffd_serve_remove() runs late, as a slow notifier's
+ * would, after the madvise() that sent the REMOVE has returned. */
+struct late_remove {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool go;
+	int calls;
+};
+
+static int late_remove(struct uffd *u, const struct uffd_span *span, void *arg)
+{
+	struct late_remove *l = arg;
+
+	pthread_mutex_lock(&l->lock);
+	l->calls++;
+	while (!l->go)
+		pthread_cond_wait(&l->cond, &l->lock);
+	pthread_mutex_unlock(&l->lock);
+	return uffd_serve_remove(u, span, NULL);
+}
+
+/*
+ * A chunk is being fetched for a fault on page 1 when page 5 of the same chunk is discarded:
+ * the REMOVE is read and the page zapped (madvise returns) before the notification callback
+ * has run, and only then does the fetch finish. Page 5 must read zero, not the image: the
+ * REMOVE marks it at read time. _i: 0 synchronous source, 1 asynchronous.
+ */
+START_TEST(discard_during_fetch)
+{
+	size_t len = 16 * PS;
+	unsigned char *img = image(len), *mem = tu_map_anon(len);
+	struct uffd_serve_config cfg = { 0 };
+	struct late_remove l = { .go = false };
+	struct uffd_serve_stats st;
+	struct tu_toucher t;
+	struct su_disp d;
+	struct gate g;
+	struct uffd_source *src;
+	struct uffd *u = tu_open(REMOVE_F);
+
+	pthread_mutex_init(&l.lock, NULL);
+	pthread_cond_init(&l.cond, NULL);
+	gate_init(&g, img, len);
+	src = gate_source(&g, _i == 1);
+	cfg.source = src;
+	cfg.chunk = 8 * PS;
+	ck_assert_int_eq(uffd_serve(u, mem, len, &cfg), 0);
+	ck_assert_int_eq(uffd_on_remove(u, late_remove, &l), 0);
+	su_disp_start(&d, u, 2);
+	tu_touch_start(&t, mem + 1 * PS, false, 0);
+	gate_wait_entered(&g, 1);
+	/* Returns once the REMOVE is read and the page zapped; the callback is still held. */
+	ck_assert_int_eq(madvise(mem + 5 * PS, PS, MADV_DONTNEED), 0);
+	gate_open(&g);
+	tu_touch_join(&t);
+	ck_assert_int_eq(t.value, (char)su_byte(1 * PS, SEED));
+	pthread_mutex_lock(&l.lock);
+	l.go = true; /* its callback may not even have started yet */
+	pthread_cond_broadcast(&l.cond);
+	pthread_mutex_unlock(&l.lock);
+	for (size_t p = 0; p < 16; p++) {
+		if (p == 5)
+			ck_assert_msg(su_all_zero(mem + p * PS, PS),
+				      "discarded page 5 is not zero");
+		else
+			ck_assert_msg(su_check(mem + p * PS, p * PS, PS, SEED) == -1,
+				      "page %zu: not the source's bytes", p);
+	}
+	ck_assert_int_eq(su_disp_stop(&d), 0);
+	ck_assert_int_eq(l.calls, 1);
+	ck_assert_int_eq(uffd_serve_get_stats(u, &st), 0);
+	ck_assert_uint_eq(st.pages_zeroed, 1);
+	ck_assert_uint_eq(st.fetches, 2);
+	uffd_close(u);
+	gate_fini(&g);
+	uffd_source_close(src);
+	munmap(mem, len);
+	free(img);
+	pthread_cond_destroy(&l.cond);
+	pthread_mutex_destroy(&l.lock);
 }
 END_TEST
 
@@ -1015,6 +1098,7 @@ int main(void)
 		printf("hugetlb_2m not run: cannot reserve 8 free 2 MiB huge pages\n");
 	tcase_add_test(tc, async_deferred);
 	tcase_add_loop_test(tc, one_fetch_per_chunk, 0, 2);
+	tcase_add_loop_test(tc, discard_during_fetch, 0, 2);
 	tcase_add_test(tc, error_poisons);
 	tcase_add_test(tc, error_without_poison);
 	tcase_add_test(tc, manifest_mismatch);
