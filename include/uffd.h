@@ -1351,6 +1351,8 @@ UFFD_API_EXPORT int uffd_serve(struct uffd *u, void *addr, size_t len,
  * \param pf the fault.
  * \param arg unused.
  * Write-protect faults go to uffd_default_pagefault().
+ * A fault whose chunk is being fetched for another fault joins that fetch and returns 0 at
+ * once: the fetch's copy (or a wake when it ends) finishes it.
  * \return as a fault callback: 0, UFFD_FAULT_DEFERRED (an asynchronous source), or a negative
  *         errno: -EINVAL (NULL), -ENOENT (a fault outside every served registration), -EEXIST
  *         (the page was present already: woken), -ENOMEM (no fetch buffer), the resolving
@@ -1361,6 +1363,10 @@ UFFD_API_EXPORT int uffd_serve_pagefault(struct uffd *u, const struct uffd_pagef
 
 /**
  * uffd_serve_remove - the REMOVE callback of served registrations: records discarded pages.
+ *
+ * Through uffd_dispatch() and the monitor the library has marked them already, when the REMOVE
+ * was read (so that a chunk in flight cannot refill them), and this call only repeats it; it
+ * matters to programs that read the fd themselves.
  * \param u the context.
  * \param span what was discarded.
  * \param arg unused.
@@ -1379,7 +1385,10 @@ struct uffd_serve_stats {
 	uint64_t prefetched;	  /**< pages installed by uffd_prefetch() */
 	uint64_t poisoned;	  /**< pages poisoned after a failed or bad fetch */
 	uint64_t errors;	  /**< fetches that failed for good */
-	uint64_t reserved[23];	  /**< zero; later counters go here */
+	/** faults that fetched nothing of their own: their chunk was being fetched for another
+	 *  fault (they were finished by that fetch), or it had just been installed */
+	uint64_t joined;
+	uint64_t reserved[22]; /**< zero; later counters go here */
 };
 
 /**

@@ -425,6 +425,9 @@ UFFD_HIDDEN bool uffd_ctx_has_work(struct uffd *u);
 
 /* serve.c: frees what uffd_serve() hung on the context (when its memory goes). */
 UFFD_HIDDEN void uffd_serve_free_all(struct uffd *u);
+/* serve.c, from prep with u->lock held: a REMOVE of [start, end) was just read; served
+ * registrations mark its pages discarded before any fetch can install them (serve.c). */
+UFFD_HIDDEN void uffd_serve_removed_locked(struct uffd *u, uintptr_t start, uintptr_t end);
 
 /* open.c */
 UFFD_HIDDEN int uffd_probe_cached(uint64_t *features, uint64_t *ioctls);

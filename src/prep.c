@@ -229,6 +229,13 @@ static int apply_layout(struct uffd *u, struct uffd_event *ev)
 		return ret;
 	case UFFD_EVT_FORK:
 		return ev->fork.child ? 0 : make_child(u, ev);
+	case UFFD_EVT_REMOVE:
+		/* Now, in the read's own hold of u->lock: the madvise() that sent it zaps the pages
+		 * once it is read, and a served chunk installed after that must not refill them. */
+		if (atomic_load_explicit(&u->served, memory_order_acquire))
+			uffd_serve_removed_locked(u, (uintptr_t)ev->remove.start,
+						  (uintptr_t)ev->remove.end);
+		return 0;
 	default:
 		return 0;
 	}

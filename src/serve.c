@@ -19,6 +19,12 @@
 /* uffd_prefetch() meets -EAGAIN while an event waits to be read by the dispatching threads:
  * it waits for them this many times, a millisecond each, then gives up on the page. */
 #define PREFETCH_EAGAIN_TRIES 1000
+/* Fetches in flight per registration that later faults of the same chunk can join; past it a
+ * fault fetches its chunk on its own, as if none were in flight. */
+#define FLIGHTS 128u
+/* Source pages installed in one hold of u->lock (see install_span()): the longest a dispatching
+ * thread waits to read because of an install (about 60 us per 256 KiB). */
+#define GUARDED_RUN ((uint64_t)256 << 10)
 
 struct uffd_served;
 
@@ -28,6 +34,18 @@ struct plan {
 	uint64_t i_lo, i_hi; /* pages installed; past f_hi (the source's end) they read zero */
 	uint64_t fault;	     /* the faulting page */
 	uintptr_t delta;     /* the address of source offset x is x + delta */
+	bool flight;	     /* it has an entry in the registration's flights */
+};
+
+/*
+ * A chunk being fetched for a fault: later faults of the same plan (same pages, same
+ * addresses) join it instead of fetching it again. [w_lo, w_hi) spans the pages of the faults
+ * that joined, woken once the chunk is in (the copy wakes them first where it installs).
+ */
+struct flight {
+	uint64_t lo, hi;
+	uintptr_t delta;
+	uint64_t w_lo, w_hi;
 };
 
 /*
@@ -54,7 +72,7 @@ struct serve_slot {
 
 struct serve_counters {
 	_Atomic uint64_t faults, fetches, bytes_fetched, pages_installed, pages_zeroed,
-		eexist_skipped, prefetched, poisoned, errors;
+		eexist_skipped, prefetched, poisoned, errors, joined;
 };
 
 /* One served registration: hung on its pieces' data pointer, owned by the context. */
@@ -73,9 +91,18 @@ struct uffd_served {
 	uint64_t mchunk;
 	void (*on_error)(struct uffd *u, uint64_t offset, uint64_t len, int err, void *arg);
 	void *arg;
-	/* One bit per page: discarded (REMOVE seen), and recorded already (first touch). */
-	_Atomic uint64_t *discarded, *seen;
+	/* One bit per page: discarded (REMOVE seen), recorded already (first touch), installed or
+	 * found present since its last REMOVE, and a fault on it answered from `present` (see
+	 * flight_join()). */
+	_Atomic uint64_t *discarded, *seen, *present, *woke;
 	size_t bm_len;
+	/* Source pages go in under u->lock, which excludes reading a REMOVE (install_span()). */
+	bool guard;
+	/* `present` can be trusted: every discard is heard of (EVENT_REMOVE) and clears it. */
+	bool trust_present;
+	pthread_mutex_t fl_lock;
+	unsigned nfl;
+	struct flight fl[FLIGHTS];
 	pthread_mutex_t pool_lock;
 	struct serve_slot *free, *all;
 	size_t slot_len;
@@ -129,6 +156,44 @@ static inline bool bit_set(_Atomic uint64_t *bm, size_t i)
 	return atomic_fetch_or_explicit(&bm[i / 64], b, memory_order_acq_rel) & b;
 }
 
+/* Bits [i, i + n) set (@set) or cleared, a word at a time. */
+static void bits_apply(_Atomic uint64_t *bm, size_t i, size_t n, bool set)
+{
+	while (n) {
+		size_t b = i % 64, k = n < 64 - b ? n : 64 - b;
+		uint64_t m = (k == 64 ? ~(uint64_t)0 : (((uint64_t)1 << k) - 1)) << b;
+
+		if (set)
+			atomic_fetch_or_explicit(&bm[i / 64], m, memory_order_acq_rel);
+		else
+			atomic_fetch_and_explicit(&bm[i / 64], ~m, memory_order_acq_rel);
+		i += k;
+		n -= k;
+	}
+}
+
+/* [x, x + len) was installed: present, and a later fault there may be answered from that. */
+static void mark_installed(struct uffd_served *r, uint64_t x, uint64_t len)
+{
+	if (!r->trust_present || !len)
+		return;
+	bits_apply(r->present, page_index(r, x), (size_t)(len >> r->shift), true);
+	bits_apply(r->woke, page_index(r, x), (size_t)(len >> r->shift), false);
+}
+
+/* Registration offsets [o_lo, o_hi) were discarded: every page they touch (the kernel zaps whole
+ * pages) reads zero from now on (UFFD_DISCARD_ZERO) and is missing again. */
+static void mark_removed(struct uffd_served *r, uint64_t o_lo, uint64_t o_hi)
+{
+	uint64_t i0 = o_lo >> r->shift, i1 = (min64(o_hi, r->len) + r->ps - 1) >> r->shift;
+
+	if (i1 <= i0)
+		return;
+	bits_apply(r->discarded, (size_t)i0, (size_t)(i1 - i0), true);
+	bits_apply(r->present, (size_t)i0, (size_t)(i1 - i0), false);
+	bits_apply(r->woke, (size_t)i0, (size_t)(i1 - i0), false);
+}
+
 /* ---- the pool ---- */
 
 static struct serve_slot *slot_get(struct uffd_served *r)
@@ -177,6 +242,7 @@ static void served_free(struct uffd_served *r)
 	if (r->discarded)
 		uffd_sys_munmap((void *)r->discarded, r->bm_len);
 	pthread_mutex_destroy(&r->pool_lock);
+	pthread_mutex_destroy(&r->fl_lock);
 	free(r);
 }
 
@@ -203,6 +269,7 @@ struct inst {
 	uint64_t fault; /* the faulting page, or UINT64_MAX (prefetch) */
 	bool prefetch;	/* DONTWAKE, -ENOENT skipped, -EAGAIN waited out */
 	int fault_r;	/* 1 until the faulting page is dealt with, then 0 or its error */
+	unsigned tries; /* prefetch: -EAGAIN met in a row */
 	long installed;
 };
 
@@ -282,74 +349,123 @@ static void prefetch_backoff(void)
 }
 
 /*
- * Pages [x, e) of one kind. A page found present (-EEXIST: another thread's chunk, a prefetch,
+ * Pages [*xp, e) of one kind. A page found present (-EEXIST: another thread's chunk, a prefetch,
  * the program's own write after a discard) is skipped and the rest goes on: abandoning the
  * chunk there would leave its later pages to fault one by one. Returns 0, or the error that
- * stopped it.
+ * stopped it, with *xp where it stopped. A prefetch waits out -EAGAIN here only if @may_wait:
+ * with u->lock held, the events it waits for could never be read.
  */
-static int install_run(struct inst *in, enum kind k, uint64_t x, uint64_t e)
+static int install_run(struct inst *in, enum kind k, uint64_t *xp, uint64_t e, bool may_wait)
 {
-	uint64_t ps = in->r->ps;
-	unsigned tries = 0;
+	uint64_t ps = in->r->ps, x = *xp;
+	int ret = 0;
 
 	while (x < e) {
 		size_t done = 0;
-		int ret = fill_pages(in, k, x, e - x, &done);
 
+		ret = fill_pages(in, k, x, e - x, &done);
 		done &= ~(size_t)(ps - 1);
 		count(in, k, done / ps);
+		mark_installed(in->r, x, done);
+		if (done)
+			in->tries = 0;
 		if (in->fault >= x && in->fault < x + done)
 			in->fault_r = 0;
-		if (!ret)
-			return 0;
 		x += done;
+		if (!ret)
+			break;
 		if (ret == -EEXIST || (in->prefetch && ret == -ENOENT)) {
-			if (ret == -EEXIST)
+			if (ret == -EEXIST) {
 				uffd_stat_add(&in->r->st.eexist_skipped, 1);
+				if (in->r->trust_present)
+					bit_set(in->r->present, page_index(in->r, x));
+			}
 			if (x == in->fault)
 				in->fault_r = ret;
 			x += ps;
+			ret = 0;
 			continue;
 		}
-		if (in->prefetch && ret == -EAGAIN && tries++ < PREFETCH_EAGAIN_TRIES) {
-			prefetch_backoff();
-			continue;
+		if (in->prefetch && ret == -EAGAIN) {
+			if (!may_wait)
+				break; /* the caller lets go of u->lock, then waits */
+			if (in->tries++ < PREFETCH_EAGAIN_TRIES) {
+				prefetch_backoff();
+				continue;
+			}
 		}
 		if (x == in->fault)
 			in->fault_r = ret;
-		return ret;
+		break;
 	}
-	return 0;
+	*xp = x;
+	return ret;
 }
 
 /*
- * Install [i_lo, i_hi): source bytes, or poison when @failed, and zero pages where a discard
- * says so. For a fault, returns what the faulting page got: 0, -EEXIST (present already: the
- * dispatcher wakes it), or the error that kept it from being resolved.
+ * Install [lo, hi): source bytes, or poison when @failed, and zero pages where a discard says so.
+ *
+ * A REMOVE races with a chunk being installed: madvise(DONTNEED) sends it, waits until it is
+ * read, then zaps the pages. A page installed before the read is zapped after it (harmless); one
+ * installed after the zap would keep the image's bytes where the program expects zero, and a
+ * copy checked against the discard bits before the read can still land after the zap (nothing in
+ * the kernel orders a copy in progress against the zap). So where discards read zero, source
+ * pages go in with u->lock held, checked and copied in one hold: a context with EVENT_REMOVE
+ * reads under u->lock and marks the REMOVE's pages in the same hold (prep ->
+ * uffd_serve_removed_locked()). Either the REMOVE was read, and marked, before the hold (the
+ * check sees it) or it is read after the copy returned, and its zap comes after that. This works
+ * for another process's memory too. The runs are bounded (GUARDED_RUN), so a dispatching thread
+ * waits at most one of them to read. Zero and poison need no lock: they are right after a zap.
+ */
+static int install_span(struct inst *in, uint64_t lo, uint64_t hi, bool failed)
+{
+	struct uffd_served *r = in->r;
+	uint64_t x = lo;
+	int ret = 0;
+
+	while (x < hi) {
+		bool guard = r->guard && !failed;
+		uint64_t e, lim = hi;
+		enum kind k;
+
+		if (guard)
+			pthread_mutex_lock(&in->u->lock);
+		k = page_kind(r, x, failed);
+		if (guard && k == K_SOURCE) {
+			lim = min64(hi, x + max64(GUARDED_RUN, r->ps));
+		} else if (guard) {
+			pthread_mutex_unlock(&in->u->lock);
+			guard = false;
+		}
+		for (e = x + r->ps; e < lim && page_kind(r, e, failed) == k;)
+			e += r->ps;
+		ret = install_run(in, k, &x, e, !guard);
+		if (guard)
+			pthread_mutex_unlock(&in->u->lock);
+		if (ret == -EAGAIN && in->prefetch && guard &&
+		    in->tries++ < PREFETCH_EAGAIN_TRIES) {
+			prefetch_backoff();
+			continue;
+		}
+		if (ret)
+			break;
+	}
+	return ret;
+}
+
+/*
+ * Install [i_lo, i_hi) (install_span()). For a fault, returns what the faulting page got: 0,
+ * -EEXIST (present already: the dispatcher wakes it), or the error that kept it from being
+ * resolved.
  */
 static int install(struct inst *in, uint64_t i_lo, uint64_t i_hi, bool failed)
 {
-	const struct uffd_served *r = in->r;
-	uint64_t x = i_lo;
-	int ret = 0;
+	int ret = install_span(in, i_lo, i_hi, failed);
 
-	while (x < i_hi) {
-		enum kind k = page_kind(r, x, failed);
-		uint64_t e = x + r->ps;
-
-		while (e < i_hi && page_kind(r, e, failed) == k)
-			e += r->ps;
-		ret = install_run(in, k, x, e);
-		if (ret == -ESRCH)
-			return ret;
-		if (ret)
-			break;
-		x = e;
-	}
-	if (in->prefetch)
+	if (in->prefetch || ret == -ESRCH)
 		return ret;
 	if (in->fault_r == 1) /* an error before the faulting page: that page alone */
-		install_run(in, page_kind(r, in->fault, failed), in->fault, in->fault + r->ps);
+		install_span(in, in->fault, in->fault + in->r->ps, failed);
 	return in->fault_r == 1 ? ret : in->fault_r;
 }
 
@@ -466,6 +582,78 @@ static void record(struct uffd_served *r, uint64_t lo, uint64_t hi)
 		uffd_order_add(r->record, run, n, NULL);
 }
 
+/* ---- fetches in flight ---- */
+
+enum join { JOIN_OWN, JOIN_WAIT, JOIN_PRESENT };
+
+/*
+ * Before fetching @p's chunk: JOIN_WAIT when a fetch of the same plan is in flight (the fault is
+ * left to it: its copy wakes the faulting thread, flight_end() wakes what the copy did not);
+ * JOIN_PRESENT when none is but the faulting page was installed since its last discard (a fault
+ * read before that install and delivered after: waking it is enough); else JOIN_OWN, with
+ * p->flight set when the table had room for the fetch.
+ *
+ * JOIN_PRESENT is answered once per page and install (`woke`): should the page be missing after
+ * all (memory zapped without a REMOVE, a DONTUNMAP'd range faulting again at its old address),
+ * its thread faults again and that fault fetches. The present bits are set before the flight
+ * ends, under fl_lock, so a fault that misses the flight sees them.
+ */
+static enum join flight_join(struct uffd_served *r, struct plan *p)
+{
+	size_t i = page_index(r, p->fault);
+	enum join ret = JOIN_OWN;
+	unsigned k;
+
+	p->flight = false;
+	pthread_mutex_lock(&r->fl_lock);
+	for (k = 0; k < r->nfl; k++) {
+		struct flight *f = &r->fl[k];
+
+		if (f->lo == p->i_lo && f->hi == p->i_hi && f->delta == p->delta) {
+			f->w_lo = min64(f->w_lo, p->fault);
+			f->w_hi = max64(f->w_hi, p->fault + r->ps);
+			ret = JOIN_WAIT;
+			break;
+		}
+	}
+	if (ret == JOIN_OWN && r->trust_present && bit_get(r->present, i) && !bit_set(r->woke, i))
+		ret = JOIN_PRESENT;
+	if (ret == JOIN_OWN && r->nfl < FLIGHTS) {
+		r->fl[r->nfl++] = (struct flight){
+			.lo = p->i_lo, .hi = p->i_hi, .delta = p->delta, .w_lo = UINT64_MAX
+		};
+		p->flight = true;
+	}
+	pthread_mutex_unlock(&r->fl_lock);
+	return ret;
+}
+
+/* @p's fetch is over and installed (or failed): later faults fetch anew, and the threads of the
+ * faults that joined it are woken (@wake: the fd is still open), so none is left blocked where
+ * the install stopped early or found a page present. */
+static void flight_end(struct uffd *u, struct uffd_served *r, const struct plan *p, bool wake)
+{
+	uint64_t lo = UINT64_MAX, hi = 0;
+	unsigned k;
+
+	if (!p->flight)
+		return;
+	pthread_mutex_lock(&r->fl_lock);
+	for (k = 0; k < r->nfl; k++) {
+		struct flight *f = &r->fl[k];
+
+		if (f->lo == p->i_lo && f->hi == p->i_hi && f->delta == p->delta) {
+			lo = f->w_lo;
+			hi = f->w_hi;
+			*f = r->fl[--r->nfl];
+			break;
+		}
+	}
+	pthread_mutex_unlock(&r->fl_lock);
+	if (wake && lo < hi)
+		uffd_wake(u, (void *)(uintptr_t)(lo + p->delta), (size_t)(hi - lo));
+}
+
 static bool inflight_take(struct uffd *u, const struct uffd_served *r)
 {
 	unsigned n = atomic_load(&u->served_inflight);
@@ -484,6 +672,7 @@ static void io_done(struct uffd_source_io *io, int err)
 	struct uffd_pagefault pf;
 	struct uffd_served *r;
 	struct uffd *u;
+	bool live;
 	int ret;
 
 	s->err = err;
@@ -494,10 +683,9 @@ static void io_done(struct uffd_source_io *io, int err)
 	pf = s->pf;
 	/* uffd_close() waits for users to leave before it closes the fd (complete.c). */
 	atomic_fetch_add(&u->users, 1);
-	if (atomic_load(&u->closed) || atomic_load(&u->exited))
-		ret = -ESRCH;
-	else
-		ret = complete_fetch(u, r, s->buf, &s->plan, err);
+	live = !atomic_load(&u->closed) && !atomic_load(&u->exited);
+	ret = live ? complete_fetch(u, r, s->buf, &s->plan, err) : -ESRCH;
+	flight_end(u, r, &s->plan, live && ret != -ESRCH);
 	atomic_fetch_sub(&u->users, 1);
 	slot_put(r, s);
 	atomic_fetch_sub(&u->served_inflight, 1);
@@ -531,11 +719,24 @@ int uffd_serve_pagefault(struct uffd *u, const struct uffd_pagefault *pf, void *
 
 		return install(&in, p.fault, p.fault + r->ps, false);
 	}
+	switch (flight_join(r, &p)) {
+	case JOIN_WAIT:
+		/* Resolved by that fetch: the dispatching thread goes on to other faults. */
+		uffd_stat_add(&r->st.joined, 1);
+		return 0;
+	case JOIN_PRESENT:
+		uffd_stat_add(&r->st.joined, 1);
+		return -EEXIST;
+	default:
+		break;
+	}
 	if (r->record)
 		record(r, p.i_lo, p.i_hi);
 	s = slot_get(r);
-	if (!s)
+	if (!s) {
+		flight_end(u, r, &p, true);
 		return -ENOMEM;
+	}
 	if (r->src->ops.read_async && inflight_take(u, r)) {
 		s->u = u;
 		s->pf = *pf;
@@ -555,12 +756,14 @@ int uffd_serve_pagefault(struct uffd *u, const struct uffd_pagefault *pf, void *
 		/* Refused (done() never runs), or done() ran already: finish here. */
 		atomic_fetch_sub(&u->served_inflight, 1);
 		ret = complete_fetch(u, r, s->buf, &p, ret ? ret : s->err);
+		flight_end(u, r, &p, ret != -ESRCH);
 		slot_put(r, s);
 		return ret;
 	}
 	/* Synchronous, and past max_inflight too: the dispatching thread waits for its fetch and
 	 * reads no more faults meanwhile, which is the back-pressure that bounds memory. */
 	ret = complete_fetch(u, r, s->buf, &p, fetch(r, s->buf, &p));
+	flight_end(u, r, &p, ret != -ESRCH);
 	slot_put(r, s);
 	return ret;
 }
@@ -583,17 +786,35 @@ int uffd_serve_remove(struct uffd *u, const struct uffd_span *span, void *arg)
 		if (r) {
 			uintptr_t lo = max64(at, (uintptr_t)rg.start),
 				  hi = min64(end, (uintptr_t)rg.end);
-			uint64_t o_lo = rg.offset + (lo - (uintptr_t)rg.start);
-			uint64_t o_hi = min64(rg.offset + (hi - (uintptr_t)rg.start), r->len);
-			uint64_t i;
 
-			/* Every page the span touches: the kernel zaps whole (huge) pages. */
-			for (i = o_lo >> r->shift; i < (o_hi + r->ps - 1) >> r->shift; i++)
-				bit_set(r->discarded, (size_t)i);
+			mark_removed(r, rg.offset + (lo - (uintptr_t)rg.start),
+				     rg.offset + (hi - (uintptr_t)rg.start));
 		}
 		at = (uintptr_t)rg.end;
 	}
 	return 0;
+}
+
+/*
+ * Through the library's dispatch the pages are marked here, in the hold of u->lock that read the
+ * REMOVE, and uffd_serve_remove() marks them again later, changing nothing: a fetch finishing in
+ * between must already see them (install_span()).
+ */
+void uffd_serve_removed_locked(struct uffd *u, uintptr_t start, uintptr_t end)
+{
+	const struct uffd_node *n;
+	uintptr_t at = start;
+
+	while (at < end && (n = uffd_rmap_next(&u->map, at)) != NULL && n->start < end) {
+		struct uffd_served *r = find_served(u, n->data);
+
+		if (r) {
+			uintptr_t lo = max64(at, n->start), hi = min64(end, n->end);
+
+			mark_removed(r, n->offset + (lo - n->start), n->offset + (hi - n->start));
+		}
+		at = n->end;
+	}
 }
 
 /* ---- uffd_serve() ---- */
@@ -631,8 +852,8 @@ static int check_config(const struct uffd *u, uintptr_t addr, size_t len,
 	return 0;
 }
 
-static int served_new(struct uffd_served **out, size_t len, const struct uffd_serve_config *c,
-		      uint64_t ps, int64_t src_len)
+static int served_new(struct uffd_served **out, const struct uffd *u, size_t len,
+		      const struct uffd_serve_config *c, uint64_t ps, int64_t src_len)
 {
 	uint64_t pages = len / ps, words = (pages + 63) / 64;
 	uint64_t bpage = (uint64_t)uffd_page_size();
@@ -655,15 +876,20 @@ static int served_new(struct uffd_served **out, size_t len, const struct uffd_se
 	r->on_error = c->on_error;
 	r->arg = c->arg;
 	r->slot_len = (size_t)(r->unit + ((sizeof(struct serve_slot) + bpage - 1) & ~(bpage - 1)));
-	/* The two bitmaps in one mapping: mmap'd memory is zero, and large ones cost no heap. */
-	r->bm_len = (size_t)(((2 * words * sizeof(uint64_t)) + bpage - 1) & ~(bpage - 1));
+	r->guard = c->discard == UFFD_DISCARD_ZERO;
+	r->trust_present = (u->features & UFFD_FEATURE_EVENT_REMOVE) != 0;
+	/* The bitmaps in one mapping: mmap'd memory is zero, and large ones cost no heap. */
+	r->bm_len = (size_t)(((4 * words * sizeof(uint64_t)) + bpage - 1) & ~(bpage - 1));
 	r->discarded = uffd_sys_mmap(r->bm_len);
 	if (!r->discarded) {
 		free(r);
 		return -ENOMEM;
 	}
 	r->seen = r->discarded + words;
+	r->present = r->seen + words;
+	r->woke = r->present + words;
 	pthread_mutex_init(&r->pool_lock, NULL);
+	pthread_mutex_init(&r->fl_lock, NULL);
 	*out = r;
 	return 0;
 }
@@ -690,7 +916,7 @@ int uffd_serve(struct uffd *u, void *addr, size_t len, const struct uffd_serve_c
 	if (cfg->manifest && src_len < 0)
 		return -EINVAL;
 	modes = cfg->modes ? cfg->modes : UFFDIO_REGISTER_MODE_MISSING;
-	ret = served_new(&r, len, cfg, ps, src_len);
+	ret = served_new(&r, u, len, cfg, ps, src_len);
 	if (ret)
 		return ret;
 	/* In the list before the kernel can send a fault for it, and the callbacks set before too:
@@ -710,7 +936,7 @@ int uffd_serve(struct uffd *u, void *addr, size_t len, const struct uffd_serve_c
 		u->cb = saved;
 		r->dead = true;
 		uffd_sys_munmap((void *)r->discarded, r->bm_len);
-		r->discarded = r->seen = NULL;
+		r->discarded = r->seen = r->present = r->woke = NULL;
 	}
 	return ret;
 }
@@ -732,6 +958,7 @@ int uffd_serve_get_stats(struct uffd *u, struct uffd_serve_stats *out)
 		out->prefetched += atomic_load(&r->st.prefetched);
 		out->poisoned += atomic_load(&r->st.poisoned);
 		out->errors += atomic_load(&r->st.errors);
+		out->joined += atomic_load(&r->st.joined);
 	}
 	return 0;
 }

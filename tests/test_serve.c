@@ -95,14 +95,18 @@ START_TEST(chunks_threads)
 	ck_assert_int_eq(su_disp_stop(&d), 0);
 	ck_assert_int_eq(su_check(mem, 0, MT_LEN, SEED), -1);
 	ck_assert_int_eq(uffd_serve_get_stats(u, &st), 0);
-	/* Every page came in exactly once, by copy; a chunk's pages fault no more. */
+	/* Every page came in exactly once, by copy; a chunk's pages fault no more, and each chunk
+	 * is fetched once: the faults of a chunk in flight join its fetch. */
 	ck_assert_uint_eq(st.pages_installed, MT_LEN / PS);
 	ck_assert_uint_ge(st.faults, MT_LEN / chunk);
-	ck_assert_uint_le(st.faults, MT_LEN / chunk + st.eexist_skipped + 64);
+	ck_assert_uint_le(st.faults, MT_LEN / chunk + st.joined + st.eexist_skipped + 64);
+	ck_assert_uint_eq(st.fetches, MT_LEN / chunk);
 	ck_assert_uint_eq(st.poisoned + st.errors + st.pages_zeroed, 0);
-	printf("chunk %6llu KiB: %llu faults, %llu fetches, %llu present pages skipped\n",
+	printf("chunk %6llu KiB: %llu faults, %llu fetches, %llu joined, %llu present pages "
+	       "skipped\n",
 	       (unsigned long long)chunk / 1024, (unsigned long long)st.faults,
-	       (unsigned long long)st.fetches, (unsigned long long)st.eexist_skipped);
+	       (unsigned long long)st.fetches, (unsigned long long)st.joined,
+	       (unsigned long long)st.eexist_skipped);
 	uffd_close(u);
 	uffd_source_close(src);
 	munmap(mem, MT_LEN);
@@ -396,14 +400,19 @@ struct as_arg {
 	long bad;
 };
 
+#define AS_CHUNK_PAGES 4
+
+/* Each toucher takes chunks of its own: faults of one chunk would join one fetch, and the test
+ * wants several fetches in flight. */
 static void *as_touch(void *p)
 {
 	struct as_arg *a = p;
-	size_t pages = AS_LEN / PS;
+	size_t chunks = AS_LEN / PS / AS_CHUNK_PAGES;
 
-	for (size_t pg = (size_t)a->idx; pg < pages; pg += AS_TOUCHERS)
-		if (su_check(a->mem + pg * PS, pg * PS, PS, SEED) != -1)
-			a->bad++;
+	for (size_t c = (size_t)a->idx; c < chunks; c += AS_TOUCHERS)
+		for (size_t pg = c * AS_CHUNK_PAGES; pg < (c + 1) * AS_CHUNK_PAGES; pg++)
+			if (su_check(a->mem + pg * PS, pg * PS, PS, SEED) != -1)
+				a->bad++;
 	return NULL;
 }
 
@@ -422,7 +431,7 @@ START_TEST(async_deferred)
 	fake_start(&f, img, AS_LEN);
 	ck_assert_int_eq(uffd_source_new(&src, &fake_ops, &f), 0);
 	cfg.source = src;
-	cfg.chunk = 4 * PS;
+	cfg.chunk = AS_CHUNK_PAGES * PS;
 	cfg.max_inflight = 4;
 	ck_assert_int_eq(uffd_serve(u, mem, AS_LEN, &cfg), 0);
 	ck_assert_int_eq(uffd_monitor_new(&m), 0);
@@ -451,6 +460,274 @@ START_TEST(async_deferred)
 	uffd_source_close(src);
 	munmap(mem, AS_LEN);
 	free(img);
+}
+END_TEST
+
+/* ---- one fetch per chunk, and a discard racing a fetch: a source held at a gate ---- */
+
+/* Reads wait until the gate opens; read_async answers from a thread of its own. */
+struct gate {
+	const unsigned char *img;
+	size_t len;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool open;
+	int entered; /* reads started */
+	pthread_t t[16];
+	int nt;
+};
+
+static int gate_read(void *impl, void *buf, size_t len, uint64_t off)
+{
+	struct gate *g = impl;
+
+	pthread_mutex_lock(&g->lock);
+	g->entered++;
+	pthread_cond_broadcast(&g->cond);
+	while (!g->open)
+		pthread_cond_wait(&g->cond, &g->lock);
+	pthread_mutex_unlock(&g->lock);
+	if (off > g->len || len > g->len - off)
+		return -ENXIO;
+	memcpy(buf, g->img + off, len);
+	return 0;
+}
+
+static void *gate_async_main(void *p)
+{
+	struct uffd_source_io *io = p;
+
+	io->done(io, gate_read(io->user, io->buf, io->len, io->offset));
+	return NULL;
+}
+
+static int gate_read_async(void *impl, struct uffd_source_io *io)
+{
+	struct gate *g = impl;
+	int ret = -EAGAIN;
+
+	pthread_mutex_lock(&g->lock);
+	io->user = g;
+	if (g->nt < 16 && pthread_create(&g->t[g->nt], NULL, gate_async_main, io) == 0) {
+		g->nt++;
+		ret = 0;
+	}
+	pthread_mutex_unlock(&g->lock);
+	return ret;
+}
+
+static int64_t gate_length(void *impl)
+{
+	return (int64_t)((struct gate *)impl)->len;
+}
+
+static void gate_init(struct gate *g, const unsigned char *img, size_t len)
+{
+	memset(g, 0, sizeof(*g));
+	g->img = img;
+	g->len = len;
+	pthread_mutex_init(&g->lock, NULL);
+	pthread_cond_init(&g->cond, NULL);
+}
+
+/* Wait (up to 10 s) until @n reads have started. */
+static void gate_wait_entered(struct gate *g, int n)
+{
+	struct timespec dl;
+
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_sec += 10;
+	pthread_mutex_lock(&g->lock);
+	while (g->entered < n)
+		if (pthread_cond_timedwait(&g->cond, &g->lock, &dl))
+			break;
+	pthread_mutex_unlock(&g->lock);
+	ck_assert_int_ge(g->entered, n);
+}
+
+static void gate_open(struct gate *g)
+{
+	pthread_mutex_lock(&g->lock);
+	g->open = true;
+	pthread_cond_broadcast(&g->cond);
+	pthread_mutex_unlock(&g->lock);
+}
+
+static void gate_fini(struct gate *g)
+{
+	gate_open(g);
+	for (int i = 0; i < g->nt; i++)
+		pthread_join(g->t[i], NULL);
+	pthread_cond_destroy(&g->cond);
+	pthread_mutex_destroy(&g->lock);
+}
+
+static struct uffd_source *gate_source(struct gate *g, bool async)
+{
+	struct uffd_source_ops ops = { .size = sizeof(ops),
+				       .read = gate_read,
+				       .read_async = async ? gate_read_async : NULL,
+				       .length = gate_length };
+	struct uffd_source *src;
+
+	ck_assert_int_eq(uffd_source_new(&src, &ops, g), 0);
+	return src;
+}
+
+#define ONE_CHUNK ((size_t)4 << 20)
+#define ONE_TOUCHERS 4
+
+struct one_arg {
+	unsigned char *mem;
+	pthread_barrier_t *bar;
+	size_t page;
+	long bad;
+};
+
+static void *one_touch(void *p)
+{
+	struct one_arg *a = p;
+
+	pthread_barrier_wait(a->bar);
+	a->bad = su_check(a->mem + a->page * PS, a->page * PS, PS, SEED) != -1;
+	return NULL;
+}
+
+/*
+ * Several threads fault in one chunk at once while its fetch is held: the chunk is fetched
+ * once, the other faults join it (or, read before the install and delivered after, find their
+ * page installed), and every byte is right. _i: 0 synchronous source, 1 asynchronous.
+ */
+START_TEST(one_fetch_per_chunk)
+{
+	unsigned char *img = image(2 * ONE_CHUNK), *mem = tu_map_anon(2 * ONE_CHUNK);
+	struct uffd_serve_config cfg = { 0 };
+	struct uffd_serve_stats st;
+	struct one_arg args[ONE_TOUCHERS];
+	pthread_t t[ONE_TOUCHERS];
+	pthread_barrier_t bar;
+	struct timespec settle = { 0, 50000000L };
+	struct su_disp d;
+	struct gate g;
+	struct uffd_source *src;
+	struct uffd *u = tu_open(REMOVE_F);
+
+	gate_init(&g, img, 2 * ONE_CHUNK);
+	src = gate_source(&g, _i == 1);
+	cfg.source = src;
+	cfg.chunk = ONE_CHUNK;
+	ck_assert_int_eq(uffd_serve(u, mem, 2 * ONE_CHUNK, &cfg), 0);
+	su_disp_start(&d, u, 3);
+	pthread_barrier_init(&bar, NULL, ONE_TOUCHERS);
+	for (int i = 0; i < ONE_TOUCHERS; i++) {
+		/* Pages of the second chunk, spread over it. */
+		args[i] = (struct one_arg){ mem, &bar, ONE_CHUNK / PS + (size_t)i * 97 + 3, 0 };
+		ck_assert_int_eq(pthread_create(&t[i], NULL, one_touch, &args[i]), 0);
+	}
+	gate_wait_entered(&g, 1);
+	nanosleep(&settle, NULL); /* the other faults arrive while the fetch is held */
+	gate_open(&g);
+	for (int i = 0; i < ONE_TOUCHERS; i++) {
+		pthread_join(t[i], NULL);
+		ck_assert_int_eq(args[i].bad, 0);
+	}
+	ck_assert_int_eq(su_check(mem + ONE_CHUNK, ONE_CHUNK, ONE_CHUNK, SEED), -1);
+	ck_assert_int_eq(su_disp_stop(&d), 0);
+	ck_assert_int_eq(uffd_serve_get_stats(u, &st), 0);
+	ck_assert_uint_eq(st.fetches, 1);
+	ck_assert_uint_eq(st.pages_installed, ONE_CHUNK / PS);
+	ck_assert_uint_eq(st.faults, 1 + st.joined);
+	printf("one chunk (%s): %llu faults, %llu joined the fetch\n", _i ? "async" : "sync",
+	       (unsigned long long)st.faults, (unsigned long long)st.joined);
+	pthread_barrier_destroy(&bar);
+	uffd_close(u);
+	gate_fini(&g);
+	uffd_source_close(src);
+	munmap(mem, 2 * ONE_CHUNK);
+	free(img);
+}
+END_TEST
+
+/* The REMOVE callback held until released: uffd_serve_remove() runs late, as a slow notifier's
+ * would, after the madvise() that sent the REMOVE has returned. */
+struct late_remove {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool go;
+	int calls;
+};
+
+static int late_remove(struct uffd *u, const struct uffd_span *span, void *arg)
+{
+	struct late_remove *l = arg;
+
+	pthread_mutex_lock(&l->lock);
+	l->calls++;
+	while (!l->go)
+		pthread_cond_wait(&l->cond, &l->lock);
+	pthread_mutex_unlock(&l->lock);
+	return uffd_serve_remove(u, span, NULL);
+}
+
+/*
+ * A chunk is being fetched for a fault on page 1 when page 5 of the same chunk is discarded:
+ * the REMOVE is read and the page zapped (madvise returns) before the notification callback
+ * has run, and only then does the fetch finish. Page 5 must read zero, not the image: the
+ * REMOVE marks it at read time. _i: 0 synchronous source, 1 asynchronous.
+ */
+START_TEST(discard_during_fetch)
+{
+	size_t len = 16 * PS;
+	unsigned char *img = image(len), *mem = tu_map_anon(len);
+	struct uffd_serve_config cfg = { 0 };
+	struct late_remove l = { .go = false };
+	struct uffd_serve_stats st;
+	struct tu_toucher t;
+	struct su_disp d;
+	struct gate g;
+	struct uffd_source *src;
+	struct uffd *u = tu_open(REMOVE_F);
+
+	pthread_mutex_init(&l.lock, NULL);
+	pthread_cond_init(&l.cond, NULL);
+	gate_init(&g, img, len);
+	src = gate_source(&g, _i == 1);
+	cfg.source = src;
+	cfg.chunk = 8 * PS;
+	ck_assert_int_eq(uffd_serve(u, mem, len, &cfg), 0);
+	ck_assert_int_eq(uffd_on_remove(u, late_remove, &l), 0);
+	su_disp_start(&d, u, 2);
+	tu_touch_start(&t, mem + 1 * PS, false, 0);
+	gate_wait_entered(&g, 1);
+	/* Returns once the REMOVE is read and the page zapped; the callback is still held. */
+	ck_assert_int_eq(madvise(mem + 5 * PS, PS, MADV_DONTNEED), 0);
+	gate_open(&g);
+	tu_touch_join(&t);
+	ck_assert_int_eq(t.value, (char)su_byte(1 * PS, SEED));
+	pthread_mutex_lock(&l.lock);
+	l.go = true; /* its callback may not even have started yet */
+	pthread_cond_broadcast(&l.cond);
+	pthread_mutex_unlock(&l.lock);
+	for (size_t p = 0; p < 16; p++) {
+		if (p == 5)
+			ck_assert_msg(su_all_zero(mem + p * PS, PS),
+				      "discarded page 5 is not zero");
+		else
+			ck_assert_msg(su_check(mem + p * PS, p * PS, PS, SEED) == -1,
+				      "page %zu: not the source's bytes", p);
+	}
+	ck_assert_int_eq(su_disp_stop(&d), 0);
+	ck_assert_int_eq(l.calls, 1);
+	ck_assert_int_eq(uffd_serve_get_stats(u, &st), 0);
+	ck_assert_uint_eq(st.pages_zeroed, 1);
+	ck_assert_uint_eq(st.fetches, 2);
+	uffd_close(u);
+	gate_fini(&g);
+	uffd_source_close(src);
+	munmap(mem, len);
+	free(img);
+	pthread_cond_destroy(&l.cond);
+	pthread_mutex_destroy(&l.lock);
 }
 END_TEST
 
@@ -820,6 +1097,8 @@ int main(void)
 	else
 		printf("hugetlb_2m not run: cannot reserve 8 free 2 MiB huge pages\n");
 	tcase_add_test(tc, async_deferred);
+	tcase_add_loop_test(tc, one_fetch_per_chunk, 0, 2);
+	tcase_add_loop_test(tc, discard_during_fetch, 0, 2);
 	tcase_add_test(tc, error_poisons);
 	tcase_add_test(tc, error_without_poison);
 	tcase_add_test(tc, manifest_mismatch);
