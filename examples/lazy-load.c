@@ -3,16 +3,20 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "common.h"
 
 static const char usage_line[] =
 	"usage: lazy-load [--chunk SIZE] [--readahead N] [--record FILE] [--prefetch FILE] "
-	"[--wait-prefetch] [--threads N] [--quiet] [--kernel-faults] [--help] [--version] SOURCE";
+	"[--wait-prefetch] [--timeout MS] [--threads N] [--quiet] [--kernel-faults] [--help] "
+	"[--version] SOURCE";
 
 /* The workload walks the memory in chunks; it moves, replaces or discards a few of them. */
 #define CHUNK_PAGES 64
@@ -72,6 +76,61 @@ static int padded_read(void *impl, void *buf, size_t len, uint64_t offset)
 static int64_t padded_length(void *impl)
 {
 	return (int64_t)((struct padded *)impl)->padded;
+}
+
+/* ---- a source that fails for good: poisoned pages, reported, and the SIGBUS of a touch ---- */
+
+static const char *source_spec;	   /* SOURCE, for the messages */
+static atomic_bool fetch_failed;   /* a fetch failed for good: its pages are poisoned */
+static atomic_bool fetch_reported; /* ... and that was said on stderr */
+static atomic_bool sigbus_taken;   /* one worker reports its SIGBUS and ends the process */
+static char sigbus_msg[512];	   /* "lazy-load: ...", formatted before the workload runs */
+
+/* uffd_serve_config::on_error: the pages of [offset, offset + len) are poisoned. Reported once. */
+static void on_fetch_error(struct uffd *u, uint64_t offset, uint64_t len, int err, void *arg)
+{
+	(void)u;
+	(void)arg;
+	if (!atomic_exchange(&fetch_failed, true))
+		tool_warn("cannot fetch 0x%" PRIx64 " (%" PRIu64
+			  " bytes) of '%s': %s: its pages are "
+			  "poisoned, a touch raises SIGBUS",
+			  offset, len, source_spec, strerror(-err));
+	atomic_store(&fetch_reported, true);
+}
+
+/* A worker touched a poisoned page: never wrong bytes, but the restore failed. */
+static void on_sigbus(int sig, siginfo_t *si, void *ctx)
+{
+	static const char hex[] = "0123456789abcdef";
+	char line[sizeof(sigbus_msg) + 64];
+	size_t n = strlen(sigbus_msg);
+	uintptr_t a = (uintptr_t)si->si_addr;
+	int shift = (int)sizeof(a) * 8 - 4;
+
+	(void)sig;
+	(void)ctx;
+	while (atomic_exchange(&sigbus_taken, true))
+		pause(); /* another worker's report ends the process */
+	/* The pages are poisoned before on_error runs: let its line on the cause come first. */
+	for (int i = 0; i < 1000 && !atomic_load(&fetch_reported); i++) {
+		struct timespec ms = { 0, 1000000 };
+
+		nanosleep(&ms, NULL);
+	}
+	memcpy(line, sigbus_msg, n);
+	memcpy(line + n, " (SIGBUS at 0x", 14);
+	n += 14;
+	while (shift > 0 && !((a >> shift) & 0xf))
+		shift -= 4;
+	for (; shift >= 0; shift -= 4)
+		line[n++] = hex[(a >> shift) & 0xf];
+	memcpy(line + n, "): the restore failed\n", 22);
+	n += 22;
+	if (write(2, line, n) < 0) {
+		/* nothing more to say */
+	}
+	_exit(1);
 }
 
 /* ---- the monitor's layout callbacks: they only report (the map is updated when they run) ---- */
@@ -249,6 +308,13 @@ static void help(void)
 	       "when it is there (as REAP does), else from SOURCE, so that only the pages outside it\n"
 	       "fault. A file uffd-trace --order wrote names regions of a process, not image\n"
 	       "offsets: it is refused.\n\n"
+	       "A fetch that fails for good (an HTTP server that is stopped or stalls: each request\n"
+	       "is retried 3 times with back-off, 50, 100 and 200 ms, and each attempt has the\n"
+	       "--timeout deadline) never installs wrong bytes: the pages it was to fill are\n"
+	       "poisoned, lazy-load prints the failed fetch, and the worker that touches one of\n"
+	       "them gets SIGBUS, which lazy-load reports ('could not be fetched') before it exits\n"
+	       "with status 1. A restore whose source fails thus ends within about 4 x --timeout\n"
+	       "plus 0.35 s of the failure, never hangs.\n\n"
 	       "At the end it prints faults=N, the faults served on demand (after a prefetch, those\n"
 	       "it did not cover), the image's SHA-256 and, when the workload discarded memory, the\n"
 	       "SHA-256 expected of the memory (the image with those ranges zeroed), and checks\n"
@@ -263,14 +329,16 @@ static void help(void)
 	       "      --prefetch FILE  prefetch the working set recorded in FILE (and FILE.pages)\n"
 	       "                       in a thread while the workload runs\n"
 	       "      --wait-prefetch  start the workload once the prefetch is done (as REAP does)\n"
+	       "      --timeout MS     the deadline of one attempt of an HTTP request, connecting\n"
+	       "                       included (100-600000, default 10000); ignored for a file\n"
 	       "  -t, --threads N      worker threads (1-64, default 4)\n"
 	       "  -q, --quiet          do not print each change of the memory layout\n"
 	       "  -k, --kernel-faults  also serve faults raised inside system calls (needs\n"
 	       "                       CAP_SYS_PTRACE or vm.unprivileged_userfaultfd=1)\n"
 	       "  -h, --help           print this help and exit\n"
 	       "  -V, --version        print the libuffd version and exit\n\n"
-	       "Exit status: 0 when the memory equals the expected contents, 1 when not or on an\n"
-	       "error, 2 on a usage error.\n",
+	       "Exit status: 0 when the memory equals the expected contents, 1 when not, on an\n"
+	       "error or when SOURCE failed mid-restore (SIGBUS reported), 2 on a usage error.\n",
 	       usage_line);
 }
 
@@ -346,6 +414,7 @@ int main(int argc, char **argv)
 		{ "record", required_argument, NULL, 'R' },
 		{ "prefetch", required_argument, NULL, 'P' },
 		{ "wait-prefetch", no_argument, NULL, 'W' },
+		{ "timeout", required_argument, NULL, 'T' },
 		{ "threads", required_argument, NULL, 't' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "kernel-faults", no_argument, NULL, 'k' },
@@ -358,8 +427,12 @@ int main(int argc, char **argv)
 	struct uffd_config cfg = {
 		.required = UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_UNMAP |
 			    UFFD_FEATURE_EVENT_REMOVE,
+		/* A fetch that fails for good poisons its pages: the toucher gets SIGBUS. */
+		.optional = UFFD_FEATURE_POISON,
 	};
-	struct uffd_serve_config scfg = { .discard = UFFD_DISCARD_ZERO };
+	struct uffd_serve_config scfg = { .discard = UFFD_DISCARD_ZERO,
+					  .on_error = on_fetch_error };
+	struct sigaction sa = { .sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO };
 	struct memory m = { .threads = 4 };
 	struct prefetcher pf = { 0 };
 	struct padded pad = { 0 };
@@ -372,7 +445,7 @@ int main(int argc, char **argv)
 	struct worker *w;
 	const char *record_path = NULL, *prefetch_path = NULL, *spec;
 	uint64_t chunk = 0, image_len;
-	unsigned long moved = 0, replaced = 0, discarded = 0, readahead = 0;
+	unsigned long moved = 0, replaced = 0, discarded = 0, readahead = 0, timeout_ms = 0;
 	double t0, secs;
 	bool ok = true, quiet = false, wait_prefetch = false;
 	struct uffd *u;
@@ -408,6 +481,9 @@ int main(int argc, char **argv)
 		case 'W':
 			wait_prefetch = true;
 			break;
+		case 'T':
+			timeout_ms = tool_number("--timeout", optarg, 100, 600000);
+			break;
 		case 't':
 			m.threads = (unsigned)tool_number("--threads", optarg, 1, 64);
 			break;
@@ -435,7 +511,13 @@ int main(int argc, char **argv)
 		tool_usage_error("--readahead %lu is more than 64M", readahead);
 	spec = argv[optind];
 
-	image = src = tool_source_open(spec, &image_len);
+	source_spec = spec;
+	snprintf(sigbus_msg, sizeof(sigbus_msg),
+		 "lazy-load: a worker touched a page that could not be fetched from '%s'", spec);
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGBUS, &sa, NULL) != 0)
+		tool_die("cannot handle SIGBUS: %s", strerror(errno));
+	image = src = tool_source_open_timeout(spec, &image_len, (unsigned)timeout_ms);
 	m.len = (size_t)((image_len + page - 1) / page * page);
 	if (m.len != image_len) {
 		/* The tail of the last page reads as zero. */
@@ -544,6 +626,8 @@ int main(int argc, char **argv)
 			ok = false;
 		}
 	}
+	if (atomic_load(&fetch_failed))
+		ok = false; /* pages were poisoned that nobody touched: the memory is not the image */
 	/* The workload read every page, but keep serving while the check reads them again. */
 	check_memory(&m, image, image_len, &chk);
 	if (tool_dispatcher_stop(&disp) != 0)

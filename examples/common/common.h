@@ -64,6 +64,9 @@ bool tool_is_url(const char *spec);
  * its length; or exit 1 with one line: missing, unreadable, not a regular file, empty, or a URL
  * in a build without HTTP support. */
 struct uffd_source *tool_source_open(const char *spec, uint64_t *len);
+/* The same, with the deadline of one attempt of an HTTP request in ms (0: libuffd-http's
+ * default, 10 s; a file ignores it). */
+struct uffd_source *tool_source_open_timeout(const char *spec, uint64_t *len, unsigned timeout_ms);
 /* Bytes given to @opt, with an optional K or M suffix, in [min, max], or a usage error. */
 uint64_t tool_size(const char *opt, const char *arg, uint64_t min, uint64_t max);
 /* Load the recorded order at @path, or exit 1 with one line: unreadable, not the format, runs

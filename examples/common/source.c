@@ -21,7 +21,7 @@ bool tool_is_url(const char *spec)
 	return strncmp(spec, "http://", 7) == 0 || strncmp(spec, "https://", 8) == 0;
 }
 
-static struct uffd_source *open_url(const char *url)
+static struct uffd_source *open_url(const char *url, unsigned timeout_ms)
 {
 #ifdef UFFD_TOOLS_HTTP
 	struct uffd_http_config cfg = { 0 };
@@ -29,6 +29,10 @@ static struct uffd_source *open_url(const char *url)
 	int err;
 
 	cfg.url = url;
+	cfg.timeout_ms = timeout_ms;
+	/* Connecting is part of an attempt: it cannot take longer than the whole attempt. */
+	if (timeout_ms && timeout_ms < 2000)
+		cfg.connect_timeout_ms = timeout_ms;
 	err = uffd_http_source(&s, &cfg);
 	if (err)
 		tool_die("cannot open '%s': %s", url, uffd_strerror(err));
@@ -37,10 +41,16 @@ static struct uffd_source *open_url(const char *url)
 	tool_die("cannot open '%s': this build has no HTTP support (libuffd-http was not built: "
 		 "it needs libcurl)",
 		 url);
+	(void)timeout_ms;
 #endif
 }
 
 struct uffd_source *tool_source_open(const char *spec, uint64_t *len)
+{
+	return tool_source_open_timeout(spec, len, 0);
+}
+
+struct uffd_source *tool_source_open_timeout(const char *spec, uint64_t *len, unsigned timeout_ms)
 {
 	struct uffd_source *s;
 	struct stat st;
@@ -48,10 +58,10 @@ struct uffd_source *tool_source_open(const char *spec, uint64_t *len)
 	int fd, err;
 
 	if (tool_is_url(spec)) {
-		s = open_url(spec);
+		s = open_url(spec, timeout_ms);
 		n = uffd_source_length(s);
 		if (n < 0)
-			tool_die("cannot tell the length of '%s': %s", spec, uffd_strerror((int)n));
+			tool_die("cannot tell the length of '%s': %s", spec, strerror((int)-n));
 		if (n == 0)
 			tool_die("'%s' is empty", spec);
 		*len = (uint64_t)n;
