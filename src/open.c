@@ -452,8 +452,9 @@ const char *uffd_strerror(int err)
 		       "/dev/userfaultfd, or drop UFFD_OPEN_KERNEL_FAULTS (user-mode-only "
 		       "userfaultfds need no privilege); EVENT_FORK also needs CAP_SYS_PTRACE.";
 	case EACCES:
-		return "Access to /dev/userfaultfd was denied: give this user read-write access to "
-		       "it, or use the userfaultfd(2) syscall instead.";
+		return "Access denied: to /dev/userfaultfd (give this user read-write access to it, "
+		       "or use the userfaultfd(2) syscall instead), or by an HTTP source's server "
+		       "(401/403: check the token or the presigned URL).";
 	case EOPNOTSUPP:
 		return "The running kernel (or this context) lacks a required userfaultfd feature; "
 		       "see uffd_probe() for what the kernel offers.";
@@ -469,7 +470,8 @@ const char *uffd_strerror(int err)
 	case EEXIST:
 		return "A page is already present at the destination.";
 	case ENOENT:
-		return "No mapping there, or the range is not registered with this userfaultfd.";
+		return "No such thing: no mapping there or a range not registered with this "
+		       "userfaultfd, a file that does not exist, or an HTTP source's 404.";
 	case EAGAIN:
 		return "A layout change is pending: read and handle the pending events, then retry.";
 	case ESRCH:
@@ -498,7 +500,8 @@ const char *uffd_strerror(int err)
 	case EINTR:
 		return "Interrupted by a signal before anything was done.";
 	case EPROTO:
-		return "The kernel sent a malformed userfaultfd message.";
+		return "A protocol error: a malformed userfaultfd message from the kernel, or an "
+		       "HTTP server that answered a range request with something else.";
 	case ENOTTY:
 		return "Not a userfaultfd, or an ioctl this kernel lacks.";
 	case ENXIO:
@@ -522,6 +525,20 @@ const char *uffd_strerror(int err)
 		return "The page source failed to read (an I/O error).";
 	case ETIMEDOUT:
 		return "The page source did not answer in time, after its retries.";
+	case ECONNREFUSED:
+		return "The page source's server refused the connection (is it running?), after "
+		       "its retries.";
+	case EHOSTUNREACH:
+		return "The page source's server cannot be reached, after its retries.";
+	case EKEYREJECTED:
+		return "The HTTPS server's certificate did not verify: give the CA that signed it "
+		       "(ca_file).";
+	case ESTALE:
+		return "The page source changed under the restore: its length is not what it was.";
+	case ECANCELED:
+		return "The read was cancelled: its source was closed while it waited.";
+	case EPROTONOSUPPORT:
+		return "The URL's scheme is not supported: use http:// or https://.";
 	default:
 		return "An unexpected error from the kernel or the library.";
 	}

@@ -112,9 +112,27 @@ START_TEST(every_documented_errno_has_a_sentence)
 	static struct code codes[MAX_CODES];
 	const char *generic = uffd_strerror(-99999);
 	char *text = read_all(UFFD_PUBLIC_HEADER);
-	int n = scan_codes(text, codes, MAX_CODES - 2), i, j;
+	int n = scan_codes(text, codes, MAX_CODES - 2), i, j, k, m;
 
 	free(text);
+#ifdef UFFD_HTTP_HEADER
+	/* libuffd-http's errors reach users through the same uffd_strerror(). */
+	{
+		static struct code more[MAX_CODES];
+
+		text = read_all(UFFD_HTTP_HEADER);
+		m = scan_codes(text, more, MAX_CODES);
+		free(text);
+		for (k = 0; k < m; k++) {
+			for (j = 0; j < n && codes[j].value != more[k].value; j++)
+				;
+			if (j == n && n < MAX_CODES - 2)
+				codes[n++] = more[k];
+		}
+	}
+#else
+	(void)k, (void)m;
+#endif
 	/* The header documents far more than this; fewer means the scan is broken. */
 	ck_assert_int_ge(n, 12);
 	for (i = 0; i < (int)(sizeof(extra) / sizeof(extra[0])); i++) {
@@ -126,7 +144,7 @@ START_TEST(every_documented_errno_has_a_sentence)
 			codes[n++].value = extra[i];
 		}
 	}
-	printf("strerror: %d codes documented in uffd.h or named by the contract\n", n);
+	printf("strerror: %d codes documented in uffd.h, uffd_http.h or named by the contract\n", n);
 	for (i = 0; i < n; i++) {
 		const char *s = uffd_strerror(-codes[i].value);
 

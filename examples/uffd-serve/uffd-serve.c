@@ -899,6 +899,10 @@ int main(int argc, char **argv)
 				uffd_monitor_probe(S.m);
 				if (!S.multi)
 					done = true;
+				/* who[] may hold the VMM just freed (its connection hung up in the
+				 * same round): poll again for a fresh list. */
+				if (!done)
+					continue;
 			}
 		}
 		if (done)
