@@ -351,10 +351,10 @@ static size_t chunk_data_len(const struct memory *m, uint64_t image_len, size_t 
 }
 
 struct check {
-	char image[2 * SHA256_DIGEST_LEN + 1];	  /* SHA-256 of the image */
-	char expected[2 * SHA256_DIGEST_LEN + 1]; /* ... with the discarded chunks zeroed */
-	char memory[2 * SHA256_DIGEST_LEN + 1];	  /* ... of the memory, in image order */
-	long long first_difference;		  /* image offset, or -1 */
+	char image[2 * UFFD_SHA256_LEN + 1];	/* SHA-256 of the image */
+	char expected[2 * UFFD_SHA256_LEN + 1]; /* ... with the discarded chunks zeroed */
+	char memory[2 * UFFD_SHA256_LEN + 1];	/* ... of the memory, in image order */
+	long long first_difference;		/* image offset, or -1 */
 };
 
 /* Read the image again chunk by chunk, and compare the memory (wherever each chunk lives now)
@@ -362,16 +362,16 @@ struct check {
 static void check_memory(const struct memory *m, struct uffd_source *src, uint64_t image_len,
 			 struct check *c)
 {
-	struct sha256 si, se, sm;
-	unsigned char d[SHA256_DIGEST_LEN];
+	struct uffd_sha256 si, se, sm;
+	unsigned char d[UFFD_SHA256_LEN];
 	unsigned char *buf = malloc(CHUNK_PAGES * page);
 	int err;
 
 	if (!buf)
 		tool_die("out of memory");
-	sha256_init(&si);
-	sha256_init(&se);
-	sha256_init(&sm);
+	uffd_sha256_init(&si);
+	uffd_sha256_init(&se);
+	uffd_sha256_init(&sm);
 	c->first_difference = -1;
 	for (size_t i = 0; i < m->nchunks; i++) {
 		size_t off = i * CHUNK_PAGES * page, len = chunk_data_len(m, image_len, i);
@@ -380,11 +380,11 @@ static void check_memory(const struct memory *m, struct uffd_source *src, uint64
 		if (err)
 			tool_die("cannot read the image again to check the memory (at 0x%zx): %s",
 				 off, uffd_strerror(err));
-		sha256_update(&si, buf, len);
+		uffd_sha256_update(&si, buf, len);
 		if (m->discarded[i])
 			memset(buf, 0, len);
-		sha256_update(&se, buf, len);
-		sha256_update(&sm, m->chunk[i], len);
+		uffd_sha256_update(&se, buf, len);
+		uffd_sha256_update(&sm, m->chunk[i], len);
 		if (c->first_difference < 0 && memcmp(buf, m->chunk[i], len) != 0)
 			for (size_t b = 0; b < len; b++)
 				if (buf[b] != (unsigned char)m->chunk[i][b]) {
@@ -392,11 +392,11 @@ static void check_memory(const struct memory *m, struct uffd_source *src, uint64
 					break;
 				}
 	}
-	sha256_final(&si, d);
+	uffd_sha256_final(&si, d);
 	sha256_hex(d, c->image);
-	sha256_final(&se, d);
+	uffd_sha256_final(&se, d);
 	sha256_hex(d, c->expected);
-	sha256_final(&sm, d);
+	uffd_sha256_final(&sm, d);
 	sha256_hex(d, c->memory);
 	free(buf);
 }

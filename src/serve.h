@@ -22,20 +22,8 @@ static inline long uffd_raw_ret(long r)
 }
 #define UFFD_RAW(...) uffd_raw_ret(syscall(__VA_ARGS__))
 
-/* ---- sha256.c ---- */
-#define UFFD_SHA256_LEN 32
-
-struct uffd_sha256 {
-	uint32_t h[8];
-	uint64_t bytes; /* message length so far */
-	unsigned char block[64];
-	size_t fill; /* bytes waiting in block */
-};
-
-UFFD_HIDDEN void uffd_sha256_init(struct uffd_sha256 *s);
-UFFD_HIDDEN void uffd_sha256_update(struct uffd_sha256 *s, const void *data, size_t len);
-UFFD_HIDDEN void uffd_sha256_final(struct uffd_sha256 *s, unsigned char digest[UFFD_SHA256_LEN]);
-UFFD_HIDDEN void uffd_sha256(const void *data, size_t len, unsigned char digest[UFFD_SHA256_LEN]);
+/* ---- sha256.c: see sha256.h ---- */
+#include "sha256.h"
 
 /* ---- source.c ---- */
 struct uffd_source {

@@ -1,10 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* SHA-256 as FIPS 180-4 defines it, for the manifest check of uffd_serve(): the library takes no
- * crypto dependency. The examples' copy (examples/common/sha256.c) is the same code; the
- * library's is hidden, so the tools keep theirs. */
+/* SHA-256 as FIPS 180-4 defines it: the library takes no crypto dependency. The manifest check
+ * of uffd_serve() uses it, and the tools compile this same file (examples/CMakeLists.txt). */
 #include <string.h>
 
-#include "serve.h"
+#include "sha256.h"
 
 /* The first 32 bits of the fractional parts of the cube roots of the first 64 primes. */
 static const uint32_t K[64] = {

@@ -194,3 +194,15 @@ void tool_file_unmap(struct tool_file *f)
 	munmap((void *)f->data, f->size);
 	f->data = NULL;
 }
+
+void sha256_hex(const unsigned char digest[UFFD_SHA256_LEN], char hex[2 * UFFD_SHA256_LEN + 1])
+{
+	static const char digits[] = "0123456789abcdef";
+	unsigned i;
+
+	for (i = 0; i < UFFD_SHA256_LEN; i++) {
+		hex[2 * i] = digits[digest[i] >> 4];
+		hex[2 * i + 1] = digits[digest[i] & 0xf];
+	}
+	hex[2 * UFFD_SHA256_LEN] = '\0';
+}

@@ -98,21 +98,9 @@ void tool_dispatcher_start(struct tool_dispatcher *d, struct uffd *u);
  * workload is done: events the workload caused were read before its calls returned. */
 int tool_dispatcher_stop(struct tool_dispatcher *d);
 
-/* ---- sha256.c: SHA-256 (FIPS 180-4), so the tools need no crypto library ---- */
-
-#define SHA256_DIGEST_LEN 32
-
-struct sha256 {
-	uint32_t h[8];
-	uint64_t bytes; /* message length so far */
-	unsigned char block[64];
-	size_t fill; /* bytes waiting in block */
-};
-
-void sha256_init(struct sha256 *s);
-void sha256_update(struct sha256 *s, const void *data, size_t len);
-void sha256_final(struct sha256 *s, unsigned char digest[SHA256_DIGEST_LEN]);
-/* @hex receives 64 lower-case hex digits and a NUL. */
-void sha256_hex(const unsigned char digest[SHA256_DIGEST_LEN], char hex[2 * SHA256_DIGEST_LEN + 1]);
+/* ---- SHA-256 (FIPS 180-4): the library's own src/sha256.c, compiled into the tools too ---- */
+#include "sha256.h"
+/* The digest in lower-case hex, NUL-terminated (cli.c). */
+void sha256_hex(const unsigned char digest[UFFD_SHA256_LEN], char hex[2 * UFFD_SHA256_LEN + 1]);
 
 #endif /* UFFD_EXAMPLES_COMMON_H */
