@@ -144,7 +144,8 @@ START_TEST(every_documented_errno_has_a_sentence)
 			codes[n++].value = extra[i];
 		}
 	}
-	printf("strerror: %d codes documented in uffd.h, uffd_http.h or named by the contract\n", n);
+	printf("strerror: %d codes documented in uffd.h, uffd_http.h or named by the contract\n",
+	       n);
 	for (i = 0; i < n; i++) {
 		const char *s = uffd_strerror(-codes[i].value);
 
