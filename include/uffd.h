@@ -849,6 +849,10 @@ UFFD_API_EXPORT int uffd_dispatch(struct uffd *u, int timeout_ms);
  * uffd_close() or its process's exit; `on_exit` runs after the last one is finished. Once the
  * process has exited (or the context was closed), this does nothing and returns -ESRCH.
  *
+ * Call it exactly once per deferred fault, and only for one: the library counts deferred faults
+ * per context, not per fault, so a call for a fault that was not deferred takes another
+ * fault's place (-EINVAL only when none is deferred at all), and on_exit may then never run.
+ *
  * \param u the context the fault came from.
  * \param pf the callback's fault, copied by value (the callback's pointer is not valid after it
  *        returns); only its address is used.

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -461,6 +462,9 @@ int main(int argc, char **argv)
 	struct uffd *u;
 	char *anchor;
 
+	/* Ended with the monitor that started it: a monitor killed by a sanitizer report must not
+	 * leave its target holding the test runner's output pipe. */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (argc != 6 + SOAK_THREADS) {
 		fprintf(stderr,
 			"usage: %s CTLFD T0FD..T3FD STATUSFD SECONDS FORKS SEED\n"
