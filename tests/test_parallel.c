@@ -1852,11 +1852,18 @@ static void cancel_while_serving(int kind)
 				uffd_monitor_stop(c.m);
 			} else if (extra < PAGES + 8) {
 				struct tu_toucher t;
+				double give = now_s() + 1;
 
+				/* A fault for the cancelled thread to serve: this thread stays out
+				 * of the way for a second (dispatching here too would take it
+				 * first), then serves it itself if it is still waiting. */
 				tu_touch_start(&t, r + (size_t)extra++ * PS, false, 0);
+				while (!atomic_load(&t.done) && now_s() < give)
+					tu_sleep_ms(1);
 				while (!atomic_load(&t.done))
 					uffd_dispatch(c.u, 10);
 				tu_touch_join(&t);
+				continue;
 			}
 		}
 		if (kind == CX_RUN)
