@@ -92,6 +92,8 @@ TEST_REQUIREMENTS=(
 	man:man-db groff:groff-base strace:strace valgrind:valgrind
 	# libuffd-http and its tests: libcurl, and a real server with a certificate made per run.
 	pc=libcurl:libcurl4-openssl-dev nginx:nginx-light openssl:openssl
+	# The ABI tests (abi_baseline*): abidw and abidiff.
+	abidw:abigail-tools abidiff:abigail-tools
 )
 
 print_machine() {

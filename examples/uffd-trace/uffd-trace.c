@@ -1727,8 +1727,10 @@ static void print_summary(void)
 
 /* ---- starting the program ---- */
 
-/* The preload library: --preload, else next to this program (build tree), else in the
- * library directory of the prefix it is installed in. */
+/* The preload library: --preload, else next to this program (the build tree), else in its
+ * private directory of the prefix this program is installed in (<prefix>/bin/../<libdir>/
+ * uffd-trace/, which follows a moved prefix), else at the absolute path of the prefix CMake was
+ * configured with. */
 static char *find_preload(const char *given)
 {
 	char exe[PATH_MAX], *dir, *cand;
@@ -1744,9 +1746,16 @@ static char *find_preload(const char *given)
 	if (!dir)
 		return NULL;
 	*dir = '\0';
-	const char *tries[] = { "/" PRELOAD_NAME, "/../" UFFD_TRACE_LIBDIR "/" PRELOAD_NAME };
+	/* Each candidate: a directory (this program's, or none for an absolute path), a path. */
+	const struct {
+		const char *base, *path;
+	} tries[] = {
+		{ exe, "/" PRELOAD_NAME },
+		{ exe, "/../" UFFD_TRACE_PRELOAD_DIR "/" PRELOAD_NAME },
+		{ "", UFFD_TRACE_PRELOAD_FULLDIR "/" PRELOAD_NAME },
+	};
 	for (size_t i = 0; i < sizeof(tries) / sizeof(tries[0]); i++) {
-		if (asprintf(&cand, "%s%s", exe, tries[i]) < 0)
+		if (asprintf(&cand, "%s%s", tries[i].base, tries[i].path) < 0)
 			return NULL;
 		if (access(cand, R_OK) == 0) {
 			char *real = realpath(cand, NULL);
@@ -1865,7 +1874,8 @@ static void help(void)
 	       "                       writes into untouched memory (read() into a new buffer)\n"
 	       "                       fails with EFAULT; without this option such a program runs\n"
 	       "                       unchanged and only unmaps, remaps and removes are traced\n"
-	       "  -p, --preload PATH   the preload library (default: found next to uffd-trace)\n"
+	       "  -p, --preload PATH   the preload library (default: next to uffd-trace, else in\n"
+	       "                       " UFFD_TRACE_PRELOAD_FULLDIR ")\n"
 	       "  -h, --help           print this help and exit\n"
 	       "  -V, --version        print the libuffd version and exit\n\n"
 	       "Exit status: the program's; 1 when uffd-trace itself fails, 2 on a usage error.\n",
@@ -1955,7 +1965,8 @@ int main(int argc, char **argv)
 	if (!preload)
 		tool_die(preload_opt ? "cannot find the preload library '%s'" :
 				       "cannot find the preload library %s next to uffd-trace "
-				       "(give it with --preload)",
+				       "or in " UFFD_TRACE_PRELOAD_FULLDIR
+				       " (give it with --preload)",
 			 preload_opt ? preload_opt : PRELOAD_NAME);
 
 	/* What the traced processes will be allowed: the same as this process. */
