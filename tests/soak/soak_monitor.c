@@ -20,6 +20,17 @@
 #include <uffd.h>
 #include "soak.h"
 
+#if defined(__SANITIZE_THREAD__)
+#define UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define UNDER_TSAN 1
+#endif
+#endif
+#ifndef UNDER_TSAN
+#define UNDER_TSAN 0
+#endif
+
 #define WATCHDOG_S 15  /* a target thread that makes no progress this long is stuck */
 #define POOL_THREADS 3 /* --mode pool: uffd_monitor_start()'s workers */
 #define COMPLETERS 3   /* --mode deferred: threads that finish the deferred faults */
@@ -792,7 +803,11 @@ int main(int argc, char **argv)
 		    (unsigned long long)total.forks);
 	if (fds_end != fds_base)
 		die("the monitor's fd count moved: %d -> %d", fds_base, fds_end);
-	if (rss_warm > 0 && rss_end > rss_warm + 4096 && rss_end > rss_warm * 11 / 10)
+	/* Under TSan the RSS is mostly the runtime's shadow of every address ever touched, which
+	 * grows as threads come and go (the deferred mode's completion threads): there the bound is
+	 * looser; the plain and ASan builds keep the tight one. */
+	if (rss_warm > 0 && rss_end > rss_warm + (UNDER_TSAN ? 16384 : 4096) &&
+	    rss_end > rss_warm * (UNDER_TSAN ? 15 : 11) / 10)
 		die("the monitor's memory grew: %ld -> %ld KiB", rss_warm, rss_end);
 
 	/* Let the target exit; the monitor learns it from the pidfd and closes the context. */
