@@ -4,9 +4,10 @@
 #include <uffd.h>
 #include "testutil.h"
 
+/* UFFD_PROJECT_VERSION: project()'s version, the one place it is written (tests/CMakeLists.txt). */
 START_TEST(version)
 {
-	ck_assert_str_eq(uffd_version(), "0.1.0");
+	ck_assert_str_eq(uffd_version(), UFFD_PROJECT_VERSION);
 }
 END_TEST
 
