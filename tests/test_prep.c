@@ -601,32 +601,43 @@ END_TEST
 static void undecodable_fault_woken(uint64_t features)
 {
 	struct uffd_config cfg = { .required = features };
+	bool prep = features != 0;
 	struct uffd *u;
 	struct uffd_stats st;
-	struct tu_toucher t;
-	char *p = tu_map_anon(PS);
+	struct op t, d;
+	char *p = tu_map_anon(2 * PS);
 	double end;
 	int n;
 
 	ck_assert_int_eq(uffd_open(&u, &cfg), 0);
-	ck_assert_int_eq(uffd_register(u, p, PS, UFFDIO_REGISTER_MODE_MISSING, NULL), 0);
-	tu_touch_start(&t, p, false, 0);
+	ck_assert_int_eq(uffd_register(u, p, 2 * PS, UFFDIO_REGISTER_MODE_MISSING, NULL), 0);
+	op_start(&t, OP_TOUCH, p, 1, NULL);
+	op_wait_queued(&t);
+	if (prep) {
+		/* A REMOVE in the same read sends the batch through prep, not the fast path. */
+		op_start(&d, OP_MADV_DONTNEED, p + PS, PS, NULL);
+		op_wait_queued(&d);
+	}
 	uffd_test_fail_at(FAIL_CORRUPT, 1, 1);
 	n = uffd_dispatch(u, 2000);
 	uffd_test_fail_at(FAIL_CORRUPT, 0, 0);
-	ck_assert_int_eq(n, 1); /* handled: counted as unknown, woken */
+	ck_assert_int_eq(n, prep ? 2 : 1); /* the fault handled: counted as unknown, woken */
 	ck_assert_int_eq(uffd_get_stats(u, &st), 0);
 	ck_assert_uint_eq(st.unknown, 1);
 	ck_assert_uint_ge(st.faults_woken, 1);
+	if (prep) {
+		ck_assert_uint_eq(st.removes, 1);
+		op_join(&d);
+	}
 	/* The woken thread faults again; this time the fault is served (the default: zero). */
 	end = tu_now() + 5;
 	while (!atomic_load(&t.done) && tu_now() < end)
 		ck_assert_int_ge(uffd_dispatch(u, 100), 0);
 	ck_assert_msg(atomic_load(&t.done), "the thread of an undecodable fault was left blocked");
-	tu_touch_join(&t);
-	ck_assert_int_eq(t.value, 0);
+	op_join(&t);
+	ck_assert_int_eq(t.ret, 0);
 	uffd_close(u);
-	munmap(p, PS);
+	munmap(p, 2 * PS);
 }
 
 START_TEST(undecodable_fault_woken_fast_path)
