@@ -218,7 +218,19 @@ static void slot_put_locked(struct uffd_monitor *m, uint32_t i)
 	m->free_slot = i;
 }
 
-/* The context behind epoll data @d, referenced, if it is still this monitor's and alive. */
+/* Hold @u for a monitor thread, with m->lock held: see slot_ref(); mon_put() lets go. */
+static void mon_hold_locked(struct uffd *u)
+{
+	atomic_fetch_add(&u->refs, 1);
+	atomic_fetch_add(&u->mon_refs, 1);
+}
+
+/*
+ * The context behind epoll data @d, if it is still this monitor's and alive, held by a monitor
+ * thread: its memory (refs) and its membership (mon_refs: close_dead() and
+ * uffd_monitor_remove() wait for it). Both are taken under the lock that checked it, so it
+ * cannot be closed between the check and the hold. mon_put() gives both back.
+ */
 static struct uffd *slot_ref(struct uffd_monitor *m, uint64_t d)
 {
 	uint32_t i = (uint32_t)(d & 0xffffffffu) >> 2, gen = (uint32_t)(d >> 32);
@@ -227,10 +239,16 @@ static struct uffd *slot_ref(struct uffd_monitor *m, uint64_t d)
 	pthread_mutex_lock(&m->lock);
 	if (i < m->nslots && m->slots[i].gen == gen && m->slots[i].u && !m->slots[i].u->dead) {
 		u = m->slots[i].u;
-		atomic_fetch_add(&u->refs, 1);
+		mon_hold_locked(u);
 	}
 	pthread_mutex_unlock(&m->lock);
 	return u;
+}
+
+static void mon_put(struct uffd *u)
+{
+	atomic_fetch_sub(&u->mon_refs, 1);
+	uffd_ctx_put(u);
 }
 
 /* ---- membership ---- */
@@ -508,7 +526,7 @@ static void probe_all(struct uffd_monitor *m, bool reader)
 	pthread_mutex_lock(&m->lock);
 	u = m->head;
 	if (u)
-		atomic_fetch_add(&u->mon_refs, 1);
+		mon_hold_locked(u);
 	pthread_mutex_unlock(&m->lock);
 	for (; u; u = next) {
 		bool gone;
@@ -517,7 +535,7 @@ static void probe_all(struct uffd_monitor *m, bool reader)
 		pthread_mutex_lock(&m->lock);
 		next = u->mon == m && !u->dead ? u->mon_next : NULL;
 		if (next)
-			atomic_fetch_add(&next->mon_refs, 1);
+			mon_hold_locked(next);
 		pthread_mutex_unlock(&m->lock);
 		/*
 		 * Our own process is alive while we run. A watched one is probed too: after an
@@ -532,7 +550,7 @@ static void probe_all(struct uffd_monitor *m, bool reader)
 			else
 				bury(m, u, true);
 		}
-		atomic_fetch_sub(&u->mon_refs, 1);
+		mon_put(u);
 	}
 }
 
@@ -560,12 +578,6 @@ static int mon_dispatch(struct uffd_monitor *m, struct uffd *u, int *handled)
 	return 0;
 }
 
-static void mon_put(struct uffd *u)
-{
-	atomic_fetch_sub(&u->mon_refs, 1);
-	uffd_ctx_put(u);
-}
-
 /*
  * Dispatch the contexts that hold messages already read (a dispatch stopped by an error, faults
  * an -EAGAIN read brought in, a pool's leftovers): the kernel no longer has them, so their fds
@@ -582,8 +594,7 @@ static int serve_queued(struct uffd_monitor *m, int *handled)
 	for (u = m->head; u && n < 64; u = u->mon_next) {
 		if (u->dead || !uffd_ctx_has_work(u))
 			continue;
-		atomic_fetch_add(&u->refs, 1);
-		atomic_fetch_add(&u->mon_refs, 1);
+		mon_hold_locked(u);
 		list[n++] = u;
 	}
 	pthread_mutex_unlock(&m->lock);
@@ -657,7 +668,6 @@ static int run_round(struct uffd_monitor *m, int wait, int *handled, bool *stop)
 		u = slot_ref(m, d);
 		if (!u)
 			continue; /* closed or gone since epoll_wait() saw it */
-		atomic_fetch_add(&u->mon_refs, 1);
 		if (tag == TAG_PID) {
 			/* Serve what is left before the context goes. */
 			mon_dispatch(m, u, handled);
@@ -803,8 +813,7 @@ static bool pool_push(struct uffd_monitor *m, struct uffd *u, struct uffd_batch 
 	it->u = u;
 	it->b = b;
 	it->kind = kind;
-	atomic_fetch_add(&u->refs, 1);
-	atomic_fetch_add(&u->mon_refs, 1);
+	mon_hold_locked(u);
 	pthread_cond_signal(&m->cond);
 	pthread_mutex_unlock(&m->lock);
 	return true;
@@ -959,13 +968,11 @@ static void *pool_reader(void *arg)
 			u = slot_ref(m, d);
 			if (!u)
 				continue;
-			atomic_fetch_add(&u->mon_refs, 1);
 			if (tag == TAG_PID)
 				pool_push_exit(m, u);
 			else
 				reader_read(m, u);
-			atomic_fetch_sub(&u->mon_refs, 1);
-			uffd_ctx_put(u);
+			mon_put(u);
 		}
 	}
 }
@@ -1020,8 +1027,9 @@ static void *pool_worker(void *arg)
 		m->qcount--;
 		pthread_mutex_unlock(&m->lock);
 		r = worker_item(m, &it);
+		/* Let go of the membership first, keeping the memory: on_exit's kick came while this
+		 * item held the context, so the reader is kicked again to close it now. */
 		atomic_fetch_sub(&it.u->mon_refs, 1);
-		/* on_exit's kick came while this item held the context: the reader closes it now. */
 		if (atomic_load(&it.u->dead) && atomic_load(&it.u->exit_reported) == 2)
 			uffd_monitor_kick(m);
 		uffd_ctx_put(it.u);
