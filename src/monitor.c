@@ -835,7 +835,22 @@ static void pool_fail(struct uffd_monitor *m, int err)
 	uffd_monitor_stop(m);
 }
 
-static void unstarve(struct uffd_monitor *m, struct uffd *u);
+/*
+ * Take @u's fd out of the reader's epoll set (@starved: no free batch for it) or put it back. The
+ * fd stays in the set, with no events, so that its slot data stay valid.
+ */
+static void set_starved(struct uffd_monitor *m, struct uffd *u, bool starved)
+{
+	struct epoll_event ev = { .events = starved ? 0 : EPOLLIN };
+
+	pthread_mutex_lock(&m->lock);
+	if (u->mon == m && !u->dead && u->mon_starved != starved) {
+		ev.data.u64 = slot_data(u->mon_slot, m->slots[u->mon_slot].gen, TAG_CTX);
+		if (!epoll_ctl(m->epfd, EPOLL_CTL_MOD, u->fd, &ev))
+			u->mon_starved = starved;
+	}
+	pthread_mutex_unlock(&m->lock);
+}
 
 static bool batch_free(struct uffd *u)
 {
@@ -847,18 +862,10 @@ static bool batch_free(struct uffd *u)
 	return any;
 }
 
-/* No free batch for @u: take its fd out of the reader's set until a worker frees one. */
+/* No free batch for @u: out of the reader's set until a worker frees one. */
 static void starve(struct uffd_monitor *m, struct uffd *u)
 {
-	struct epoll_event ev = { .events = 0 };
-
-	pthread_mutex_lock(&m->lock);
-	if (u->mon == m && !u->dead && !u->mon_starved) {
-		ev.data.u64 = slot_data(u->mon_slot, m->slots[u->mon_slot].gen, TAG_CTX);
-		if (!epoll_ctl(m->epfd, EPOLL_CTL_MOD, u->fd, &ev))
-			u->mon_starved = true;
-	}
-	pthread_mutex_unlock(&m->lock);
+	set_starved(m, u, true);
 	/*
 	 * A worker that freed a batch after the reader found none, and looked at mon_starved
 	 * before it was set, does not unstarve: look again now that it is set, or the fd would
@@ -866,20 +873,7 @@ static void starve(struct uffd_monitor *m, struct uffd *u)
 	 * orders it against the worker's uffd_batch_put().)
 	 */
 	if (atomic_load(&u->spare) || batch_free(u))
-		unstarve(m, u);
-}
-
-static void unstarve(struct uffd_monitor *m, struct uffd *u)
-{
-	struct epoll_event ev = { .events = EPOLLIN };
-
-	pthread_mutex_lock(&m->lock);
-	if (u->mon_starved && u->mon == m && !u->dead) {
-		ev.data.u64 = slot_data(u->mon_slot, m->slots[u->mon_slot].gen, TAG_CTX);
-		if (!epoll_ctl(m->epfd, EPOLL_CTL_MOD, u->fd, &ev))
-			u->mon_starved = false;
-	}
-	pthread_mutex_unlock(&m->lock);
+		set_starved(m, u, false);
 }
 
 /* The reader's part for a readable context: read a batch into a batch made beforehand, prep it. */
@@ -998,7 +992,7 @@ static int worker_item(struct uffd_monitor *m, struct pool_item *it)
 		uffd_batch_put(u, it->b); /* on_exit has run: nobody is left to serve */
 	uffd_frames = f.up;
 	if (u->mon_starved)
-		unstarve(m, u);
+		set_starved(m, u, false);
 	if (r == -ESRCH || atomic_load(&u->exited)) {
 		bury(m, u, true);
 		r = 0;
