@@ -48,7 +48,11 @@ void uffd_batch_done(struct uffd *u, struct uffd_batch *b)
  * before anything unread), then the queued notifications, then the pending faults. Returns 0 or
  * the first error; what is left stays for the next call.
  */
-int uffd_serve_work(struct uffd *u, int *handled)
+/*
+ * Finish the prep of a batch whose prep stopped (-ENOMEM): its events come before anything
+ * unread. Once prepped it joins the pending list. 0, or -ENOMEM again.
+ */
+int uffd_resume_stalled(struct uffd *u)
 {
 	struct uffd_batch *b;
 	int r = 0;
@@ -61,6 +65,14 @@ int uffd_serve_work(struct uffd *u, int *handled)
 			uffd_pending_push_locked(u, b);
 	}
 	pthread_mutex_unlock(&u->lock);
+	return r;
+}
+
+int uffd_serve_work(struct uffd *u, int *handled)
+{
+	struct uffd_batch *b;
+	int r = uffd_resume_stalled(u);
+
 	if (r < 0)
 		return r;
 	/* Notifications before the faults read after them; a fault's EAGAIN may read more. */
@@ -228,8 +240,7 @@ static inline int serve_batch(struct uffd *u, struct uffd_batch *b, unsigned n, 
 	if (uffd_unlikely((u->features & UFFD_EVENT_FEATURES) &&
 			  (u->ncount != 0 || (n == 1 ? b->msgs[0].event != UFFD_EVENT_PAGEFAULT :
 						       !only_faults(b->msgs, n))))) {
-		r = uffd_prep_locked(u, b);
-		pthread_mutex_unlock(&u->lock); /* taken by uffd_read_wait() */
+		r = uffd_prep_read(u, b); /* releases the lock uffd_read_wait() took */
 		if (r < 0)
 			return r; /* b is the stalled batch now */
 		return uffd_deliver_prepped(u, b, handled);
@@ -382,12 +393,7 @@ static int read_events_entered(struct uffd *u, struct uffd_event *evs, size_t ma
 	size_t n;
 	int r;
 
-	pthread_mutex_lock(&u->lock);
-	b = u->stalled;
-	r = b ? uffd_prep_locked(u, b) : 0;
-	if (b && !r)
-		uffd_pending_push_locked(u, b);
-	pthread_mutex_unlock(&u->lock);
+	r = uffd_resume_stalled(u);
 	if (r < 0)
 		return r;
 	n = take_notes(u, evs, max);
@@ -405,11 +411,7 @@ static int read_events_entered(struct uffd *u, struct uffd_event *evs, size_t ma
 			uffd_batch_put(u, b);
 			return r;
 		}
-		if (!uffd_read_locks(u))
-			pthread_mutex_lock(&u->lock);
-		/* The lock is held: taken by uffd_read_wait() or just now. */
-		r = uffd_prep_locked(u, b);
-		pthread_mutex_unlock(&u->lock);
+		r = uffd_prep_read(u, b); /* releases the lock uffd_read_wait() took */
 		if (r < 0)
 			return r; /* stalled: the next call preps and returns it */
 	}

@@ -368,6 +368,8 @@ UFFD_HIDDEN int uffd_nq_push_locked(struct uffd *u, const struct uffd_qitem *it)
 UFFD_HIDDEN bool uffd_read_locks(const struct uffd *u);
 UFFD_HIDDEN int uffd_read_wait(struct uffd *u, struct uffd_batch *b, int timeout_ms);
 UFFD_HIDDEN int uffd_read_now(struct uffd *u, struct uffd_batch *b);
+UFFD_HIDDEN int uffd_prep_read(struct uffd *u, struct uffd_batch *b);
+UFFD_HIDDEN int uffd_resume_stalled(struct uffd *u);
 
 /* prep.c: called with u->lock held. */
 UFFD_HIDDEN int uffd_prep_locked(struct uffd *u, struct uffd_batch *b);

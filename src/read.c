@@ -168,6 +168,23 @@ int uffd_read_wait(struct uffd *u, struct uffd_batch *b, int timeout_ms)
 }
 
 /*
+ * Prep what read_raw() or uffd_read_wait() just read into @b, and let go of the lock:
+ * __releases(u->lock) where uffd_read_locks(u) says the read took it; a context without layout
+ * events read without it, and preps with it. Returns 0, or -ENOMEM when prep stopped and @b is
+ * the context's stalled batch, no longer the caller's.
+ */
+int uffd_prep_read(struct uffd *u, struct uffd_batch *b)
+{
+	int ret;
+
+	if (!uffd_read_locks(u))
+		pthread_mutex_lock(&u->lock);
+	ret = uffd_prep_locked(u, b);
+	pthread_mutex_unlock(&u->lock);
+	return ret;
+}
+
+/*
  * One non-blocking read into @b, then prep; no lock is held on return. Returns the number of
  * messages read, or a negative errno; -ENOMEM means prep stopped and @b is now the context's
  * stalled batch, no longer the caller's.
@@ -179,10 +196,6 @@ int uffd_read_now(struct uffd *u, struct uffd_batch *b)
 
 	if (n <= 0)
 		return n;
-	if (!uffd_read_locks(u))
-		pthread_mutex_lock(&u->lock);
-	/* The lock is held here, taken by read_raw() or just now; released below. */
-	ret = uffd_prep_locked(u, b);
-	pthread_mutex_unlock(&u->lock);
+	ret = uffd_prep_read(u, b);
 	return ret < 0 ? ret : n;
 }
