@@ -161,9 +161,20 @@ void uffd_pending_push_locked(struct uffd *u, struct uffd_batch *b)
  * two. Within one read, faults come before events (the kernel hands out unread faults first),
  * so a batch's own notifications never hold its faults back. With u->lock.
  */
-bool uffd_batch_ready_locked(const struct uffd *u, const struct uffd_batch *b)
+/* The first fault still to deliver in @b, from b->pos: its index, or b->nprep if none is left. */
+unsigned uffd_batch_next_fault(const struct uffd_batch *b)
 {
 	unsigned i = b->pos;
+
+	while (i < b->nprep &&
+	       (b->items[i].state != UFFD_Q_READY || b->items[i].ev.kind != UFFD_EVT_PAGEFAULT))
+		i++;
+	return i;
+}
+
+bool uffd_batch_ready_locked(const struct uffd *u, const struct uffd_batch *b)
+{
+	unsigned i;
 
 	if (!u->ncount || !uffd_read_locks(u))
 		return true;
@@ -174,9 +185,7 @@ bool uffd_batch_ready_locked(const struct uffd *u, const struct uffd_batch *b)
 	 * queue drained, and a steady stream of slow notifications made that list grow by a
 	 * batch per read until serving stalled.
 	 */
-	while (i < b->nprep &&
-	       (b->items[i].state != UFFD_Q_READY || b->items[i].ev.kind != UFFD_EVT_PAGEFAULT))
-		i++;
+	i = uffd_batch_next_fault(b);
 	if (i >= b->nprep)
 		return true;
 	return u->nq[u->nhead].seq > b->items[i].seq;

@@ -38,16 +38,6 @@ static void eagain_backoff(unsigned tries)
 	uffd_syscall3(SYS_nanosleep, (long)&ts, 0, 0);
 }
 
-static bool has_faults(const struct uffd_batch *b)
-{
-	unsigned i;
-
-	for (i = b->pos; i < b->nprep; i++)
-		if (b->items[i].state == UFFD_Q_READY && b->items[i].ev.kind == UFFD_EVT_PAGEFAULT)
-			return true;
-	return false;
-}
-
 /*
  * Read and prep what the kernel has now (the events that make a resolving call fail with
  * -EAGAIN), without delivering it: the faults read go to the pending list, the notifications to
@@ -63,7 +53,7 @@ int uffd_read_more(struct uffd *u)
 	n = uffd_read_now(u, b);
 	if (n == -ENOMEM)
 		return n; /* b is the stalled batch now */
-	if (n > 0 && has_faults(b)) {
+	if (n > 0 && uffd_batch_next_fault(b) < b->nprep) {
 		pthread_mutex_lock(&u->lock);
 		uffd_pending_push_locked(u, b);
 		pthread_mutex_unlock(&u->lock);
