@@ -693,8 +693,10 @@ UFFD_API_EXPORT int uffd_read_events(struct uffd *u, struct uffd_event *evs, siz
  * event only it could read.
  *
  * Fault callbacks return 0 when resolved, or the negative errno of the resolving call:
- * - -EAGAIN: the pending events are read and applied, then the fault is delivered again if its
- *   address is still registered, else woken; a bounded number of times, first with a yield and
+ * - -EAGAIN: the pending events are read and applied, the notifications read so far are
+ *   delivered (so a REMOVE of the fault's page reaches on_remove before the fault's callback runs
+ *   again), then the fault is delivered again if its address is still registered, else woken; a
+ *   bounded number of times, first with a yield and
  *   then with short sleeps (about 5 ms in all: the kernel lowers its layout-changing state only
  *   when the blocked sender runs again), after which it is woken (the thread faults again and
  *   the fault comes back).

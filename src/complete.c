@@ -7,16 +7,40 @@
 
 #include "internal.h"
 
-/* Whether @pf's address is still in a piece of the map; refreshes pf->range. */
-static bool still_registered(struct uffd *u, struct uffd_pagefault *pf)
+/*
+ * Whether @pf's address is still in a piece of the map; refreshes pf->range. *@seq is set to
+ * the count of messages prepped so far: a redelivery follows all of them.
+ */
+static bool still_registered(struct uffd *u, struct uffd_pagefault *pf, uint64_t *seq)
 {
 	bool had = pf->range.start != NULL;
 
 	pthread_mutex_lock(&u->lock);
 	uffd_fill_range_locked(u, pf);
+	*seq = u->seq;
 	pthread_mutex_unlock(&u->lock);
 	/* A fault that never had a range (an mremap-grown tail) is left to the kernel to judge. */
 	return pf->range.start != NULL || !had;
+}
+
+/*
+ * Whether every notification read before message @seq has been delivered, delivering them on
+ * this thread if no other is at it. A fault redelivered after -EAGAIN is delivered as one read
+ * now: the read that cleared the -EAGAIN may have brought a REMOVE of its page, and a callback
+ * that ran before on_remove would fill the discarded page with what it held before (the discard
+ * has happened by then: its sender resumed once the event was read). 1 when delivered, 0 when
+ * another thread still delivers them, or a notification callback's error.
+ */
+static int notes_caught_up(struct uffd *u, uint64_t seq, int *handled)
+{
+	int r = uffd_deliver_notes(u, handled);
+
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&u->lock);
+	r = !u->ncount || u->nq[u->nhead].seq >= seq;
+	pthread_mutex_unlock(&u->lock);
+	return r;
 }
 
 /*
@@ -63,11 +87,15 @@ int uffd_read_more(struct uffd *u)
 	return n;
 }
 
-/* The rules of the contract for a fault callback's result @r (uffd.h, dispatch group). 0 = go on,
- * < 0 = stop with it. */
-int uffd_finish_fault(struct uffd *u, struct uffd_pagefault *pf, int r)
+/*
+ * The rules of the contract for a fault callback's result @r (uffd.h, dispatch group). 0 = go on,
+ * < 0 = stop with it. Notifications delivered on the way are counted in *@handled.
+ */
+int uffd_finish_fault(struct uffd *u, struct uffd_pagefault *pf, int r, int *handled)
 {
 	unsigned tries = 0;
+	uint64_t seq;
+	int c;
 
 	for (;; r = uffd_call_fault(u, pf)) {
 		if (r == 0)
@@ -75,15 +103,30 @@ int uffd_finish_fault(struct uffd *u, struct uffd_pagefault *pf, int r)
 		if (r == UFFD_FAULT_DEFERRED)
 			return 0; /* counted by uffd_call_fault() */
 		if (r == -EAGAIN) {
-			/* A layout change is pending: read and apply it, then try again. */
+			/*
+			 * A layout change is pending: read and apply it, deliver the notifications
+			 * read so far, then try again. Out of tries, the fault is woken: its thread
+			 * faults again, and that fault is read after them.
+			 */
 			if (tries++ >= UFFD_EAGAIN_TRIES) {
 				uffd_wake_page(u, (uintptr_t)pf->address);
 				return 0;
 			}
 			uffd_read_more(u);
-			if (!still_registered(u, pf)) {
+			if (!still_registered(u, pf, &seq)) {
 				uffd_wake_page(u, (uintptr_t)pf->address);
 				return 0;
+			}
+			while ((c = notes_caught_up(u, seq, handled)) == 0) {
+				if (tries++ >= UFFD_EAGAIN_TRIES) {
+					uffd_wake_page(u, (uintptr_t)pf->address);
+					return 0;
+				}
+				eagain_backoff(tries);
+			}
+			if (c < 0) {
+				uffd_wake_page(u, (uintptr_t)pf->address);
+				return c;
 			}
 			uffd_stat_add(&u->st.eagain_retries, 1);
 			eagain_backoff(tries);
@@ -138,7 +181,8 @@ int uffd_deliver_batch(struct uffd *u, struct uffd_batch *b, int *handled)
 			continue;
 		if (uffd_unlikely(b->interleaved) && !fault_ready(u, b))
 			return 0; /* the caller parks the batch: the notifier serves it after */
-		r = uffd_finish_fault(u, &it->ev.pagefault, uffd_call_fault(u, &it->ev.pagefault));
+		r = uffd_finish_fault(u, &it->ev.pagefault, uffd_call_fault(u, &it->ev.pagefault),
+				      handled);
 		(*handled)++;
 		if (r == -ESRCH) {
 			b->pos = b->nprep; /* the process is gone: the rest has nobody to serve */

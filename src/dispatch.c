@@ -178,7 +178,7 @@ __attribute__((noinline)) static int serve_rest(struct uffd *u, struct uffd_batc
 		uffd_prep_locked(u, b); /* faults only: nothing to apply, it cannot fail */
 		pthread_mutex_unlock(&u->lock);
 	}
-	r = uffd_finish_fault(u, &b->fpf, r);
+	r = uffd_finish_fault(u, &b->fpf, r, handled);
 	*handled += (int)i + 1;
 	if (r == -ESRCH) {
 		b->pos = b->nprep;

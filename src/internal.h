@@ -403,7 +403,7 @@ static inline int uffd_call_fault(struct uffd *u, const struct uffd_pagefault *p
 }
 
 /* complete.c */
-UFFD_HIDDEN int uffd_finish_fault(struct uffd *u, struct uffd_pagefault *pf, int r);
+UFFD_HIDDEN int uffd_finish_fault(struct uffd *u, struct uffd_pagefault *pf, int r, int *handled);
 UFFD_HIDDEN int uffd_deliver_batch(struct uffd *u, struct uffd_batch *b, int *handled);
 UFFD_HIDDEN int uffd_deliver_notes(struct uffd *u, int *handled);
 UFFD_HIDDEN int uffd_read_more(struct uffd *u);

@@ -710,6 +710,122 @@ START_TEST(on_remap_sees_move_without_unmap)
 }
 END_TEST
 
+/* ---- 7. a fault and a REMOVE of its page: the fault's callback runs after on_remove ---- */
+
+/*
+ * The callbacks of a monitor that serves old contents ("the image") unless the page was
+ * discarded, as a restorer does. A fault callback that runs once the REMOVE was read (its sender
+ * then discards the page) but before on_remove ran would fill the discarded page with the image
+ * again: each call records whether on_remove had run.
+ */
+static struct {
+	struct uffd *u;
+	char *page;
+	_Atomic bool removed, read_remove;
+	atomic_int calls, early, retries_before_remove; /* early: calls before on_remove */
+} DC;
+
+static int dc_remove(struct uffd *u, const struct uffd_span *s, void *arg)
+{
+	(void)u, (void)arg;
+	if ((char *)s->start <= DC.page && DC.page < (char *)s->end)
+		atomic_store(&DC.removed, true);
+	rec_span(UFFD_EVT_REMOVE, s);
+	return 0;
+}
+
+static int dc_fault(struct uffd *u, const struct uffd_pagefault *pf, void *arg)
+{
+	char img[65536];
+	int n = atomic_fetch_add(&DC.calls, 1);
+	bool removed = atomic_load(&DC.removed);
+
+	(void)arg;
+	if (!removed)
+		atomic_fetch_add(&DC.early, 1);
+	if (!removed && n > 0)
+		atomic_fetch_add(&DC.retries_before_remove, 1);
+	memset(img, removed ? 0 : 0x5a, PS);
+	return uffd_copy(u, (void *)((uintptr_t)pf->address & ~(uintptr_t)(PS - 1)), img, PS, 0);
+}
+
+static struct uffd *dc_open(unsigned batch)
+{
+	struct uffd_config cfg = { .required = UFFD_FEATURE_EVENT_REMOVE, .batch = batch };
+	struct uffd *u = NULL;
+
+	ck_assert_int_eq(uffd_open(&u, &cfg), 0);
+	memset(&DC, 0, sizeof(DC));
+	DC.u = u;
+	DC.page = tu_map_anon(2 * PS);
+	ck_assert_int_eq(uffd_register(u, DC.page, 2 * PS, UFFDIO_REGISTER_MODE_MISSING, NULL), 0);
+	uffd_on_remove(u, dc_remove, NULL);
+	uffd_on_pagefault(u, dc_fault, NULL);
+	return u;
+}
+
+/* Both threads done: the toucher read a zero page, and the page holds zeros (no fault now). */
+static void dc_finish(struct uffd *u, struct op *touch, struct op *drop)
+{
+	double end = tu_now() + 5;
+
+	while ((!atomic_load(&touch->done) || !atomic_load(&drop->done)) && tu_now() < end)
+		ck_assert_int_ge(uffd_dispatch(u, 20), 0);
+	op_join(touch);
+	op_join(drop);
+	ck_assert_int_eq(drop->ret, 0);
+	ck_assert(atomic_load(&DC.removed));
+	ck_assert_int_eq(touch->ret, 0);
+	ck_assert_int_eq(DC.page[0], 0);
+	ck_assert_int_eq(DC.page[PS - 1], 0);
+	uffd_close(u);
+	munmap(DC.page, 2 * PS);
+}
+
+/*
+ * One read brings [fault, REMOVE of its page] (the kernel hands out unread faults first). The
+ * fault may not be delivered before on_remove: it is woken instead, and the fault its thread
+ * makes again is read after the REMOVE.
+ */
+START_TEST(remove_after_fault_in_one_batch)
+{
+	struct uffd *u = dc_open(0);
+	struct op touch, drop;
+
+	op_start(&touch, OP_TOUCH, DC.page, 1, NULL);
+	op_wait_queued(&touch);
+	op_start(&drop, OP_MADV_DONTNEED, DC.page, PS, NULL);
+	op_wait_queued(&drop);
+	ck_assert_int_ge(uffd_dispatch(u, 1000), 1);
+	/* Both were read by that one read: no call may have come before on_remove. */
+	ck_assert_msg(atomic_load(&DC.early) == 0, "the fault was delivered before on_remove");
+	dc_finish(u, &touch, &drop);
+}
+END_TEST
+
+/*
+ * One message per read: the fault is read alone, its copy meets -EAGAIN (the REMOVE is
+ * pending), the dispatcher reads the REMOVE, and delivers the fault again only after on_remove.
+ */
+START_TEST(eagain_redelivery_after_on_remove)
+{
+	struct uffd *u = dc_open(1);
+	struct uffd_stats st;
+	struct op touch, drop;
+
+	op_start(&touch, OP_TOUCH, DC.page, 1, NULL);
+	op_wait_queued(&touch);
+	op_start(&drop, OP_MADV_DONTNEED, DC.page, PS, NULL);
+	op_wait_queued(&drop);
+	ck_assert_int_ge(uffd_dispatch(u, 1000), 1);
+	ck_assert_int_eq(uffd_get_stats(u, &st), 0);
+	ck_assert_uint_ge(st.removes, 1); /* the -EAGAIN read it */
+	ck_assert_msg(atomic_load(&DC.retries_before_remove) == 0,
+		      "the fault was delivered again before on_remove of its page");
+	dc_finish(u, &touch, &drop);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("prep");
@@ -718,7 +834,8 @@ int main(void)
 	      *dd = tu_tcase("dedupe", 30, setup, NULL),
 	      *rc = tu_tcase("range_cache", 30, setup, NULL),
 	      *ud = tu_tcase("undecodable", 30, setup, NULL),
-	      *rs = tu_tcase("remap_seen", 30, setup, NULL);
+	      *rs = tu_tcase("remap_seen", 30, setup, NULL),
+	      *dc = tu_tcase("discard_order", 30, setup, NULL);
 
 	tu_require_uffd(NULL, NULL);
 	tcase_add_test(fk, fork_enomem_close_closes_fd);
@@ -740,6 +857,9 @@ int main(void)
 	tcase_add_test(rs, on_remap_sees_move_without_unmap);
 	suite_add_tcase(s, rc);
 	suite_add_tcase(s, ud);
+	tcase_add_test(dc, remove_after_fault_in_one_batch);
+	tcase_add_test(dc, eagain_redelivery_after_on_remove);
 	suite_add_tcase(s, rs);
+	suite_add_tcase(s, dc);
 	return tu_run(s);
 }
