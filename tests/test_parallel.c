@@ -289,6 +289,8 @@ struct p1_worker {
 	int pbyte0[P1_R];      /* -1: not written */
 	unsigned long populated;
 	unsigned long ops, forks;
+	/* Populations the model expects, per arena page: compared with P1.pcopies page by page. */
+	unsigned pop[P1_ARENAS][2 * P1_R];
 };
 
 static struct p1 {
@@ -303,6 +305,8 @@ static struct p1 {
 	/* Discarded pages, per worker arena page: set by on_remove, moved by on_remap, cleared by
 	 * on_unmap, in kernel order (notifications run one at a time); read by fault callbacks. */
 	_Atomic unsigned char disc[P1_WORKERS][P1_ARENAS][2 * P1_R];
+	/* Successful copies per arena page, with the flags and the thread of the last fault. */
+	atomic_uint pcopies[P1_WORKERS][P1_ARENAS][2 * P1_R];
 	atomic_int disp_err;
 } P1;
 
@@ -396,8 +400,14 @@ static int p1_fault(struct uffd *u, const struct uffd_pagefault *pf, void *arg)
 		fail_later("a fault outside every registered region", a,
 			   (uintptr_t)pf->range.start);
 	r = serve(u, pf, d && atomic_load(d));
-	if (r == 0)
+	if (r == 0) {
+		size_t idx;
+		int k, w = p1_owner2(a, &k, &idx);
+
 		atomic_fetch_add(&P1.copies, 1);
+		if (w >= 0)
+			atomic_fetch_add(&P1.pcopies[w][k][idx], 1);
+	}
 	return r;
 }
 
@@ -529,6 +539,7 @@ static void p1_touch(struct p1_worker *w)
 		w->porig[i] = w->pstate[i] == PG_ZERO ? 0 : w->tag;
 		w->pstate[i] = PG_PRESENT;
 		w->populated++;
+		w->pop[w->narenas - 1][(size_t)w->half * P1_R + (size_t)i]++;
 	}
 	if (write) {
 		*p = v;
@@ -645,6 +656,41 @@ static void *p1_worker_fn(void *arg)
 	return NULL;
 }
 
+/* Name the pages whose copies differ from the model's populations, with the owner's last
+ * operations, when the totals differ. */
+static void p1_report_copies(void)
+{
+	int i, k, j;
+	size_t x;
+
+	for (i = 0; i < P1_WORKERS; i++)
+		for (k = 0; k < P1.w[i].narenas; k++)
+			for (x = 0; x < 2 * P1_R; x++) {
+				unsigned c = atomic_load(&P1.pcopies[i][k][x]);
+
+				if (c == P1.w[i].pop[k][x])
+					continue;
+				fprintf(stderr,
+					"parallel: worker %d arena %d page %zu (%#lx): %u copies, "
+					"%u populations in the model; %d arenas, ends in half %d\n",
+					i, k, x, (unsigned long)(P1.w[i].arenas[k] + PS + x * PS),
+					c, P1.w[i].pop[k][x], P1.w[i].narenas, P1.w[i].half);
+				for (j = 0; j < P1.w[i].nlog; j++) {
+					const struct p1_op *o = &P1.w[i].log[j];
+					uintptr_t pa = (uintptr_t)P1.w[i].arenas[k] + PS + x * PS;
+					bool hit = o->len ? (pa >= o->a && pa < o->a + o->len) ||
+								    (pa >= o->b &&
+								     pa < o->b + o->len) :
+							    pa >= o->a && pa < o->b;
+
+					if (hit)
+						fprintf(stderr, "  op %d: kind %#x %#lx-%#lx/%zu\n",
+							j, o->kind, (unsigned long)o->a,
+							(unsigned long)o->b, o->len);
+				}
+			}
+}
+
 START_TEST(parallel_dispatch_kernel_order)
 {
 	pthread_t d[P1_DISPATCHERS];
@@ -735,6 +781,8 @@ START_TEST(parallel_dispatch_kernel_order)
 	ck_assert_uint_eq(st.forks, nkind[UFFD_EVT_FORK]);
 	ck_assert_uint_eq(st.unknown, 0);
 	ck_assert_uint_eq(st.messages, st.faults + st.unmaps + st.removes + st.remaps + st.forks);
+	if (atomic_load(&P1.copies) != populated)
+		p1_report_copies();
 	ck_assert_uint_eq(atomic_load(&P1.copies), populated);
 	ck_assert_uint_eq(st.faults, atomic_load(&P1.copies) + st.faults_woken);
 	ck_assert_uint_eq(atomic_load(&P1.calls), st.faults + st.eagain_retries);
