@@ -327,7 +327,7 @@ struct uffd {
 	_Atomic int mon_live;	   /* a member the monitor's threads may dispatch */
 	_Atomic unsigned mon_refs; /* monitor threads holding it: not closed or removed meanwhile */
 	/* pool: no free batch; the fd is out of the reader's epoll set. Set and cleared under the
-	 * monitor's lock, read without it by the workers (monitor.c: starve()). */
+	 * monitor's lock, read without it by the workers (pool.c: starve()). */
 	_Atomic bool mon_starved;
 
 	/* serve.c: the registrations served from sources (pushed, never unlinked, freed with the

@@ -39,11 +39,12 @@ static unsigned long injected; /* failures injected by this test, for its closin
 /*
  * ---- the monitor's direct libc calls ----
  *
- * monitor.c allocates with calloc, mmap, epoll_create1, eventfd, timerfd_create, epoll_ctl(ADD)
- * and pidfd_open rather than through sys.c, so this program is linked with -Wl,--wrap for each
- * of them (tests/CMakeLists.txt). Inside a scope opened by the test, the wrapped calls are
- * counted in one sequence and the nth fails with ENOMEM; outside a scope they pass straight on.
- * mmap is wrapped too, which also covers the library's own uffd_sys_mmap() inside a scope.
+ * monitor.c and pool.c allocate with calloc, mmap, epoll_create1, eventfd, timerfd_create,
+ * epoll_ctl(ADD) and pidfd_open rather than through sys.c, so this program is linked with
+ * -Wl,--wrap for each of them (tests/CMakeLists.txt). Inside a scope opened by the test, the
+ * wrapped calls are counted in one sequence and the nth fails with ENOMEM; outside a scope they
+ * pass straight on. mmap is wrapped too, which also covers the library's own uffd_sys_mmap()
+ * inside a scope.
  */
 void *__real_calloc(size_t n, size_t size);
 void *__real_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
