@@ -392,6 +392,7 @@ int uffd_order_load(struct uffd_order **out, int fd)
 int uffd_order_save_pages(struct uffd_order *o, struct uffd_source *src, int fd)
 {
 	size_t cap = 1 << 20;
+	int64_t end;
 	long i, n;
 	char *buf;
 	int ret = 0;
@@ -402,16 +403,26 @@ int uffd_order_save_pages(struct uffd_order *o, struct uffd_source *src, int fd)
 	if (!buf)
 		return -ENOMEM;
 	n = uffd_order_count(o);
+	/* A run may end in the source's last, short page: uffd_serve() serves (and records) it
+	 * whole, the rest of it reading zero; so it is written here. */
+	end = uffd_source_length(src);
 	for (i = 0; i < n && !ret; i++) {
 		uint64_t off, len;
 
 		ret = uffd_order_get(o, i, &off, &len, NULL);
 		while (!ret && len) {
-			size_t k = len < cap ? (size_t)len : cap;
+			size_t k = len < cap ? (size_t)len : cap, data = k;
 
-			ret = uffd_source_read(src, buf, k, off);
-			if (!ret)
+			/* Ending less than a page past the end, inside the last page: read what
+			 * there is. Further, the source answers (-ENXIO). */
+			if (end >= 0 && off < (uint64_t)end && off + k > (uint64_t)end &&
+			    off + k - (uint64_t)end < (uint64_t)uffd_page_size())
+				data = (size_t)((uint64_t)end - off);
+			ret = uffd_source_read(src, buf, data, off);
+			if (!ret) {
+				memset(buf + data, 0, k - data);
 				ret = write_all(fd, buf, k);
+			}
 			off += k;
 			len -= k;
 		}

@@ -210,6 +210,43 @@ START_TEST(save_pages_compacts)
 }
 END_TEST
 
+/*
+ * A source whose length is no multiple of the page size: uffd_serve() serves (and records) its
+ * last page whole, the rest reading zero, and so the compacted pages hold it whole, zero-padded.
+ * A run more than a page past the end is still the source's -ENXIO.
+ */
+START_TEST(save_pages_short_last_page)
+{
+	size_t len = 8 * PS + 100;
+	unsigned char *img = malloc(len), *got = malloc(3 * PS);
+	struct uffd_order *o;
+	struct uffd_source *src;
+	int fd = memfd_create("compact", MFD_CLOEXEC);
+
+	su_fill(img, 0, len, SEED);
+	ck_assert_int_eq(uffd_source_memory(&src, img, len), 0);
+	ck_assert_int_eq(uffd_order_new(&o), 0);
+	uffd_order_add(o, 7 * PS, 2 * PS, NULL); /* the last whole page and the short one */
+	uffd_order_add(o, 0, PS, NULL);
+	ck_assert_int_eq(uffd_order_save_pages(o, src, fd), 0);
+	ck_assert_int_eq(lseek(fd, 0, SEEK_END), 3 * PS);
+	ck_assert_int_eq(pread(fd, got, 3 * PS, 0), 3 * PS);
+	ck_assert_int_eq(su_check(got, 7 * PS, PS + 100, SEED), -1);
+	for (size_t i = PS + 100; i < 2 * PS; i++)
+		ck_assert_msg(got[i] == 0, "byte %zu past the end is %d", i, got[i]);
+	ck_assert_int_eq(su_check(got + 2 * PS, 0, PS, SEED), -1);
+	uffd_order_free(o);
+	ck_assert_int_eq(uffd_order_new(&o), 0);
+	uffd_order_add(o, 8 * PS, 2 * PS, NULL);
+	ck_assert_int_eq(uffd_order_save_pages(o, src, fd), -ENXIO);
+	uffd_order_free(o);
+	close(fd);
+	uffd_source_close(src);
+	free(img);
+	free(got);
+}
+END_TEST
+
 /* ---- record, then prefetch ---- */
 
 #define R_PAGES 512
@@ -461,6 +498,7 @@ int main(void)
 	tcase_add_loop_test(tc, load_bad, 0, (int)(sizeof(bad_texts) / sizeof(bad_texts[0])));
 	tcase_add_test(tc, load_nul_and_errors);
 	tcase_add_test(tc, save_pages_compacts);
+	tcase_add_test(tc, save_pages_short_last_page);
 	tcase_add_test(pf, record_then_prefetch);
 	tcase_add_test(pf, compact_prefetch);
 	tcase_add_test(pf, prefetch_while_touching);
