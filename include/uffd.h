@@ -1296,6 +1296,8 @@ UFFD_API_EXPORT void uffd_order_free(struct uffd_order *o);
 #define UFFD_DISCARD_SOURCE 1u
 /** uffd_serve_config::flags: the range is registered already (an adopted fd): uffd_range_add(). */
 #define UFFD_SERVE_MAP_ONLY 0x1u
+/** The largest uffd_serve_config::ahead. */
+#define UFFD_SERVE_MAX_AHEAD 64u
 
 /** How uffd_serve() serves a registration. Zero-initialise; `source` is required. */
 struct uffd_serve_config {
@@ -1318,7 +1320,12 @@ struct uffd_serve_config {
 	const uint8_t *manifest;
 	uint64_t manifest_chunk; /**< the manifest's chunk size */
 	uint32_t max_inflight;	 /**< fetches in flight per context (async sources); 0 means 64 */
-	uint32_t reserved32;	 /**< zero */
+	/** Chunks fetched ahead: after each fault that fetches its chunk, the next `ahead`
+	 *  chunks of its piece that still miss a page are fetched too, in parallel, from sources
+	 *  with `read_async` (others ignore it), within half of `max_inflight`. Up to
+	 *  `UFFD_SERVE_MAX_AHEAD`; 0 (the default) fetches on demand only. Not with
+	 *  `record`. */
+	uint32_t ahead;
 	/** Called after a fetch failed for good or a chunk failed its check (err -EBADMSG), once
 	 *  its pages were poisoned (touching them raises SIGBUS); without UFFD_FEATURE_POISON,
 	 *  before the fault callback returns the error. @p offset and @p len are the source bytes
@@ -1339,7 +1346,9 @@ struct uffd_serve_config {
  * \param len its length, a multiple of the page size.
  * \param cfg how to serve it.
  * \return 0, or a negative errno:
- * - -EINVAL: bad argument, a reserved field set, @p addr, @p len or `offset` not aligned to the
+ * - -EINVAL: bad argument, a reserved field set, `ahead` above UFFD_SERVE_MAX_AHEAD or
+ *   together with `record` (pages fetched ahead are never faulted on: the order would miss them),
+ *   @p addr, @p len or `offset` not aligned to the
  *   page size, a chunk or manifest chunk that is no power of two or out of range, modes without
  *   MISSING or with MINOR, a manifest for a source that does not know its length.
  * - -EOPNOTSUPP: `UFFD_DISCARD_ZERO` on a context without `UFFD_FEATURE_EVENT_REMOVE` (the
@@ -1394,7 +1403,8 @@ struct uffd_serve_stats {
 	/** faults that fetched nothing of their own: their chunk was being fetched for another
 	 *  fault (they were finished by that fetch), or it had just been installed */
 	uint64_t joined;
-	uint64_t reserved[22]; /**< zero; later counters go here */
+	uint64_t ahead;	       /**< fetches started ahead of a fault (`ahead` of the config) */
+	uint64_t reserved[21]; /**< zero; later counters go here */
 };
 
 /**

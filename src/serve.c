@@ -72,7 +72,7 @@ struct serve_slot {
 
 struct serve_counters {
 	_Atomic uint64_t faults, fetches, bytes_fetched, pages_installed, pages_zeroed,
-		eexist_skipped, prefetched, poisoned, errors, joined;
+		eexist_skipped, prefetched, poisoned, errors, joined, ahead;
 };
 
 /* One served registration: hung on its pieces' data pointer, owned by the context. */
@@ -85,7 +85,8 @@ struct uffd_served {
 	uint64_t ps;
 	unsigned shift; /* log2(ps) */
 	uint32_t discard, max_inflight;
-	bool dead; /* its registration failed: nothing points at it */
+	uint32_t ahead; /* chunks fetched ahead of an on-demand fault (async sources) */
+	bool dead;	/* its registration failed: nothing points at it */
 	struct uffd_order *record;
 	const uint8_t *manifest;
 	uint64_t mchunk;
@@ -172,10 +173,14 @@ static void bits_apply(_Atomic uint64_t *bm, size_t i, size_t n, bool set)
 	}
 }
 
-/* [x, x + len) was installed: present, and a later fault there may be answered from that. */
+/*
+ * [x, x + len) was installed: present. A later fault there may be answered from that where every
+ * discard is heard of (trust_present); readahead uses the bits either way, to skip chunks that
+ * are in already (a page zapped unheard of then faults on demand, as it would without it).
+ */
 static void mark_installed(struct uffd_served *r, uint64_t x, uint64_t len)
 {
-	if (!r->trust_present || !len)
+	if (!len)
 		return;
 	bits_apply(r->present, page_index(r, x), (size_t)(len >> r->shift), true);
 	bits_apply(r->woke, page_index(r, x), (size_t)(len >> r->shift), false);
@@ -268,6 +273,7 @@ struct inst {
 	uintptr_t delta;
 	uint64_t fault; /* the faulting page, or UINT64_MAX (prefetch) */
 	bool prefetch;	/* DONTWAKE, -ENOENT skipped, -EAGAIN waited out */
+	bool ahead;	/* readahead: -ENOENT skipped, -EAGAIN ends it (faults fetch the rest) */
 	int fault_r;	/* 1 until the faulting page is dealt with, then 0 or its error */
 	unsigned tries; /* prefetch: -EAGAIN met in a row */
 	long installed;
@@ -374,11 +380,10 @@ static int install_run(struct inst *in, enum kind k, uint64_t *xp, uint64_t e, b
 		x += done;
 		if (!ret)
 			break;
-		if (ret == -EEXIST || (in->prefetch && ret == -ENOENT)) {
+		if (ret == -EEXIST || ((in->prefetch || in->ahead) && ret == -ENOENT)) {
 			if (ret == -EEXIST) {
 				uffd_stat_add(&in->r->st.eexist_skipped, 1);
-				if (in->r->trust_present)
-					bit_set(in->r->present, page_index(in->r, x));
+				bit_set(in->r->present, page_index(in->r, x));
 			}
 			if (x == in->fault)
 				in->fault_r = ret;
@@ -462,7 +467,7 @@ static int install(struct inst *in, uint64_t i_lo, uint64_t i_hi, bool failed)
 {
 	int ret = install_span(in, i_lo, i_hi, failed);
 
-	if (in->prefetch || ret == -ESRCH)
+	if (in->prefetch || in->ahead || ret == -ESRCH)
 		return ret;
 	if (in->fault_r == 1) /* an error before the faulting page: that page alone */
 		install_span(in, in->fault, in->fault + in->r->ps, failed);
@@ -535,19 +540,14 @@ static int complete_fetch(struct uffd *u, struct uffd_served *r, unsigned char *
 }
 
 /* The chunk around @pf: aligned in source offsets, clipped to its piece and the source's end. */
-static bool plan_fault(const struct uffd_served *r, const struct uffd_pagefault *pf, struct plan *p)
+/* The chunk holding source offset @x of the piece @rg, as a fault at @x plans it. */
+static bool plan_at(const struct uffd_served *r, const struct uffd_range *rg, uint64_t x,
+		    struct plan *p)
 {
-	uintptr_t a = (uintptr_t)pf->address & ~(uintptr_t)(r->ps - 1);
-	uintptr_t pstart = (uintptr_t)pf->range.start, pe = (uintptr_t)pf->range.end;
-	uint64_t lo_r, hi_r, x, fs, fe;
+	uintptr_t pstart = (uintptr_t)rg->start, pe = (uintptr_t)rg->end;
+	uint64_t lo_r = rg->offset, hi_r = min64(lo_r + (pe - pstart), r->len);
+	uint64_t fs = x & ~(r->unit - 1), fe = fs + r->unit;
 
-	if (!pstart || a < pstart || a >= pe)
-		return false;
-	lo_r = pf->range.offset;
-	hi_r = min64(lo_r + (pe - pstart), r->len);
-	x = r->src_off + lo_r + (a - pstart);
-	fs = x & ~(r->unit - 1);
-	fe = fs + r->unit;
 	p->fault = x;
 	p->i_lo = max64(fs, r->src_off + lo_r);
 	p->i_hi = min64(fe, r->src_off + hi_r);
@@ -558,6 +558,16 @@ static bool plan_fault(const struct uffd_served *r, const struct uffd_pagefault 
 	p->f_hi = min64(r->manifest ? fe : p->i_hi, r->src_len);
 	p->delta = pstart - (uintptr_t)(r->src_off + lo_r);
 	return x < p->i_hi;
+}
+
+static bool plan_fault(const struct uffd_served *r, const struct uffd_pagefault *pf, struct plan *p)
+{
+	uintptr_t a = (uintptr_t)pf->address & ~(uintptr_t)(r->ps - 1);
+	uintptr_t pstart = (uintptr_t)pf->range.start;
+
+	if (!pstart || a < pstart || a >= (uintptr_t)pf->range.end)
+		return false;
+	return plan_at(r, &pf->range, r->src_off + pf->range.offset + (a - pstart), p);
 }
 
 /* Appends the pages of [lo, hi) touched for the first time to the recorded order. */
@@ -693,6 +703,149 @@ static void io_done(struct uffd_source_io *io, int err)
 	uffd_fault_finish(u, &pf, ret);
 }
 
+/* ---- readahead ---- */
+
+/*
+ * Whether @p's chunk has a page still to fetch: one from the source, neither present nor
+ * discarded to zero. Racy by nature (a fault or a discard may change it the next moment): it
+ * only saves fetches, and an install skips what it finds present.
+ */
+static bool chunk_wanted(const struct uffd_served *r, const struct plan *p)
+{
+	uint64_t x;
+
+	for (x = p->i_lo; x < p->i_hi; x += r->ps)
+		if (page_kind(r, x, false) == K_SOURCE && !bit_get(r->present, page_index(r, x)))
+			return true;
+	return false;
+}
+
+/* A flight for @p, a chunk no fault waits for yet: false if one is in flight or none is free. */
+static bool flight_add(struct uffd_served *r, const struct plan *p)
+{
+	bool ok = false;
+	unsigned k;
+
+	pthread_mutex_lock(&r->fl_lock);
+	for (k = 0; k < r->nfl; k++)
+		if (r->fl[k].lo == p->i_lo && r->fl[k].hi == p->i_hi && r->fl[k].delta == p->delta)
+			break;
+	if (k == r->nfl && r->nfl < FLIGHTS) {
+		r->fl[r->nfl++] = (struct flight){
+			.lo = p->i_lo, .hi = p->i_hi, .delta = p->delta, .w_lo = UINT64_MAX
+		};
+		ok = true;
+	}
+	pthread_mutex_unlock(&r->fl_lock);
+	return ok;
+}
+
+/*
+ * done() of a readahead fetch, on the source's thread. The chunk goes in with wake-ups (a thread
+ * may have faulted there before its fault was read), skipping what is present or unmapped; a
+ * failed or refused fetch installs nothing and poisons nothing: the faults that joined it are
+ * woken, fault again and fetch on demand, where an error is handled as usual. The context is
+ * held by a reference of the fetch's own (it may have been closed meanwhile: nothing is then
+ * installed).
+ */
+static void ahead_done(struct uffd_source_io *io, int err)
+{
+	struct serve_slot *s = (struct serve_slot *)io;
+	struct uffd_served *r = s->reg;
+	struct uffd *u = s->u;
+	bool live;
+
+	atomic_fetch_add(&u->users, 1);
+	live = !atomic_load(&u->closed) && !atomic_load(&u->exited);
+	if (live && !err)
+		err = verify(r, s->buf, s->plan.f_lo, s->plan.f_hi);
+	if (live && !err) {
+		struct inst in = { .u = u,
+				   .r = r,
+				   .buf = s->buf,
+				   .f_lo = s->plan.f_lo,
+				   .delta = s->plan.delta,
+				   .fault = UINT64_MAX,
+				   .ahead = true };
+
+		if (s->plan.i_hi > s->plan.f_hi)
+			memset(s->buf + (s->plan.f_hi - s->plan.f_lo), 0,
+			       (size_t)(s->plan.i_hi - s->plan.f_hi));
+		install(&in, s->plan.i_lo, s->plan.i_hi, false);
+	}
+	flight_end(u, r, &s->plan, live);
+	atomic_fetch_sub(&u->users, 1);
+	slot_put(r, s);
+	atomic_fetch_sub(&u->served_inflight, 1);
+	uffd_ctx_put(u); /* last: the context, and r with it, may go here */
+}
+
+/*
+ * After an on-demand fetch of @p's chunk: start fetching the next r->ahead chunks of the
+ * same piece that have a page missing and are not in flight, asynchronously, so that the faults
+ * that follow a sequential-ish access find their chunk in flight (they join it) or in. Readahead
+ * takes at most half of max_inflight, so that on-demand faults keep room of their own.
+ */
+static void fetch_ahead(struct uffd *u, struct uffd_served *r, const struct uffd_pagefault *pf,
+			const struct plan *p)
+{
+	uint64_t x = (p->fault & ~(r->unit - 1)) + r->unit;
+	unsigned k;
+
+	for (k = 0; k < r->ahead; k++, x += r->unit) {
+		unsigned n = atomic_load(&u->served_inflight);
+		struct serve_slot *s;
+		struct plan q;
+
+		if (!plan_at(r, &pf->range, x, &q))
+			return; /* the piece (or the source) ends */
+		q.flight = true;
+		do {
+			if (n >= (r->max_inflight + 1) / 2)
+				return;
+		} while (!atomic_compare_exchange_weak(&u->served_inflight, &n, n + 1));
+		/*
+		 * The flight first, then the pages: a fetch marks what it installed before its
+		 * flight ends, so a chunk whose fetch has just ended shows its pages here, and
+		 * none is fetched twice.
+		 */
+		if (!flight_add(r, &q)) {
+			atomic_fetch_sub(&u->served_inflight, 1);
+			continue;
+		}
+		if (!chunk_wanted(r, &q)) {
+			flight_end(u, r, &q, true);
+			atomic_fetch_sub(&u->served_inflight, 1);
+			continue;
+		}
+		s = slot_get(r);
+		if (!s) {
+			flight_end(u, r, &q, true);
+			atomic_fetch_sub(&u->served_inflight, 1);
+			return;
+		}
+		s->u = u;
+		s->plan = q;
+		s->io = (struct uffd_source_io){ .buf = s->buf,
+						 .len = (size_t)(q.f_hi - q.f_lo),
+						 .offset = q.f_lo,
+						 .done = ahead_done,
+						 .user = NULL };
+		atomic_fetch_add(&u->refs, 1);
+		uffd_stat_add(&r->st.ahead, 1);
+		uffd_stat_add(&r->st.fetches, 1);
+		uffd_stat_add(&r->st.bytes_fetched, q.f_hi - q.f_lo);
+		if (r->src->ops.read_async(r->src->impl, &s->io) != 0) {
+			/* Refused: done() never runs. */
+			flight_end(u, r, &q, true);
+			slot_put(r, s);
+			atomic_fetch_sub(&u->served_inflight, 1);
+			uffd_ctx_put(u); /* never the last: the dispatching thread holds one */
+			return;
+		}
+	}
+}
+
 int uffd_serve_pagefault(struct uffd *u, const struct uffd_pagefault *pf, void *arg)
 {
 	struct uffd_served *r;
@@ -751,6 +904,8 @@ int uffd_serve_pagefault(struct uffd *u, const struct uffd_pagefault *pf, void *
 		uffd_stat_add(&r->st.fetches, 1);
 		uffd_stat_add(&r->st.bytes_fetched, p.f_hi - p.f_lo);
 		ret = r->src->ops.read_async(r->src->impl, &s->io);
+		if (ret == 0 && r->ahead)
+			fetch_ahead(u, r, pf, &p);
 		if (ret == 0 && !(atomic_fetch_or(&s->state, 1) & 2))
 			return UFFD_FAULT_DEFERRED;
 		/* Refused (done() never runs), or done() ran already: finish here. */
@@ -824,7 +979,8 @@ static int check_config(const struct uffd *u, uintptr_t addr, size_t len,
 {
 	size_t i;
 
-	if (!u || !c || !c->source || c->reserved32)
+	/* Fetching ahead installs pages no fault touched: a recorded order would miss them. */
+	if (!u || !c || !c->source || c->ahead > UFFD_SERVE_MAX_AHEAD || (c->ahead && c->record))
 		return -EINVAL;
 	for (i = 0; i < sizeof(c->reserved) / sizeof(c->reserved[0]); i++)
 		if (c->reserved[i])
@@ -870,6 +1026,7 @@ static int served_new(struct uffd_served **out, const struct uffd *u, size_t len
 	r->unit = max64(c->chunk ? c->chunk : ps, c->manifest ? c->manifest_chunk : 0);
 	r->discard = c->discard;
 	r->max_inflight = c->max_inflight ? c->max_inflight : DEFAULT_INFLIGHT;
+	r->ahead = c->ahead;
 	r->record = c->record;
 	r->manifest = c->manifest;
 	r->mchunk = c->manifest_chunk;
@@ -959,6 +1116,7 @@ int uffd_serve_get_stats(struct uffd *u, struct uffd_serve_stats *out)
 		out->poisoned += atomic_load(&r->st.poisoned);
 		out->errors += atomic_load(&r->st.errors);
 		out->joined += atomic_load(&r->st.joined);
+		out->ahead += atomic_load(&r->st.ahead);
 	}
 	return 0;
 }
