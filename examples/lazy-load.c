@@ -14,7 +14,7 @@
 #include "common.h"
 
 static const char usage_line[] =
-	"usage: lazy-load [--chunk SIZE] [--readahead N] [--record FILE] [--prefetch FILE] "
+	"usage: lazy-load [--chunk SIZE] [--readahead N] [--ahead N] [--record FILE] [--prefetch FILE] "
 	"[--wait-prefetch] [--timeout MS] [--threads N] [--quiet] [--kernel-faults] [--help] "
 	"[--version] SOURCE";
 
@@ -44,39 +44,6 @@ struct worker {
 	const char *failed;			  /* the call that failed, or NULL */
 	int err;				  /* its errno */
 };
-
-/* ---- the image: its pages, the tail past its end reading as zero ---- */
-
-/*
- * The memory is the image rounded up to whole pages, and a source refuses to read past its end
- * (-ENXIO: short data is never installed as if whole). An image whose length is no multiple of
- * the page size is served through this: the bytes past its end read as zero.
- */
-struct padded {
-	struct uffd_source *image;
-	uint64_t len, padded;
-};
-
-static int padded_read(void *impl, void *buf, size_t len, uint64_t offset)
-{
-	struct padded *p = impl;
-	size_t n = 0;
-	int err;
-
-	if (offset > p->padded || len > p->padded - offset)
-		return -ENXIO;
-	if (offset < p->len)
-		n = len < p->len - offset ? len : (size_t)(p->len - offset);
-	if (n && (err = uffd_source_read(p->image, buf, n, offset)) != 0)
-		return err;
-	memset((char *)buf + n, 0, len - n);
-	return 0;
-}
-
-static int64_t padded_length(void *impl)
-{
-	return (int64_t)((struct padded *)impl)->padded;
-}
 
 /* ---- a source that fails for good: poisoned pages, reported, and the SIGBUS of a touch ---- */
 
@@ -323,6 +290,9 @@ static void help(void)
 	       "                       of two from the page size to 64M, with a K or M suffix\n"
 	       "                       (default 64K)\n"
 	       "  -r, --readahead N    the same in pages (a power of two, 1-16384)\n"
+	       "      --ahead N        after each fault that fetches its chunk, fetch the next N\n"
+	       "                       chunks too, in parallel (0-64, default 0; an HTTP source\n"
+	       "                       only: a file is read synchronously); not with --record\n"
 	       "      --record FILE    write the first-touch order to FILE (uffd-order 1: one line\n"
 	       "                       'OFFSET LENGTH' per run of pages, image offsets) and its\n"
 	       "                       pages back to back to FILE.pages\n"
@@ -411,6 +381,7 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "chunk", required_argument, NULL, 'c' },
 		{ "readahead", required_argument, NULL, 'r' },
+		{ "ahead", required_argument, NULL, 'A' },
 		{ "record", required_argument, NULL, 'R' },
 		{ "prefetch", required_argument, NULL, 'P' },
 		{ "wait-prefetch", no_argument, NULL, 'W' },
@@ -435,12 +406,11 @@ int main(int argc, char **argv)
 	struct sigaction sa = { .sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO };
 	struct memory m = { .threads = 4 };
 	struct prefetcher pf = { 0 };
-	struct padded pad = { 0 };
 	struct tool_dispatcher disp;
 	struct uffd_serve_stats ss;
 	struct uffd_stats st;
 	struct uffd_order *record = NULL, *order = NULL;
-	struct uffd_source *image, *src;
+	struct uffd_source *src;
 	struct check chk;
 	struct worker *w;
 	const char *record_path = NULL, *prefetch_path = NULL, *spec;
@@ -463,6 +433,10 @@ int main(int argc, char **argv)
 					"invalid value '%s' for --chunk: expected a power of "
 					"two",
 					optarg);
+			break;
+		case 'A':
+			scfg.ahead =
+				(uint32_t)tool_number("--ahead", optarg, 0, UFFD_SERVE_MAX_AHEAD);
 			break;
 		case 'r':
 			readahead = tool_number("--readahead", optarg, 1, 16384);
@@ -501,6 +475,9 @@ int main(int argc, char **argv)
 		tool_usage_error("no SOURCE given");
 	if (optind + 1 < argc)
 		tool_usage_error("unexpected argument '%s'", argv[optind + 1]);
+	if (scfg.ahead && record_path)
+		tool_usage_error("--ahead and --record: pages fetched ahead are never touched "
+				 "first by a fault, and the order would miss them");
 	if (chunk && readahead && chunk != readahead * page)
 		tool_usage_error("--chunk and --readahead disagree: give one of them");
 	if (readahead)
@@ -517,19 +494,10 @@ int main(int argc, char **argv)
 	sigemptyset(&sa.sa_mask);
 	if (sigaction(SIGBUS, &sa, NULL) != 0)
 		tool_die("cannot handle SIGBUS: %s", strerror(errno));
-	image = src = tool_source_open_timeout(spec, &image_len, (unsigned)timeout_ms);
+	/* The memory is the image rounded up to whole pages: uffd_serve() serves the tail of a
+	 * short last page as zero. */
+	src = tool_source_open_timeout(spec, &image_len, (unsigned)timeout_ms);
 	m.len = (size_t)((image_len + page - 1) / page * page);
-	if (m.len != image_len) {
-		/* The tail of the last page reads as zero. */
-		static const struct uffd_source_ops ops = { .size = sizeof(ops),
-							    .read = padded_read,
-							    .length = padded_length };
-
-		pad = (struct padded){ .image = image, .len = image_len, .padded = m.len };
-		err = uffd_source_new(&src, &ops, &pad);
-		if (err)
-			tool_die("cannot make a source: %s", uffd_strerror(err));
-	}
 	if (prefetch_path) {
 		order = tool_order_load(prefetch_path, m.len, page);
 		pf.compact = tool_compact_open(prefetch_path, order);
@@ -629,7 +597,7 @@ int main(int argc, char **argv)
 	if (atomic_load(&fetch_failed))
 		ok = false; /* pages were poisoned that nobody touched: the memory is not the image */
 	/* The workload read every page, but keep serving while the check reads them again. */
-	check_memory(&m, image, image_len, &chk);
+	check_memory(&m, src, image_len, &chk);
 	if (tool_dispatcher_stop(&disp) != 0)
 		ok = false;
 	uffd_get_stats(u, &st);
@@ -644,10 +612,11 @@ int main(int argc, char **argv)
 	printf("counts:   faults=%" PRIu64 " served=%" PRIu64 " fetches=%" PRIu64
 	       " fetched=%" PRIu64 " installed=%" PRIu64 " prefetched=%" PRIu64 " zeroed=%" PRIu64
 	       " present=%" PRIu64 " woken=%" PRIu64 " remap=%" PRIu64 " unmap=%" PRIu64
-	       " remove=%" PRIu64 " moved=%lu replaced=%lu discarded=%lu\n",
+	       " remove=%" PRIu64 " moved=%lu replaced=%lu discarded=%lu ahead=%" PRIu64 "\n",
 	       ss.faults, ss.pages_installed + ss.pages_zeroed, ss.fetches, ss.bytes_fetched,
 	       ss.pages_installed, ss.prefetched, ss.pages_zeroed, ss.eexist_skipped,
-	       st.faults_woken, st.remaps, st.unmaps, st.removes, moved, replaced, discarded);
+	       st.faults_woken, st.remaps, st.unmaps, st.removes, moved, replaced, discarded,
+	       ss.ahead);
 	printf("image:    SHA-256 %s\n", chk.image);
 	if (discarded)
 		printf("expected: SHA-256 %s: the image with the %lu discarded chunk(s) zeroed\n",
@@ -676,9 +645,7 @@ int main(int argc, char **argv)
 	uffd_order_free(record);
 	uffd_order_free(order);
 	uffd_source_close(pf.compact);
-	if (src != image)
-		uffd_source_close(src);
-	uffd_source_close(image);
+	uffd_source_close(src);
 	free(m.chunk);
 	free(m.discarded);
 	free(m.spare);

@@ -59,6 +59,16 @@ verified "$img"
 (($(field faults) * 16 >= $(field served) && $(field fetched) <= $(field fetches) * 65536)) ||
 	fail "--chunk 64K: faults=$(field faults) served=$(field served) fetches=$(field fetches) fetched=$(field fetched)"
 echo "ok: --chunk 64K over HTTP: faults=$(field faults) fetches=$(field fetches)"
+plain=$(field faults)
+
+# The next 4 chunks fetched ahead of each fault that fetches: fewer faults wait for a fetch.
+run --quiet --chunk 64K --ahead 4 --threads 4 "$url"
+expect_ok "lazy-load --chunk 64K --ahead 4 $url"
+verified "$img"
+(($(field ahead) > 0 && $(field faults) < plain)) ||
+	fail "--ahead 4: ahead=$(field ahead) faults=$(field faults), $plain without"
+echo "ok: --chunk 64K --ahead 4 over HTTP: faults=$(field faults) ($plain without), ahead=$(field ahead)"
+expect_error 2 "--ahead and --record" --ahead 2 --record "$tmp/rec" "$url"
 
 # Record page by page, then prefetch: from the compacted file, and from the URL itself.
 run --quiet --readahead 1 --record "$tmp/rec" "$url"
