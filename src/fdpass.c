@@ -51,7 +51,7 @@ int uffd_fd_send(int sock, int fd, const void *msg, size_t len)
 	/* A stream socket may take part of the message: the fd went with the first byte, the rest
 	 * follows without it. MSG_NOSIGNAL: a closed peer is -EPIPE, not a SIGPIPE. */
 	while (len) {
-		long n = UFFD_RAW(SYS_sendmsg, sock, &mh, MSG_NOSIGNAL);
+		long n = uffd_sys_sendmsg(sock, &mh, MSG_NOSIGNAL);
 
 		if (n < 0)
 			return (int)n;
@@ -121,7 +121,7 @@ ssize_t uffd_fd_recv(int sock, int *fd, void *buf, size_t len, struct uffd_peer 
 	mh.msg_iovlen = 1;
 	mh.msg_control = ctl.buf;
 	mh.msg_controllen = sizeof(ctl.buf);
-	n = UFFD_RAW(SYS_recvmsg, sock, &mh, MSG_CMSG_CLOEXEC);
+	n = uffd_sys_recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
 	if (n < 0)
 		return n;
 	if (n == 0) {

@@ -151,6 +151,35 @@ static inline int uffd_sys_poll1(int fd, int timeout_ms)
 	return (p.revents & (POLLERR | POLLNVAL)) ? -EBADF : 1;
 }
 
+/*
+ * The page sources' calls (source.c, order.c, fdpass.c): raw too, since glibc's read, write,
+ * pread, sendmsg and recvmsg are cancellation points. The byte count or a negative errno. None
+ * is a fault-injection site: uffd_sys_read_plain() is uffd_sys_read() without its hooks.
+ */
+static inline ssize_t uffd_sys_read_plain(int fd, void *buf, size_t len)
+{
+	return uffd_syscall3(SYS_read, fd, (long)buf, (long)len);
+}
+
+static inline ssize_t uffd_sys_write(int fd, const void *buf, size_t len)
+{
+	return uffd_syscall3(SYS_write, fd, (long)buf, (long)len);
+}
+
+struct msghdr;
+static inline ssize_t uffd_sys_sendmsg(int fd, const struct msghdr *mh, int flags)
+{
+	return uffd_syscall3(SYS_sendmsg, fd, (long)mh, flags);
+}
+
+static inline ssize_t uffd_sys_recvmsg(int fd, struct msghdr *mh, int flags)
+{
+	return uffd_syscall3(SYS_recvmsg, fd, (long)mh, flags);
+}
+
+/* One pread64(): the byte count or a negative errno. */
+UFFD_HIDDEN ssize_t uffd_sys_pread(int fd, void *buf, size_t len, uint64_t offset);
+
 /* ---- ranges.c: the range map ---- */
 struct uffd_node {
 	uintptr_t start, end;

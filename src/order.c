@@ -194,7 +194,7 @@ static int write_all(int fd, const void *buf, size_t len)
 	const char *p = buf;
 
 	while (len) {
-		long n = UFFD_RAW(SYS_write, fd, p, len);
+		long n = uffd_sys_write(fd, p, len);
 
 		if (n == -EINTR)
 			continue;
@@ -352,7 +352,7 @@ int uffd_order_load(struct uffd_order **out, int fd)
 			buf = p;
 			cap *= 2;
 		}
-		n = UFFD_RAW(SYS_read, fd, buf + fill, cap - fill - 1);
+		n = uffd_sys_read_plain(fd, buf + fill, cap - fill - 1);
 		if (n == -EINTR)
 			continue;
 		if (n < 0) {

@@ -11,17 +11,6 @@
 
 #include "internal.h"
 
-/*
- * System calls through syscall(2), not glibc's wrappers: read, write, pread, open, sendmsg and
- * recvmsg are cancellation points there, and no libuffd call is one (uffd.h). A negative errno
- * or the result.
- */
-static inline long uffd_raw_ret(long r)
-{
-	return r == -1 ? -errno : r;
-}
-#define UFFD_RAW(...) uffd_raw_ret(syscall(__VA_ARGS__))
-
 /* ---- sha256.c: see sha256.h ---- */
 #include "sha256.h"
 

@@ -130,7 +130,7 @@ static int pread_all(int fd, void *buf, size_t len, uint64_t offset)
 	unsigned char *p = buf;
 
 	while (len) {
-		long n = UFFD_RAW(SYS_pread64, fd, p, len, (off_t)offset);
+		long n = uffd_sys_pread(fd, p, len, offset);
 
 		if (n == -EINTR)
 			continue;
@@ -169,8 +169,7 @@ static int direct_read(struct file_source *f, void *buf, size_t len, uint64_t of
 		f->bounce_len = want;
 	}
 	while (got < (size_t)(offset - lo) + len) {
-		long n = UFFD_RAW(SYS_pread64, f->fd, (char *)f->bounce + got, want - got,
-				  (off_t)(lo + got));
+		long n = uffd_sys_pread(f->fd, (char *)f->bounce + got, want - got, lo + got);
 
 		if (n == -EINTR)
 			continue;
@@ -248,8 +247,7 @@ int uffd_source_file(struct uffd_source **out, const char *path, unsigned flags)
 
 	if (!out || !path || (flags & ~UFFD_SOURCE_DIRECT))
 		return -EINVAL;
-	fd = (int)UFFD_RAW(SYS_openat, AT_FDCWD, path,
-			   O_RDONLY | O_CLOEXEC | ((flags & UFFD_SOURCE_DIRECT) ? O_DIRECT : 0), 0);
+	fd = uffd_sys_open(path, O_RDONLY | ((flags & UFFD_SOURCE_DIRECT) ? O_DIRECT : 0));
 	if (fd < 0)
 		return fd;
 	return file_source_make(out, fd, flags & UFFD_SOURCE_DIRECT);
@@ -271,7 +269,7 @@ int uffd_source_fd(struct uffd_source **out, int fd, unsigned flags)
 		int d;
 
 		snprintf(path, sizeof(path), "/proc/self/fd/%d", own);
-		d = (int)UFFD_RAW(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC | O_DIRECT, 0);
+		d = uffd_sys_open(path, O_RDONLY | O_DIRECT);
 		uffd_sys_close(own);
 		if (d < 0)
 			return d;

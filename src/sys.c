@@ -77,6 +77,15 @@ int uffd_sys_close(int fd)
 #endif
 }
 
+/* Through syscall(2): pread64 has a fourth argument, the 64-bit offset, and uffd_syscall3() takes
+ * three longs. */
+ssize_t uffd_sys_pread(int fd, void *buf, size_t len, uint64_t offset)
+{
+	long n = syscall(SYS_pread64, fd, buf, len, (off_t)offset);
+
+	return n == -1 ? -errno : n;
+}
+
 void *uffd_sys_mmap(size_t len)
 {
 	void *p;

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* Recorded orders: add, save, load (and its bad input), the compacted file, and a restore that
- * records its first touches and a second one that prefetches them. */
+/* Recorded orders: add, save, load (and its bad input), the compacted file, a restore that
+ * records its first touches and a second one that prefetches them, and prefetches that meet
+ * pages already present. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -275,8 +276,9 @@ struct restore {
 	bool stopped;
 };
 
-static void restore_start(struct restore *r, unsigned char *img, struct uffd_order *record,
-			  uint64_t chunk)
+/* Serve @img over a fresh mapping, with no dispatching thread yet (restore_run()). */
+static void restore_open(struct restore *r, unsigned char *img, struct uffd_order *record,
+			 uint64_t chunk)
 {
 	struct uffd_serve_config cfg = { 0 };
 
@@ -288,8 +290,20 @@ static void restore_start(struct restore *r, unsigned char *img, struct uffd_ord
 	cfg.chunk = chunk;
 	cfg.record = record;
 	ck_assert_int_eq(uffd_serve(r->u, r->mem, R_PAGES * PS, &cfg), 0);
+	r->stopped = true;
+}
+
+static void restore_run(struct restore *r)
+{
 	r->stopped = false;
 	su_disp_start(&r->d, r->u, 2);
+}
+
+static void restore_start(struct restore *r, unsigned char *img, struct uffd_order *record,
+			  uint64_t chunk)
+{
+	restore_open(r, img, record, chunk);
+	restore_run(r);
 }
 
 /*
@@ -458,6 +472,198 @@ START_TEST(prefetch_while_touching)
 }
 END_TEST
 
+/* ---- pages already present when the prefetch comes ---- */
+
+/*
+ * The working set of in_set() as runs, from the top of the image down: the prefetch starts with
+ * page 480 and installs each run with one bulk DONTWAKE copy, which a present page interrupts.
+ * (A recorded order of one-page faults would not do: its runs are single pages.)
+ */
+static struct uffd_order *runs_down(void)
+{
+	struct uffd_order *o;
+	size_t hi = R_PAGES;
+
+	ck_assert_int_eq(uffd_order_new(&o), 0);
+	while (hi > 0) {
+		size_t lo = hi - 1;
+
+		if (!in_set(lo)) {
+			hi = lo;
+			continue;
+		}
+		while (lo > 0 && in_set(lo - 1))
+			lo--;
+		ck_assert_int_eq(uffd_order_add(o, lo * PS, (hi - lo) * PS, NULL), 0);
+		hi = lo;
+	}
+	return o;
+}
+
+/*
+ * Pages of the set filled before the prefetch, with a marker (uffd_copy()) or zero
+ * (uffd_zeropage()): the first page the prefetch reaches (480, of 480-482), one in the middle
+ * of a run (339, of 336-343), two in a row (290-291, of 288-294), the last of a run (245, of
+ * 240-245), the first of a run (192, of 192-196), and a whole run (48-49).
+ */
+static const struct {
+	size_t page;
+	bool zero;
+} present[] = {
+	{ 480, false }, { 339, false }, { 290, true }, { 291, false },
+	{ 245, false }, { 192, true },	{ 48, false }, { 49, true },
+};
+#define N_PRESENT (sizeof(present) / sizeof(present[0]))
+
+/* What a page filled with uffd_copy() holds: even, where every byte of the image is odd. */
+static unsigned char marker(size_t p)
+{
+	return (unsigned char)(0x80 | (p << 1));
+}
+
+static void put_present(struct restore *r)
+{
+	unsigned char *buf = malloc(PS);
+
+	for (size_t i = 0; i < N_PRESENT; i++) {
+		unsigned char *at = r->mem + present[i].page * PS;
+
+		ck_assert(in_set(present[i].page));
+		memset(buf, marker(present[i].page), PS);
+		if (present[i].zero)
+			ck_assert_int_eq(uffd_zeropage(r->u, at, PS, 0), 0);
+		else
+			ck_assert_int_eq(uffd_copy(r->u, at, buf, PS, 0), 0);
+	}
+	free(buf);
+}
+
+/* Page @p holds the image's bytes, or what put_present() filled it with (touching it). */
+static void check_page(const unsigned char *mem, size_t p)
+{
+	const volatile unsigned char *at = mem + p * PS;
+	size_t b = 0;
+
+	for (size_t i = 0; i < N_PRESENT; i++) {
+		unsigned char m = present[i].zero ? 0 : marker(p);
+
+		if (present[i].page != p)
+			continue;
+		while (b < PS && at[b] == m)
+			b++;
+		ck_assert_msg(b == PS, "page %zu, present before the prefetch, changed at byte %zu",
+			      p, b);
+		return;
+	}
+	ck_assert_msg(su_check(at, p * PS, PS, SEED) == -1, "page %zu: not the image's bytes", p);
+}
+
+/*
+ * Pages of the working set present before the prefetch (the program's own, or a fault's that
+ * won the race) are skipped, each counted once, and the prefetch goes on with the rest of their
+ * run: every other page of the set goes in, no present page changes, no error. _i: 0 reads the
+ * source, 1 the compacted file.
+ */
+START_TEST(prefetch_skips_present)
+{
+	unsigned char *img = malloc(R_PAGES * PS);
+	struct uffd_order *o = runs_down();
+	struct uffd_source *compact = NULL;
+	struct uffd_serve_stats st;
+	struct restore r;
+	size_t want = set_pages() - N_PRESENT;
+	long n;
+
+	su_fill(img, 0, R_PAGES * PS, SEED);
+	if (_i) {
+		struct uffd_source *src;
+		int fd = memfd_create("compact", MFD_CLOEXEC);
+
+		ck_assert_int_ge(fd, 0);
+		ck_assert_int_eq(uffd_source_memory(&src, img, R_PAGES * PS), 0);
+		ck_assert_int_eq(uffd_order_save_pages(o, src, fd), 0);
+		ck_assert_int_eq(uffd_source_fd(&compact, fd, 0), 0);
+		uffd_source_close(src);
+		close(fd);
+	}
+	restore_start(&r, img, NULL, 4 * PS);
+	put_present(&r);
+	n = uffd_prefetch(r.u, r.mem, o, compact);
+	ck_assert_int_eq(n, (long)want);
+	ck_assert_int_eq(uffd_serve_get_stats(r.u, &st), 0);
+	ck_assert_uint_eq(st.prefetched, want);
+	ck_assert_uint_eq(st.eexist_skipped, N_PRESENT);
+	ck_assert_uint_eq(st.faults, 0);
+	ck_assert_uint_eq(st.pages_installed, 0);
+	/* The whole set is in: touching it faults nowhere. */
+	for (size_t p = 0; p < R_PAGES; p++)
+		if (in_set(p))
+			check_page(r.mem, p);
+	ck_assert_int_eq(uffd_serve_get_stats(r.u, &st), 0);
+	ck_assert_uint_eq(st.faults, 0);
+	/* The pages outside it are served on demand. */
+	for (size_t p = 0; p < R_PAGES; p++)
+		check_page(r.mem, p);
+	restore_stop(&r);
+	ck_assert_int_eq(uffd_serve_get_stats(r.u, &st), 0);
+	ck_assert_uint_gt(st.faults, 0);
+	ck_assert_uint_eq(st.prefetched + st.pages_installed + N_PRESENT, R_PAGES);
+	restore_end(&r);
+	uffd_source_close(compact);
+	uffd_order_free(o);
+	free(img);
+}
+END_TEST
+
+/*
+ * The prefetch installs with DONTWAKE and wakes the registration once, at the end. A thread
+ * blocked on a page of the set that comes after a present page of its run (its fault read off
+ * the fd here, so that no dispatching thread ever serves it) sleeps until that wake, then reads
+ * the image's bytes: the prefetch went on past the present page. Faults outside the set are
+ * served on demand, while that thread waits and after.
+ */
+START_TEST(prefetch_present_dontwake)
+{
+	const size_t blocked_page = 341, outside_page = 20; /* 341: after 339, of 336-343 */
+	unsigned char *img = malloc(R_PAGES * PS);
+	struct uffd_order *o = runs_down();
+	struct tu_toucher blocked, outside;
+	struct uffd_serve_stats st;
+	struct restore r;
+	size_t want = set_pages() - N_PRESENT;
+	long n;
+
+	ck_assert(in_set(blocked_page) && !in_set(outside_page));
+	su_fill(img, 0, R_PAGES * PS, SEED);
+	restore_open(&r, img, NULL, 4 * PS);
+	put_present(&r);
+	tu_touch_start(&blocked, r.mem + blocked_page * PS, false, 0);
+	tu_expect_fault(r.u, r.mem + blocked_page * PS, 0);
+	restore_run(&r);
+	tu_touch_start(&outside, r.mem + outside_page * PS, false, 0);
+	tu_touch_join(&outside);
+	ck_assert_uint_eq((unsigned char)outside.value, su_byte(outside_page * PS, SEED));
+	ck_assert(!atomic_load(&blocked.done)); /* nothing has woken it */
+	n = uffd_prefetch(r.u, r.mem, o, NULL);
+	ck_assert_int_eq(n, (long)want);
+	tu_touch_join(&blocked);
+	ck_assert_uint_eq((unsigned char)blocked.value, su_byte(blocked_page * PS, SEED));
+	ck_assert_int_eq(uffd_serve_get_stats(r.u, &st), 0);
+	ck_assert_uint_eq(st.faults, 1); /* outside_page's */
+	ck_assert_uint_eq(st.prefetched, want);
+	ck_assert_uint_eq(st.eexist_skipped, N_PRESENT);
+	for (size_t p = 0; p < R_PAGES; p++)
+		check_page(r.mem, p);
+	restore_stop(&r);
+	ck_assert_int_eq(uffd_serve_get_stats(r.u, &st), 0);
+	ck_assert_uint_gt(st.faults, 1);
+	ck_assert_uint_eq(st.prefetched + st.pages_installed + N_PRESENT, R_PAGES);
+	restore_end(&r);
+	uffd_order_free(o);
+	free(img);
+}
+END_TEST
+
 START_TEST(prefetch_bad)
 {
 	unsigned char *img = malloc(R_PAGES * PS);
@@ -502,6 +708,8 @@ int main(void)
 	tcase_add_test(pf, record_then_prefetch);
 	tcase_add_test(pf, compact_prefetch);
 	tcase_add_test(pf, prefetch_while_touching);
+	tcase_add_loop_test(pf, prefetch_skips_present, 0, 2);
+	tcase_add_test(pf, prefetch_present_dontwake);
 	tcase_add_test(pf, prefetch_bad);
 	suite_add_tcase(s, tc);
 	suite_add_tcase(s, pf);
