@@ -205,15 +205,22 @@ static int deliver_fork(struct uffd *u, struct uffd_qitem *it, bool *keep)
 	struct uffd *child = it->ev.fork.child;
 	int r = 0;
 
+	/*
+	 * on_fork hands the child to the program, which may close it at once, from another
+	 * thread or in on_fork itself: hold its memory while it is looked at here.
+	 */
+	atomic_fetch_add(&child->refs, 1);
 	if (!it->tries && u->cb.fork)
 		r = u->cb.fork(u, child, u->cb.fork_arg);
 	it->tries = 1;
-	if (r == 0 && child->mon)
-		return 0; /* on_fork placed it in a monitor of its choosing: it is served there */
-	if (r == 0 && u->mon) {
+	if (r == 0 && (child->mon || atomic_load(&child->closed))) {
+		/* on_fork placed it in a monitor of its choosing (it is served there), or the
+		 * program has closed it already: nothing to do */
+	} else if (r == 0 && u->mon) {
 		r = uffd_monitor_adopt_child(u->mon, child);
 		if (r < 0) {
 			*keep = true;
+			uffd_ctx_put(child);
 			return r;
 		}
 	} else if (r == 0 && !u->cb.fork) {
@@ -221,6 +228,7 @@ static int deliver_fork(struct uffd *u, struct uffd_qitem *it, bool *keep)
 	}
 	if (r < 0)
 		uffd_close(child);
+	uffd_ctx_put(child);
 	return 0;
 }
 

@@ -412,6 +412,86 @@ START_TEST(fork_without_on_fork_runs_unmonitored)
 }
 END_TEST
 
+/* ---- on_fork that closes the child itself ---- */
+
+static _Atomic int closer_calls;
+
+/* Keeps nothing, but says 0: the library must not touch the child after this returns. */
+static int close_child_keep(struct uffd *parent, struct uffd *child, void *arg)
+{
+	(void)parent;
+	(void)arg;
+	uffd_close(child);
+	atomic_fetch_add(&closer_calls, 1);
+	return 0;
+}
+
+/*
+ * on_fork closes the child and returns 0 (a program that hands the child to a thread of its
+ * own may do the same, a moment later). The library looked at the child after on_fork returned
+ * (whether on_fork had put it in a monitor): that read freed memory, a SIGSEGV here since a
+ * context's memory is unmapped when it goes. Served by a dispatch loop (@in_monitor false) or
+ * a monitor, which must not try to adopt the closed child either. The child process then runs
+ * unmonitored.
+ */
+static void close_in_on_fork(bool in_monitor)
+{
+	int fds0 = tu_count_fds();
+	struct uffd *u = open_fork_ctx();
+	char *p = tu_map_anon(2 * PS);
+	struct uffd_monitor *m = NULL;
+	struct uffd_stats st;
+	struct disp d;
+	int status;
+	pid_t pid;
+
+	atomic_store(&closer_calls, 0);
+	ck_assert_int_eq(uffd_register(u, p, 2 * PS, UFFDIO_REGISTER_MODE_MISSING, &TAG_A), 0);
+	ck_assert_int_eq(uffd_on_fork(u, close_child_keep, NULL), 0);
+	if (in_monitor) {
+		ck_assert_int_eq(uffd_monitor_new(&m), 0);
+		ck_assert_int_eq(uffd_monitor_add(m, u), 0);
+		ck_assert_int_eq(uffd_monitor_start(m, 1), 0);
+	} else {
+		disp_start(&d, u, false);
+	}
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		_exit(p[0] == 0 && p[PS] == 0 ? 0 : 1); /* plain memory: zero pages */
+	status = tu_wait_child(pid, 10000);
+	ck_assert_int_ne(status, -1);
+	ck_assert(WIFEXITED(status));
+	ck_assert_int_eq(WEXITSTATUS(status), 0);
+	ck_assert_int_eq(atomic_load(&closer_calls), 1);
+	ck_assert_int_eq(p[0], 0); /* the parent is still served */
+	if (in_monitor) {
+		ck_assert_int_eq(uffd_monitor_stop(m), 0);
+		ck_assert_int_ge(uffd_monitor_join(m), 0);
+		ck_assert_int_eq(uffd_get_stats(u, &st), 0);
+		uffd_monitor_free(m); /* closes u */
+	} else {
+		disp_stop(&d);
+		ck_assert_int_eq(uffd_get_stats(u, &st), 0);
+		uffd_close(u);
+	}
+	ck_assert_uint_eq(st.forks, 1);
+	munmap(p, 2 * PS);
+	ck_assert_int_eq(tu_count_fds(), fds0);
+}
+
+START_TEST(on_fork_closes_child_dispatch)
+{
+	close_in_on_fork(false);
+}
+END_TEST
+
+START_TEST(on_fork_closes_child_monitor)
+{
+	close_in_on_fork(true);
+}
+END_TEST
+
 /* ---- two threads forking at once while a thread of the same process serves them ---- */
 
 #define ROUNDS 100
@@ -836,6 +916,8 @@ int main(void)
 	tcase_add_test(tc, fork_without_on_fork_runs_unmonitored);
 	tcase_add_test(tc, on_fork_refusal_in_monitor_leaves_child_unmonitored);
 	tcase_add_test(tc, on_fork_may_place_child_in_another_monitor);
+	tcase_add_test(tc, on_fork_closes_child_dispatch);
+	tcase_add_test(tc, on_fork_closes_child_monitor);
 	tcase_add_test(dl, two_threads_fork_under_monitor);
 	tcase_add_test(dl, two_threads_fork_under_dispatch_loop);
 	tcase_add_test(em, emfile_on_fork_fd_then_recovery);
