@@ -24,7 +24,7 @@ static int child_wp_bit(const void *p)
 
 struct fork_keeper {
 	enum mem m;
-	struct uffd *child;
+	_Atomic(struct uffd *) child; /* set by on_fork, on the server's thread */
 	_Atomic int forks;
 	_Atomic int faults;
 };
@@ -38,7 +38,7 @@ static int keep_child(struct uffd *parent, struct uffd *child, void *arg)
 	if (uffd_range_count(child) != uffd_range_count(parent) ||
 	    uffd_range_next(child, NULL, &rg) != 0)
 		return -EPROTO;
-	k->child = child;
+	atomic_store(&k->child, child);
 	atomic_fetch_add(&k->forks, 1);
 	cov_event(UFFD_EVT_FORK, k->m);
 	return 0;
@@ -54,13 +54,16 @@ static int count_fault(struct uffd *u, const struct uffd_pagefault *pf, void *ar
 	return -EPROTO; /* no fault is expected: stop the server and fail */
 }
 
-/* Fork, and return what the child saw of the uffd-wp bit of @p. */
-static int fork_and_look(struct uffd *u, struct fork_keeper *k, const void *p)
+/* Fork, and return what the child saw of the uffd-wp bit of @p. With @event, wait for on_fork
+ * (fork() returns once the FORK event is read, before its callback ran) and close the child's
+ * context. */
+static int fork_and_look(struct uffd *u, struct fork_keeper *k, const void *p, bool event)
 {
-	int status;
+	int status, forks = atomic_load(&k->forks);
+	struct uffd *child;
 	pid_t pid;
 
-	k->child = NULL;
+	atomic_store(&k->child, NULL);
 	pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
@@ -69,11 +72,16 @@ static int fork_and_look(struct uffd *u, struct fork_keeper *k, const void *p)
 	}
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	ck_assert(WIFEXITED(status));
-	if (k->child) {
-		/* The child process is gone: its context goes too. */
-		uffd_close(k->child);
-		k->child = NULL;
+	if (event) {
+		double end = conf_now() + 5;
+
+		while (atomic_load(&k->forks) == forks && conf_now() < end)
+			usleep(1000);
+		ck_assert_int_eq(atomic_load(&k->forks), forks + 1);
 	}
+	child = atomic_exchange(&k->child, NULL);
+	if (child)
+		uffd_close(child); /* the child process is gone: its context goes too */
 	(void)u;
 	return WEXITSTATUS(status);
 }
@@ -99,7 +107,7 @@ static void wp_fork_common(enum mem m, bool with_event)
 	*(volatile char *)a.p = 1;
 	ck_assert_int_eq(uffd_writeprotect(u, a.p, a.ps, true, 0), 0);
 	ck_assert(pagemap_entry(a.p) & PM_UFFD_WP);
-	ck_assert_int_eq(fork_and_look(u, &k, a.p), with_event ? 1 : 0);
+	ck_assert_int_eq(fork_and_look(u, &k, a.p, with_event), with_event ? 1 : 0);
 
 	/*
 	 * Zap the page table entry: the protection must survive as a marker (or a swap entry).
@@ -112,7 +120,7 @@ static void wp_fork_common(enum mem m, bool with_event)
 		/* not supported for this memory: the entry stays as it was */
 	}
 	ck_assert(pagemap_entry(a.p) & PM_UFFD_WP);
-	ck_assert_int_eq(fork_and_look(u, &k, a.p), with_event ? 1 : 0);
+	ck_assert_int_eq(fork_and_look(u, &k, a.p, with_event), with_event ? 1 : 0);
 
 	/* Un-protect: the bit goes; a write then faults nowhere. */
 	ck_assert_int_eq(uffd_writeprotect(u, a.p, a.ps, false, 0), 0);
