@@ -413,7 +413,7 @@ START_TEST(bad_input)
 
 		ck_assert_int_eq(uffd_http_source(&src, &c), -EINVAL);
 	}
-	for (size_t i = 0; i < 8; i++) {
+	for (size_t i = 0; i < 7; i++) {
 		struct uffd_http_config c = cfg;
 
 		c.reserved[i] = 1;
@@ -436,6 +436,11 @@ START_TEST(bad_input)
 		ck_assert_int_eq(uffd_http_source(&src, &c), -EINVAL);
 		c = cfg;
 		c.retries = UFFD_HTTP_MAX_RETRIES + 1;
+		ck_assert_int_eq(uffd_http_source(&src, &c), -EINVAL);
+		c = cfg;
+		c.split_size = 1;
+		ck_assert_int_eq(uffd_http_source(&src, &c), -EINVAL);
+		c.split_size = 4095;
 		ck_assert_int_eq(uffd_http_source(&src, &c), -EINVAL);
 		c = cfg;
 		c.headers = no_colon;
@@ -603,8 +608,7 @@ START_TEST(parallel_ranged_reads)
 	}
 	st = stats_of(src);
 	ck_assert_uint_eq(st.reads, 1 + 16 * 60 + 400 + 2);
-	/* Every read was one request, but the whole image: 8 parts on the 8 idle connections. */
-	ck_assert_uint_eq(st.requests, st.reads + 7);
+	ck_assert_uint_eq(st.requests, st.reads); /* no split_size: no read split */
 	ck_assert_uint_eq(st.retries, 0);
 	ck_assert_uint_eq(st.failed, 0);
 	ck_assert_uint_le(st.connects, 8);
@@ -666,7 +670,7 @@ static uint64_t read_checked(struct uffd_source *src, uint8_t *buf, size_t len, 
 
 START_TEST(large_reads_split)
 {
-	struct uffd_http_config cfg = { .connections = 8 };
+	struct uffd_http_config cfg = { .connections = 8, .split_size = 256u << 10 };
 	struct uffd_source *src = open_source("img", &cfg);
 	uint8_t *buf = malloc(4 * MiB);
 	struct async_batch b = { 0 };
@@ -676,7 +680,8 @@ START_TEST(large_reads_split)
 
 	ck_assert_ptr_nonnull(buf);
 	ck_assert_int_eq(uffd_source_length(src), IMG_SIZE);
-	/* 4 MiB: 8 parts of 512 KiB, one per connection, each the range it should be. */
+	/* 4 MiB in parts of 256 KiB or more: 8 parts of 512 KiB, one per connection, each the range
+	 * it should be. */
 	ck_assert_uint_eq(read_checked(src, buf, 4 * MiB, 0), 8);
 	for (unsigned i = 0; i < 8; i++) {
 		char range[64];
@@ -695,7 +700,7 @@ START_TEST(large_reads_split)
 	ck_assert_uint_eq(read_checked(src, buf, 3 * MiB + 12345, 1000), 8);
 	/* Up to the end of the image: 4 parts, the last one ending at the last byte. */
 	ck_assert_uint_eq(read_checked(src, buf, MiB + 777, IMG_SIZE - (MiB + 777)), 4);
-	/* At the threshold: 2 parts; just below it, and a source of one connection: whole. */
+	/* Twice split_size: 2 parts; just below it, whole. */
 	ck_assert_uint_eq(read_checked(src, buf, 512u << 10, 4096), 2);
 	ck_assert_uint_eq(read_checked(src, buf, (512u << 10) - 1, 4096), 1);
 
@@ -717,6 +722,8 @@ START_TEST(large_reads_split)
 	ck_assert_uint_eq(read_checked(src, buf, 4 * MiB, 4 * MiB), 8);
 	uffd_source_close(src);
 
+	/* One connection: nothing to split over; two: two parts; parts of at least 1 MiB: 4; no
+	 * split_size (the default): whole. */
 	cfg.connections = 1;
 	src = open_source("img", &cfg);
 	ck_assert_uint_eq(read_checked(src, buf, 4 * MiB, 0), 1);
@@ -725,9 +732,19 @@ START_TEST(large_reads_split)
 	src = open_source("img", &cfg);
 	ck_assert_uint_eq(read_checked(src, buf, 4 * MiB, 12288), 2);
 	uffd_source_close(src);
+	cfg.connections = 8;
+	cfg.split_size = MiB;
+	src = open_source("img", &cfg);
+	ck_assert_uint_eq(read_checked(src, buf, 4 * MiB, 0), 4);
+	ck_assert_uint_eq(read_checked(src, buf, 2 * MiB - 1, 0), 1);
+	uffd_source_close(src);
+	src = open_source("img", NULL);
+	ck_assert_uint_eq(read_checked(src, buf, 4 * MiB, 0), 1);
+	uffd_source_close(src);
 
 	/* Every part a 404: one failed read. */
-	src = open_source("nope", NULL);
+	cfg.split_size = 256u << 10;
+	src = open_source("nope", &cfg);
 	ck_assert_int_eq(uffd_source_read(src, buf, 2 * MiB, 0), -ENOENT);
 	st = stats_of(src);
 	ck_assert_uint_eq(st.requests, 8);
@@ -767,7 +784,8 @@ static void *large_reader_main(void *arg)
 
 START_TEST(concurrent_large_reads)
 {
-	struct uffd_source *src = open_source("img", NULL);
+	struct uffd_http_config cfg = { .split_size = 256u << 10 };
+	struct uffd_source *src = open_source("img", &cfg);
 	struct large_reader r[4];
 	struct uffd_http_stats st;
 
@@ -809,8 +827,21 @@ START_TEST(https_with_ca_file)
 		ck_assert_int_eq(uffd_source_read(src, buf, MiB - 1000, off), 0);
 		ck_assert(matches(buf, MiB - 1000, off));
 	}
-	/* Each read went out as 3 parts side by side, on the same 3 kept-alive connections. */
-	ck_assert_uint_eq(stats_of(src).requests, 1 + 8 * 3);
+	ck_assert_uint_eq(stats_of(src).connects, 1);
+	uffd_source_close(src);
+
+	/* Split in parts of 256 KiB: each read 3 parts side by side, over HTTPS as over HTTP, on
+	 * the same 3 kept-alive connections. */
+	cfg.split_size = 256u << 10;
+	ck_assert_int_eq(uffd_http_source(&src, &cfg), 0);
+	for (unsigned i = 0; i < 8; i++) {
+		uint64_t off = (uint64_t)i * MiB - (i ? 100 : 0);
+
+		memset(buf, 0xa5, MiB);
+		ck_assert_int_eq(uffd_source_read(src, buf, MiB - 1000, off), 0);
+		ck_assert(matches(buf, MiB - 1000, off));
+	}
+	ck_assert_uint_eq(stats_of(src).requests, 8 * 3);
 	ck_assert_uint_le(stats_of(src).connects, 3);
 	uffd_source_close(src);
 

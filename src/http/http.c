@@ -9,11 +9,11 @@
  * transfers, checks each answer against what was asked, retries with back-off or completes.
  * The multi handle's connection cache keeps connections alive between requests.
  *
- * A large read is split when it starts: one read is one request on one connection, and a single
- * connection's stream is slower than several side by side, so a read of at least SPLIT_MIN bytes
- * goes out as parts of at least PART_MIN bytes, one per idle connection. The parts are requests
- * of their own (retried on their own); the read completes when the last part does, with the
- * first error any part had.
+ * A large read may be split when it starts (uffd_http_config::split_size): one read is one
+ * request on one connection, and where one connection's stream is slower than the path, a read
+ * of at least twice split_size bytes goes out as parts of at least split_size bytes, one per idle
+ * connection. The parts are requests of their own (retried on their own); the read completes
+ * when the last part does, with the first error any part had.
  */
 #include <errno.h>
 #include <limits.h>
@@ -42,10 +42,7 @@
 #define ERROR_BODY_MAX (64u << 10)
 /* The thread wakes at least this often even when libcurl asks for no timeout. */
 #define IDLE_POLL_MS 1000
-/* A read this long or longer is split over the idle connections, in parts at least PART_MIN
- * long and a multiple of PART_ALIGN (but the last). */
-#define SPLIT_MIN (512u << 10)
-#define PART_MIN (256u << 10)
+/* The parts of a split read are a multiple of this long (but the last); the least split_size. */
 #define PART_ALIGN 4096u
 
 struct http;
@@ -111,6 +108,7 @@ struct http {
 	char *ca_file;
 	struct curl_slist *headers;
 	unsigned connections, timeout_ms, connect_timeout_ms, retries, flags;
+	uint64_t split_size; /* 0: never split */
 
 	struct uffd_http_stats stats;
 	struct uffd_source *src; /* for uffd_http_get_stats(): see the registry below */
@@ -515,10 +513,10 @@ static bool start_split(struct http *h, struct req *r, struct req **failed)
 	size_t n, part;
 
 	/* A server that answered a range with the whole body would send it once per part. */
-	if (r->parent || r->length_query || r->attempt || r->len < SPLIT_MIN ||
-	    h->stats.whole_bodies)
+	if (!h->split_size || r->parent || r->length_query || r->attempt ||
+	    r->len / h->split_size < 2 || h->stats.whole_bodies)
 		return false;
-	n = r->len / PART_MIN;
+	n = r->len / h->split_size;
 	if (n > h->nfree)
 		n = h->nfree;
 	if (n < 2)
@@ -942,6 +940,7 @@ static int check_config(const struct uffd_http_config *cfg, bool *https)
 			return -EINVAL;
 	if (!cfg->url || (cfg->flags & ~KNOWN_FLAGS) ||
 	    cfg->connections > UFFD_HTTP_MAX_CONNECTIONS || cfg->retries > UFFD_HTTP_MAX_RETRIES ||
+	    (cfg->split_size && cfg->split_size < PART_ALIGN) ||
 	    ((cfg->flags & UFFD_HTTP_NO_RETRY) && cfg->retries))
 		return -EINVAL;
 	err = check_url(cfg->url, https);
@@ -1018,6 +1017,7 @@ int uffd_http_source(struct uffd_source **out, const struct uffd_http_config *cf
 	else
 		h->retries = cfg->retries ? cfg->retries : DEFAULT_RETRIES;
 	h->flags = cfg->flags;
+	h->split_size = cfg->split_size;
 
 	err = -ENOMEM;
 	h->url = strdup(cfg->url);
