@@ -6,12 +6,13 @@
  * workload's end, with the faults taken and the bytes fetched.
  *
  *   uffd-bench-reap make IMAGE MB
- *   uffd-bench-reap run SOURCE MODE [--record FILE] [--order FILE --pages SOURCE]
+ *   uffd-bench-reap run SOURCE MODE [--record FILE] [--order FILE --pages SOURCE] [--split BYTES]
  *
  * MODE: eager (read the whole image with 4 threads, then run), page (on demand, a page per
  * fault), CHUNK (on demand, e.g. 64K, 4M), prefetch (--order's working set installed from
  * --pages, its compacted pages, in one sequential read before the workload runs; faults outside
- * it on demand, a page each). SOURCE and --pages are paths or http:// URLs.
+ * it on demand, a page each). SOURCE and --pages are paths or http:// URLs. --split sets the
+ * HTTP sources' uffd_http_config::split_size (default 0: reads are not split).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -88,6 +89,8 @@ static int make_image(const char *path, uint64_t mb)
 	return 0;
 }
 
+static uint64_t split_size; /* --split */
+
 static struct uffd_source *open_source(const char *spec)
 {
 	struct uffd_source *s;
@@ -95,7 +98,7 @@ static struct uffd_source *open_source(const char *spec)
 
 	if (!strncmp(spec, "http://", 7) || !strncmp(spec, "https://", 8)) {
 #ifdef BENCH_HAVE_HTTP
-		struct uffd_http_config cfg = { .url = spec };
+		struct uffd_http_config cfg = { .url = spec, .split_size = split_size };
 
 		err = uffd_http_source(&s, &cfg);
 #else
@@ -245,7 +248,7 @@ int main(int argc, char **argv)
 	if (argc < 4 || strcmp(argv[1], "run")) {
 		fprintf(stderr, "usage: uffd-bench-reap make IMAGE MB\n"
 				"       uffd-bench-reap run SOURCE eager|page|CHUNK|prefetch "
-				"[--record FILE] [--order FILE --pages SOURCE]\n");
+				"[--record FILE] [--order FILE --pages SOURCE] [--split BYTES]\n");
 		return 2;
 	}
 	spec = argv[2];
@@ -257,6 +260,8 @@ int main(int argc, char **argv)
 			order_path = argv[++i];
 		else if (!strcmp(argv[i], "--pages") && i + 1 < argc)
 			pages_spec = argv[++i];
+		else if (!strcmp(argv[i], "--split") && i + 1 < argc)
+			split_size = strtoull(argv[++i], NULL, 0);
 		else
 			die("unknown argument '%s'", argv[i]);
 	}

@@ -73,8 +73,12 @@ struct uffd_http_config {
 	 *  with @ref UFFD_HTTP_NO_RETRY). The wait before retry n is @ref UFFD_HTTP_BACKOFF_MS
 	 *  doubled n - 1 times, at most @ref UFFD_HTTP_BACKOFF_MAX_MS. */
 	unsigned retries;
-	unsigned flags;	      /**< `UFFD_HTTP_*` flags, or 0 */
-	uint64_t reserved[8]; /**< zero */
+	unsigned flags; /**< `UFFD_HTTP_*` flags, or 0 */
+	/** Split large reads over the idle connections (@ref http_source_split): a read of at least
+	 *  twice this many bytes goes out as up to one range request per idle connection, each at
+	 *  least this long. 0 (the default) never splits; otherwise at least 4096. */
+	uint64_t split_size;
+	uint64_t reserved[7]; /**< zero */
 };
 
 /**
@@ -84,7 +88,10 @@ struct uffd_http_config {
  * background thread (libcurl's multi interface) with up to `connections` requests in flight on
  * kept-alive connections; uffd_source_close() ends it and frees everything. A read asks for
  * `Range: bytes=a-b` and succeeds only with exactly those bytes: every attempt has a deadline
- * (`timeout_ms`), failures that may pass are retried with back-off, and then the read fails:
+ * (`timeout_ms`), failures that may pass are retried with back-off, and then the read fails.
+ * With `split_size` set, a read of at least twice that goes out as parts on the idle connections
+ * (@ref http_source_split); it succeeds only when every part did, and fails otherwise with the
+ * first error of a part. The errors:
  * - -ETIMEDOUT: no complete answer within the deadline (a server that stalls);
  * - -ECONNREFUSED: nothing listens (a server that is stopped);
  * - -EIO: the connection broke, the body was cut short, or the server answered 5xx or 429;
@@ -111,7 +118,8 @@ struct uffd_http_config {
  * \return 0, or a negative errno:
  * - -EINVAL: NULL argument; a URL that is not `http://` or `https://` with a host, or holds a
  *   space or control character; a header without `:` or with a line break; `connections` or
- *   `retries` over their limits; an unknown flag; a reserved field set.
+ *   `retries` over their limits; a `split_size` from 1 to 4095; an unknown flag; a reserved
+ *   field set.
  * - -EPROTONOSUPPORT: the libcurl found at run time cannot speak the URL's scheme.
  * - -ENOENT, -EACCES: `ca_file` cannot be read.
  * - -ENOMEM, -EAGAIN (no thread could be started).
@@ -121,7 +129,7 @@ UFFD_API_EXPORT int uffd_http_source(struct uffd_source **out, const struct uffd
 /** Counters of an HTTP source (uffd_http_get_stats()). */
 struct uffd_http_stats {
 	uint64_t reads;	       /**< reads asked for (length queries included) */
-	uint64_t requests;     /**< HTTP requests sent: reads plus retries */
+	uint64_t requests;     /**< HTTP requests: reads or their parts, retries */
 	uint64_t retries;      /**< requests that were retries */
 	uint64_t bytes;	       /**< body bytes received */
 	uint64_t connects;     /**< TCP connections opened (the rest reused a kept-alive one) */

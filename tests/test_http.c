@@ -425,7 +425,7 @@ START_TEST(bad_input)
 
 		ck_assert_int_eq(uffd_http_source(&src, &c), -EINVAL);
 	}
-	for (size_t i = 0; i < 8; i++) {
+	for (size_t i = 0; i < 7; i++) {
 		struct uffd_http_config c = cfg;
 
 		c.reserved[i] = 1;
@@ -448,6 +448,11 @@ START_TEST(bad_input)
 		ck_assert_int_eq(uffd_http_source(&src, &c), -EINVAL);
 		c = cfg;
 		c.retries = UFFD_HTTP_MAX_RETRIES + 1;
+		ck_assert_int_eq(uffd_http_source(&src, &c), -EINVAL);
+		c = cfg;
+		c.split_size = 1;
+		ck_assert_int_eq(uffd_http_source(&src, &c), -EINVAL);
+		c.split_size = 4095;
 		ck_assert_int_eq(uffd_http_source(&src, &c), -EINVAL);
 		c = cfg;
 		c.headers = no_colon;
@@ -615,7 +620,7 @@ START_TEST(parallel_ranged_reads)
 	}
 	st = stats_of(src);
 	ck_assert_uint_eq(st.reads, 1 + 16 * 60 + 400 + 2);
-	ck_assert_uint_eq(st.requests, st.reads);
+	ck_assert_uint_eq(st.requests, st.reads); /* no split_size: no read split */
 	ck_assert_uint_eq(st.retries, 0);
 	ck_assert_uint_eq(st.failed, 0);
 	ck_assert_uint_le(st.connects, 8);
@@ -661,6 +666,160 @@ START_TEST(connections_reused)
 }
 END_TEST
 
+/* ---- large reads, split over the idle connections ---- */
+
+/* Reads @len bytes at @off (the buffer filled with junk first); how many requests it took. */
+static uint64_t read_checked(struct uffd_source *src, uint8_t *buf, size_t len, uint64_t off)
+{
+	uint64_t before = stats_of(src).requests;
+
+	memset(buf, 0xa5, len);
+	ck_assert_int_eq(uffd_source_read(src, buf, len, off), 0);
+	ck_assert_msg(matches(buf, len, off), "wrong bytes in %zu at %llu", len,
+		      (unsigned long long)off);
+	return stats_of(src).requests - before;
+}
+
+START_TEST(large_reads_split)
+{
+	struct uffd_http_config cfg = { .connections = 8, .split_size = 256u << 10 };
+	struct uffd_source *src = open_source("img", &cfg);
+	uint8_t *buf = malloc(4 * MiB);
+	struct async_batch b = { 0 };
+	struct uffd_http_stats st;
+	uint64_t before;
+	int conns, requests;
+
+	ck_assert_ptr_nonnull(buf);
+	ck_assert_int_eq(uffd_source_length(src), IMG_SIZE);
+	/* 4 MiB in parts of 256 KiB or more: 8 parts of 512 KiB, one per connection, each the range
+	 * it should be. */
+	ck_assert_uint_eq(read_checked(src, buf, 4 * MiB, 0), 8);
+	for (unsigned i = 0; i < 8; i++) {
+		char range[64];
+
+		snprintf(range, sizeof(range), "\"bytes=%u-%u\"", i * (512u << 10),
+			 (i + 1) * (512u << 10) - 1);
+		ck_assert_msg(log_contains(range), "no request for %s", range);
+	}
+	conns = logged_connections(1 + 8, &requests);
+	ck_assert_int_eq(requests, 1 + 8);
+	ck_assert_int_le(conns, 8);
+	ck_assert_int_gt(conns, 1); /* side by side, not one after the other */
+
+	/* A length no multiple of the part size, at an unaligned offset: 8 parts, the last
+	 * shorter. */
+	ck_assert_uint_eq(read_checked(src, buf, 3 * MiB + 12345, 1000), 8);
+	/* Up to the end of the image: 4 parts, the last one ending at the last byte. */
+	ck_assert_uint_eq(read_checked(src, buf, MiB + 777, IMG_SIZE - (MiB + 777)), 4);
+	/* Twice split_size: 2 parts; just below it, whole. */
+	ck_assert_uint_eq(read_checked(src, buf, 512u << 10, 4096), 2);
+	ck_assert_uint_eq(read_checked(src, buf, (512u << 10) - 1, 4096), 1);
+
+	/* Asynchronous large reads, more than the connections can carry at once. */
+	async_reads(src, 12, MiB + 4097, IMG_SIZE, &b);
+	ck_assert_uint_eq(b.failed, 0);
+	ck_assert_uint_eq(b.bad, 0);
+
+	/* Past the end: the parts beyond it fail (416), the read fails as one, once. */
+	before = stats_of(src).requests;
+	ck_assert_int_eq(uffd_source_read(src, buf, 2 * MiB, IMG_SIZE - MiB), -ENXIO);
+	st = stats_of(src);
+	ck_assert_uint_eq(st.requests - before, 8);
+	ck_assert_uint_eq(st.failed, 1);
+	ck_assert_uint_eq(st.retries, 0);
+	ck_assert_uint_eq(st.in_flight, 0);
+	ck_assert_uint_eq(st.queued, 0);
+	/* ... and the source goes on. */
+	ck_assert_uint_eq(read_checked(src, buf, 4 * MiB, 4 * MiB), 8);
+	uffd_source_close(src);
+
+	/* One connection: nothing to split over; two: two parts; parts of at least 1 MiB: 4; no
+	 * split_size (the default): whole. */
+	cfg.connections = 1;
+	src = open_source("img", &cfg);
+	ck_assert_uint_eq(read_checked(src, buf, 4 * MiB, 0), 1);
+	uffd_source_close(src);
+	cfg.connections = 2;
+	src = open_source("img", &cfg);
+	ck_assert_uint_eq(read_checked(src, buf, 4 * MiB, 12288), 2);
+	uffd_source_close(src);
+	cfg.connections = 8;
+	cfg.split_size = MiB;
+	src = open_source("img", &cfg);
+	ck_assert_uint_eq(read_checked(src, buf, 4 * MiB, 0), 4);
+	ck_assert_uint_eq(read_checked(src, buf, 2 * MiB - 1, 0), 1);
+	uffd_source_close(src);
+	src = open_source("img", NULL);
+	ck_assert_uint_eq(read_checked(src, buf, 4 * MiB, 0), 1);
+	uffd_source_close(src);
+
+	/* Every part a 404: one failed read. */
+	cfg.split_size = 256u << 10;
+	src = open_source("nope", &cfg);
+	ck_assert_int_eq(uffd_source_read(src, buf, 2 * MiB, 0), -ENOENT);
+	st = stats_of(src);
+	ck_assert_uint_eq(st.requests, 8);
+	ck_assert_uint_eq(st.failed, 1);
+	ck_assert_uint_eq(st.in_flight, 0);
+	uffd_source_close(src);
+	free(buf);
+}
+END_TEST
+
+struct large_reader {
+	pthread_t t;
+	struct uffd_source *src;
+	unsigned seed, n, bad, failed;
+};
+
+static void *large_reader_main(void *arg)
+{
+	struct large_reader *r = arg;
+	uint8_t *buf = malloc(3 * MiB);
+
+	for (unsigned i = 0; buf && i < r->n; i++) {
+		size_t len = (512u << 10) + rand_r(&r->seed) % (5 * (512u << 10));
+		uint64_t off = (uint64_t)rand_r(&r->seed) % (IMG_SIZE - len + 1);
+		int err;
+
+		memset(buf, 0xa5, len);
+		err = uffd_source_read(r->src, buf, len, off);
+		if (err)
+			r->failed++;
+		else if (!matches(buf, len, off))
+			r->bad++;
+	}
+	free(buf);
+	return NULL;
+}
+
+START_TEST(concurrent_large_reads)
+{
+	struct uffd_http_config cfg = { .split_size = 256u << 10 };
+	struct uffd_source *src = open_source("img", &cfg);
+	struct large_reader r[4];
+	struct uffd_http_stats st;
+
+	for (unsigned i = 0; i < 4; i++) {
+		r[i] = (struct large_reader){ .src = src, .seed = 40 + i, .n = 16 };
+		ck_assert_int_eq(pthread_create(&r[i].t, NULL, large_reader_main, &r[i]), 0);
+	}
+	for (unsigned i = 0; i < 4; i++) {
+		pthread_join(r[i].t, NULL);
+		ck_assert_uint_eq(r[i].failed, 0);
+		ck_assert_uint_eq(r[i].bad, 0);
+	}
+	st = stats_of(src);
+	ck_assert_uint_eq(st.reads, 4 * 16);
+	ck_assert_uint_gt(st.requests, st.reads); /* some were split */
+	ck_assert_uint_eq(st.failed, 0);
+	ck_assert_uint_eq(st.in_flight, 0);
+	ck_assert_uint_le(st.connects, 8);
+	uffd_source_close(src);
+}
+END_TEST
+
 /* ---- object storage: HTTPS, a token, a presigned URL ---- */
 
 START_TEST(https_with_ca_file)
@@ -681,6 +840,21 @@ START_TEST(https_with_ca_file)
 		ck_assert(matches(buf, MiB - 1000, off));
 	}
 	ck_assert_uint_eq(stats_of(src).connects, 1);
+	uffd_source_close(src);
+
+	/* Split in parts of 256 KiB: each read 3 parts side by side, over HTTPS as over HTTP, on
+	 * the same 3 kept-alive connections. */
+	cfg.split_size = 256u << 10;
+	ck_assert_int_eq(uffd_http_source(&src, &cfg), 0);
+	for (unsigned i = 0; i < 8; i++) {
+		uint64_t off = (uint64_t)i * MiB - (i ? 100 : 0);
+
+		memset(buf, 0xa5, MiB);
+		ck_assert_int_eq(uffd_source_read(src, buf, MiB - 1000, off), 0);
+		ck_assert(matches(buf, MiB - 1000, off));
+	}
+	ck_assert_uint_eq(stats_of(src).requests, 8 * 3);
+	ck_assert_uint_le(stats_of(src).connects, 3);
 	uffd_source_close(src);
 
 	/* Without the CA, the server does not verify: refused at once, never retried. */
@@ -1022,6 +1196,8 @@ int main(void)
 	tcase_add_test(in, bad_input);
 	tcase_add_test(ok, parallel_ranged_reads);
 	tcase_add_test(ok, connections_reused);
+	tcase_add_test(ok, large_reads_split);
+	tcase_add_test(ok, concurrent_large_reads);
 	tcase_add_test(ok, https_with_ca_file);
 	tcase_add_test(ok, bearer_token_and_presigned_query);
 	tcase_add_test(ok, flood_is_bounded);
