@@ -7,12 +7,14 @@
  *
  *   uffd-bench-reap make IMAGE MB
  *   uffd-bench-reap run SOURCE MODE [--record FILE] [--order FILE --pages SOURCE] [--split BYTES]
+ *                                   [--ahead N]
  *
  * MODE: eager (read the whole image with 4 threads, then run), page (on demand, a page per
  * fault), CHUNK (on demand, e.g. 64K, 4M), prefetch (--order's working set installed from
  * --pages, its compacted pages, in one sequential read before the workload runs; faults outside
  * it on demand, a page each). SOURCE and --pages are paths or http:// URLs. --split sets the
- * HTTP sources' uffd_http_config::split_size (default 0: reads are not split).
+ * HTTP sources' uffd_http_config::split_size (default 0: reads are not split). --ahead sets
+ * uffd_serve_config::ahead (default 0: on demand only).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -90,6 +92,7 @@ static int make_image(const char *path, uint64_t mb)
 }
 
 static uint64_t split_size; /* --split */
+static unsigned ahead;	    /* --ahead */
 
 static struct uffd_source *open_source(const char *spec)
 {
@@ -248,7 +251,8 @@ int main(int argc, char **argv)
 	if (argc < 4 || strcmp(argv[1], "run")) {
 		fprintf(stderr, "usage: uffd-bench-reap make IMAGE MB\n"
 				"       uffd-bench-reap run SOURCE eager|page|CHUNK|prefetch "
-				"[--record FILE] [--order FILE --pages SOURCE] [--split BYTES]\n");
+				"[--record FILE] [--order FILE --pages SOURCE] [--split BYTES] "
+				"[--ahead N]\n");
 		return 2;
 	}
 	spec = argv[2];
@@ -262,6 +266,8 @@ int main(int argc, char **argv)
 			pages_spec = argv[++i];
 		else if (!strcmp(argv[i], "--split") && i + 1 < argc)
 			split_size = strtoull(argv[++i], NULL, 0);
+		else if (!strcmp(argv[i], "--ahead") && i + 1 < argc)
+			ahead = (unsigned)strtoul(argv[++i], NULL, 0);
 		else
 			die("unknown argument '%s'", argv[i]);
 	}
@@ -316,6 +322,7 @@ int main(int argc, char **argv)
 		if (record_path && (err = uffd_order_new(&record)) != 0)
 			die("cannot make an order");
 		sc.record = record;
+		sc.ahead = ahead;
 		err = uffd_open(&u, &cfg);
 		if (err)
 			die("uffd_open: %s", uffd_strerror(err));

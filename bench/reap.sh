@@ -6,7 +6,7 @@
 # (page by page and in chunks) and recorded-prefetch restores, from a file and from nginx.
 set -euo pipefail
 
-usage_line="usage: bench/reap.sh [--runs N] [--size MB] [--smoke] [BUILD-DIR]"
+usage_line="usage: bench/reap.sh [--runs N] [--size MB] [--ahead N] [--smoke] [BUILD-DIR]"
 usage() {
 	cat <<EOF
 $usage_line
@@ -19,8 +19,8 @@ starts on 127.0.0.1 (when nginx is installed and libuffd-http was built). It pri
 median time to the workload's end [min max], faults, bytes fetched, and the targets, met or
 missed. BUILD-DIR (default build/bench, as scripts/bench makes it) must hold
 bench/uffd-bench-reap; it is built there when the directory is configured. --smoke: a 16 MB
-image, one run, no cache dropping, for the test suite (it asserts no time). See
-bench/README.md.
+image, one run, no cache dropping, for the test suite (it asserts no time). --ahead N adds
+the rows 64K+aN and 4M+aN: on demand with uffd_serve_config::ahead = N. See bench/README.md.
 EOF
 }
 
@@ -29,7 +29,7 @@ die() {
 	exit 1
 }
 
-runs=3 size=1024 smoke=0 dir=
+runs=3 size=1024 smoke=0 ahead=0 dir=
 while (($#)); do
 	case $1 in
 	-h | --help)
@@ -44,6 +44,11 @@ while (($#)); do
 	--size)
 		[[ ${2:-} =~ ^[1-9][0-9]*$ ]] || { echo "$usage_line" >&2; exit 2; }
 		size=$2
+		shift
+		;;
+	--ahead)
+		[[ ${2:-} =~ ^[1-9][0-9]*$ ]] || { echo "$usage_line" >&2; exit 2; }
+		ahead=$2
 		shift
 		;;
 	--smoke)
@@ -131,6 +136,7 @@ done
 "$bin" run "$img" page --record "$img.order" >"$out/record"
 
 rows=(eager page 64K 256K 1M 4M prefetch)
+((ahead)) && rows+=("64K+a$ahead" "4M+a$ahead")
 t_start=$(date +%s)
 for ((r = 1; r <= runs; r++)); do
 	for src in "${sources[@]}"; do
@@ -139,6 +145,8 @@ for ((r = 1; r <= runs; r++)); do
 				pages=$img.order.pages
 				[[ $src == file ]] || pages=$NGINX_URL/image.order.pages
 				one "$src" "$row" prefetch --order "$img.order" --pages "$pages"
+			elif [[ $row == *+a* ]]; then
+				one "$src" "$row" "${row%+a*}" --ahead "$ahead"
 			else
 				one "$src" "$row" "$row"
 			fi
@@ -202,6 +210,13 @@ END {
 		}
 		r = T["http page"] / T["file page"]
 		printf "  report %-8s %-8s %s\n", sprintf("%.2fx", r), "", "http/file: page (not gated)"
+		for (o = 1; o <= nk; o++) {
+			k = order[o]; split(k, sr, " ")
+			if (sr[1] != "http" || sr[2] !~ /\+a/) continue
+			c = sr[2]; sub(/\+a.*/, "", c)
+			printf "  report %-8s %-8s %s\n", sprintf("%.2fx", T[k] / T["file " c]), "", "http " sr[2] " / file " c " (fetching ahead; not gated)"
+			printf "  report %-8s %-8s %s\n", sprintf("%.2fx", T[k] / T["file " sr[2]]), "", "http " sr[2] " / file " sr[2] " (both fetching ahead; not gated)"
+		}
 	}
 	if (smoke) print "(smoke run: a tiny image, one warm run: the figures mean nothing)"
 }
