@@ -782,6 +782,17 @@ static void dc_finish(struct uffd *u, struct op *touch, struct op *drop)
 	munmap(DC.page, 2 * PS);
 }
 
+/* A thread faults on DC.page and another discards it: both wait, unread, on the fd. Then one
+ * dispatch reads (all or part of) them. */
+static void dc_fault_then_remove(struct uffd *u, struct op *touch, struct op *drop)
+{
+	op_start(touch, OP_TOUCH, DC.page, 1, NULL);
+	op_wait_queued(touch);
+	op_start(drop, OP_MADV_DONTNEED, DC.page, PS, NULL);
+	op_wait_queued(drop);
+	ck_assert_int_ge(uffd_dispatch(u, 1000), 1);
+}
+
 /*
  * One read brings [fault, REMOVE of its page] (the kernel hands out unread faults first). The
  * fault may not be delivered before on_remove: it is woken instead, and the fault its thread
@@ -792,11 +803,7 @@ START_TEST(remove_after_fault_in_one_batch)
 	struct uffd *u = dc_open(0);
 	struct op touch, drop;
 
-	op_start(&touch, OP_TOUCH, DC.page, 1, NULL);
-	op_wait_queued(&touch);
-	op_start(&drop, OP_MADV_DONTNEED, DC.page, PS, NULL);
-	op_wait_queued(&drop);
-	ck_assert_int_ge(uffd_dispatch(u, 1000), 1);
+	dc_fault_then_remove(u, &touch, &drop);
 	/* Both were read by that one read: no call may have come before on_remove. */
 	ck_assert_msg(atomic_load(&DC.early) == 0, "the fault was delivered before on_remove");
 	dc_finish(u, &touch, &drop);
@@ -813,11 +820,7 @@ START_TEST(eagain_redelivery_after_on_remove)
 	struct uffd_stats st;
 	struct op touch, drop;
 
-	op_start(&touch, OP_TOUCH, DC.page, 1, NULL);
-	op_wait_queued(&touch);
-	op_start(&drop, OP_MADV_DONTNEED, DC.page, PS, NULL);
-	op_wait_queued(&drop);
-	ck_assert_int_ge(uffd_dispatch(u, 1000), 1);
+	dc_fault_then_remove(u, &touch, &drop);
 	ck_assert_int_eq(uffd_get_stats(u, &st), 0);
 	ck_assert_uint_ge(st.removes, 1); /* the -EAGAIN read it */
 	ck_assert_msg(atomic_load(&DC.retries_before_remove) == 0,

@@ -1072,6 +1072,27 @@ static void ah_serve_until(struct uffd *u, struct ah_walk *w)
 	ck_assert(atomic_load(&w->done));
 }
 
+/* Read pages [from, to) of @mem in a thread of its own while this one serves @u; every byte
+ * must be the image's. */
+static void ah_walk(struct uffd *u, unsigned char *mem, size_t from, size_t to)
+{
+	struct ah_walk w = { .mem = mem, .from = from, .to = to };
+	pthread_t t;
+
+	ck_assert_int_eq(pthread_create(&t, NULL, ah_walk_fn, &w), 0);
+	ah_serve_until(u, &w);
+	pthread_join(t, NULL);
+	ck_assert_int_eq(w.bad, 0);
+}
+
+/* Close what ah_open() made. */
+static void ah_close(struct uffd *u, struct fake *f, struct uffd_source *src)
+{
+	uffd_close(u);
+	fake_stop(f);
+	uffd_source_close(src);
+}
+
 /* An asynchronous source behind a registration of AH_LEN served with @ahead. */
 static struct uffd *ah_open(struct fake *f, unsigned char *img, struct uffd_source **src,
 			    unsigned char *mem, unsigned ahead)
@@ -1099,20 +1120,13 @@ START_TEST(ahead_sequential)
 {
 	unsigned char *img = image(AH_LEN), *mem = tu_map_anon(AH_LEN);
 	size_t nchunks = AH_LEN / (AH_CHUNK_PAGES * PS), half = AH_LEN / PS / 2;
-	struct ah_walk w[2] = { { .mem = mem, .from = half, .to = 2 * half },
-				{ .mem = mem, .from = 0, .to = half } };
 	struct uffd_serve_stats st;
 	struct uffd_source *src;
 	struct fake f;
-	pthread_t t;
 	struct uffd *u = ah_open(&f, img, &src, mem, AH_AHEAD);
 
-	for (int i = 0; i < 2; i++) {
-		ck_assert_int_eq(pthread_create(&t, NULL, ah_walk_fn, &w[i]), 0);
-		ah_serve_until(u, &w[i]);
-		pthread_join(t, NULL);
-		ck_assert_int_eq(w[i].bad, 0);
-	}
+	ah_walk(u, mem, half, 2 * half);
+	ah_walk(u, mem, 0, half);
 	ck_assert_int_eq(su_check(mem, 0, AH_LEN, SEED), -1);
 	ck_assert_int_eq(uffd_serve_get_stats(u, &st), 0);
 	printf("ahead: %zu chunks, %llu faults, %llu fetched ahead, %llu joined, peak %d in "
@@ -1127,9 +1141,7 @@ START_TEST(ahead_sequential)
 	ck_assert_uint_eq(st.fetches, st.ahead + (st.faults - st.joined));
 	ck_assert_uint_eq(st.poisoned + st.errors, 0);
 	ck_assert_int_gt(f.peak, 1);
-	uffd_close(u);
-	fake_stop(&f);
-	uffd_source_close(src);
+	ah_close(u, &f, src);
 	munmap(mem, AH_LEN);
 	free(img);
 }
@@ -1139,47 +1151,32 @@ END_TEST
 START_TEST(ahead_off)
 {
 	unsigned char *img = image(AH_LEN), *mem = tu_map_anon(AH_LEN);
-	struct ah_walk w = { .mem = mem, .from = 0, .to = AH_LEN / PS };
+	struct uffd_serve_config cfg = { 0 };
 	struct uffd_serve_stats st;
 	struct uffd_source *src;
 	struct fake f;
-	pthread_t t;
 	struct uffd *u = ah_open(&f, img, &src, mem, 0);
 
-	ck_assert_int_eq(pthread_create(&t, NULL, ah_walk_fn, &w), 0);
-	ah_serve_until(u, &w);
-	pthread_join(t, NULL);
-	ck_assert_int_eq(w.bad, 0);
+	ah_walk(u, mem, 0, AH_LEN / PS);
 	ck_assert_int_eq(uffd_serve_get_stats(u, &st), 0);
 	ck_assert_uint_eq(st.ahead, 0);
 	ck_assert_uint_eq(st.faults, AH_LEN / (AH_CHUNK_PAGES * PS));
-	uffd_close(u);
-	fake_stop(&f);
-	uffd_source_close(src);
+	ah_close(u, &f, src);
 
 	/* A memory source has no read_async: `ahead` changes nothing. */
-	{
-		struct uffd_serve_config cfg = { 0 };
-		struct ah_walk w2 = { .mem = mem, .from = 0, .to = AH_LEN / PS };
-
-		munmap(mem, AH_LEN);
-		mem = tu_map_anon(AH_LEN);
-		w2.mem = mem;
-		u = tu_open(REMOVE_F);
-		ck_assert_int_eq(uffd_source_memory(&src, img, AH_LEN), 0);
-		cfg.source = src;
-		cfg.chunk = AH_CHUNK_PAGES * PS;
-		cfg.ahead = AH_AHEAD;
-		ck_assert_int_eq(uffd_serve(u, mem, AH_LEN, &cfg), 0);
-		ck_assert_int_eq(pthread_create(&t, NULL, ah_walk_fn, &w2), 0);
-		ah_serve_until(u, &w2);
-		pthread_join(t, NULL);
-		ck_assert_int_eq(w2.bad, 0);
-		ck_assert_int_eq(uffd_serve_get_stats(u, &st), 0);
-		ck_assert_uint_eq(st.ahead, 0);
-		uffd_close(u);
-		uffd_source_close(src);
-	}
+	munmap(mem, AH_LEN);
+	mem = tu_map_anon(AH_LEN);
+	u = tu_open(REMOVE_F);
+	ck_assert_int_eq(uffd_source_memory(&src, img, AH_LEN), 0);
+	cfg.source = src;
+	cfg.chunk = AH_CHUNK_PAGES * PS;
+	cfg.ahead = AH_AHEAD;
+	ck_assert_int_eq(uffd_serve(u, mem, AH_LEN, &cfg), 0);
+	ah_walk(u, mem, 0, AH_LEN / PS);
+	ck_assert_int_eq(uffd_serve_get_stats(u, &st), 0);
+	ck_assert_uint_eq(st.ahead, 0);
+	uffd_close(u);
+	uffd_source_close(src);
 	munmap(mem, AH_LEN);
 	free(img);
 }
@@ -1192,28 +1189,21 @@ END_TEST
 START_TEST(ahead_failure_fetched_on_demand)
 {
 	unsigned char *img = image(AH_LEN), *mem = tu_map_anon(AH_LEN);
-	struct ah_walk w = { .mem = mem, .from = 0, .to = AH_LEN / PS };
 	struct uffd_serve_stats st;
 	struct uffd_source *src;
 	struct fake f;
-	pthread_t t;
 	struct uffd *u = ah_open(&f, img, &src, mem, AH_AHEAD);
 
 	/* Chunk 3 is fetched ahead by the fault on chunk 0; its first read fails. */
 	atomic_store(&f.fail_once, 1 + 3 * AH_CHUNK_PAGES + 1);
-	ck_assert_int_eq(pthread_create(&t, NULL, ah_walk_fn, &w), 0);
-	ah_serve_until(u, &w);
-	pthread_join(t, NULL);
-	ck_assert_int_eq(w.bad, 0);
+	ah_walk(u, mem, 0, AH_LEN / PS);
 	ck_assert_int_eq(atomic_load(&f.fail_once), 0); /* it did fail once */
 	ck_assert_int_eq(su_check(mem, 0, AH_LEN, SEED), -1);
 	ck_assert_int_eq(uffd_serve_get_stats(u, &st), 0);
 	ck_assert_uint_eq(st.poisoned + st.errors, 0);
 	ck_assert_uint_eq(st.pages_installed, AH_LEN / PS);
 	ck_assert_uint_eq(st.fetches, AH_LEN / (AH_CHUNK_PAGES * PS) + 1);
-	uffd_close(u);
-	fake_stop(&f);
-	uffd_source_close(src);
+	ah_close(u, &f, src);
 	munmap(mem, AH_LEN);
 	free(img);
 }
@@ -1227,18 +1217,13 @@ END_TEST
 START_TEST(ahead_close_in_flight)
 {
 	unsigned char *img = image(AH_LEN), *mem = tu_map_anon(AH_LEN);
-	struct ah_walk w = { .mem = mem, .from = 0, .to = 1 };
 	struct uffd_serve_stats st;
 	struct uffd_source *src;
 	struct fake f;
-	pthread_t t;
 	int fds0 = tu_count_fds();
 	struct uffd *u = ah_open(&f, img, &src, mem, 16);
 
-	ck_assert_int_eq(pthread_create(&t, NULL, ah_walk_fn, &w), 0);
-	ah_serve_until(u, &w);
-	pthread_join(t, NULL);
-	ck_assert_int_eq(w.bad, 0);
+	ah_walk(u, mem, 0, 1);
 	ck_assert_int_eq(uffd_serve_get_stats(u, &st), 0);
 	ck_assert_uint_eq(st.ahead, 16);
 	uffd_close(u); /* most of the 16 are still queued in the fake source */
