@@ -21,7 +21,7 @@
 
 static const char usage_line[] =
 	"usage: uffd-serve --listen SOCKET --image SOURCE [--prefetch FILE] [--record FILE] "
-	"[--multi] [--allow-uid UID]... [--chunk SIZE] [--quiet] [--help] [--version]";
+	"[--multi] [--allow-uid UID]... [--chunk SIZE] [--ahead N] [--quiet] [--help] [--version]";
 
 /* The largest message accepted: a few hundred regions. */
 #define MAX_MESSAGE 65536
@@ -71,6 +71,7 @@ static struct {
 	uid_t allowed[MAX_ALLOWED];
 	size_t nallowed;
 	uint64_t chunk, image_len;
+	uint32_t ahead; /* --ahead */
 	size_t page;
 	struct uffd_source *image;
 	struct uffd_order *order;    /* --prefetch */
@@ -128,6 +129,10 @@ static void help(void)
 	       "  -c, --chunk SIZE     bytes fetched per fault, an aligned chunk around it: a power\n"
 	       "                       of two from the page size to 64M, with a K or M suffix\n"
 	       "                       (default 64K; a 2 MiB region fetches at least its page)\n"
+	       "      --ahead N        after each fault that fetches its chunk, fetch the next N\n"
+	       "                       chunks of the region too, in parallel (0-64, default 0; an\n"
+	       "                       HTTP image only: a file is read synchronously); not with\n"
+	       "                       --record\n"
 	       "  -q, --quiet          no line per VMM that connects\n"
 	       "  -h, --help           print this help and exit\n"
 	       "  -V, --version        print the libuffd version and exit\n\n"
@@ -484,6 +489,7 @@ static void serve_vm(struct vm *vm)
 			.flags = UFFD_SERVE_MAP_ONLY,
 			.modes = UFFDIO_REGISTER_MODE_MISSING,
 			.record = vm->record,
+			.ahead = S.ahead,
 		};
 
 		err = uffd_serve(vm->u, (void *)(uintptr_t)r->base, (size_t)r->size, &sc);
@@ -766,6 +772,7 @@ int main(int argc, char **argv)
 		{ "multi", no_argument, NULL, 'M' },
 		{ "allow-uid", required_argument, NULL, 'U' },
 		{ "chunk", required_argument, NULL, 'c' },
+		{ "ahead", required_argument, NULL, 'A' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -788,6 +795,9 @@ int main(int argc, char **argv)
 			break;
 		case 'P':
 			S.prefetch_path = optarg;
+			break;
+		case 'A':
+			S.ahead = (uint32_t)tool_number("--ahead", optarg, 0, UFFD_SERVE_MAX_AHEAD);
 			break;
 		case 'R':
 			S.record_path = optarg;
@@ -821,6 +831,9 @@ int main(int argc, char **argv)
 		tool_usage_error("no --listen SOCKET given");
 	if (!S.image_spec)
 		tool_usage_error("no --image SOURCE given");
+	if (S.ahead && S.record_path)
+		tool_usage_error("--ahead and --record: pages fetched ahead are never touched "
+				 "first by a fault, and the order would miss them");
 
 	S.image = tool_source_open(S.image_spec, &S.image_len);
 	if (S.prefetch_path) {

@@ -15,12 +15,15 @@ fi
 name=uffd-serve tool=$1 vmm=$2 lib=${3:-}
 # shellcheck source=tests/scripts/check-lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/check-lib.sh"
+# shellcheck source=tests/scripts/nginx.sh
+. "$(dirname "${BASH_SOURCE[0]}")/nginx.sh"
 
 
 handler='' old_huge=''
 cleanup() {
 	[[ -z $handler ]] || kill "$handler" 2>/dev/null || true
 	[[ -z $old_huge ]] || echo "$old_huge" >/proc/sys/vm/nr_hugepages 2>/dev/null || true
+	nginx_stop
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -90,6 +93,23 @@ pf=$(hfield faults)
 ((pf * 4 <= faults)) || fail "--prefetch left $pf faults of $faults"
 (($(hfield prefetched) > 0)) || fail "--prefetch installed nothing"
 echo "ok: --prefetch: $pf faults instead of $faults"
+
+# ---- the image over HTTP, fetching 4 chunks ahead of each fault ----
+if ! command -v nginx >/dev/null; then
+	note "nginx is not installed: no image over HTTP tested"
+elif "$tool" --listen "$tmp/nosock" --image http://127.0.0.1:9/x 2>&1 | grep -q "no HTTP support"; then
+	note "uffd-serve was built without libuffd-http: no image over HTTP tested"
+else
+	nginx_start "$tmp/srv" || fail "cannot start nginx"
+	ln "$tmp/img" "$tmp/srv/www/img"
+	start --image "$NGINX_URL/img" --ahead 4
+	run_vmm --threads 4 "${huge[@]}" >/dev/null || fail "--ahead over HTTP: the VMM saw wrong bytes"
+	stopped "--ahead over HTTP" 5
+	[[ ! -s $tmp/h.err ]] || fail "--ahead over HTTP: uffd-serve wrote to stderr: $(cat "$tmp/h.err")"
+	echo "ok: the image over HTTP with --ahead 4: $(hfield faults) faults (a file: $faults)"
+	nginx_stop
+fi
+expect_error 2 "--ahead and --record" --listen "$sock" --image "$tmp/img" --ahead 2 --record "$tmp/r"
 
 # ---- a file of uffd-trace --order, with regions, is refused ----
 printf 'uffd-order 1\n0x0 0x1000 anon@0x7f0000000000\n' >"$tmp/trace-order"
