@@ -66,6 +66,7 @@ struct serve_slot {
 	 * second of the two finishes the fault: done() may run before read_async returns. */
 	_Atomic unsigned state;
 	int err;
+	uint64_t gen; /* a fetch ahead: the map's generation when it started */
 	unsigned char *buf;
 	size_t map_len;
 };
@@ -743,11 +744,29 @@ static bool flight_add(struct uffd_served *r, const struct plan *p)
 /*
  * done() of a readahead fetch, on the source's thread. The chunk goes in with wake-ups (a thread
  * may have faulted there before its fault was read), skipping what is present or unmapped; a
- * failed or refused fetch installs nothing and poisons nothing: the faults that joined it are
- * woken, fault again and fetch on demand, where an error is handled as usual. The context is
- * held by a reference of the fetch's own (it may have been closed meanwhile: nothing is then
- * installed).
+ * failed or refused fetch, or one whose piece of the map changed meanwhile, installs nothing
+ * and poisons nothing: the faults that joined it are woken, fault again and fetch on demand,
+ * where an error is handled as usual. The context is held by a reference of the fetch's own (it
+ * may have been closed meanwhile: nothing is then installed).
  */
+static bool piece_still(struct uffd *u, const struct uffd_served *r, const struct plan *p,
+			uint64_t gen)
+{
+	uintptr_t a = (uintptr_t)(p->i_lo + p->delta);
+	const struct uffd_node *n;
+	bool same;
+
+	if (atomic_load(&u->map_gen) == gen)
+		return true;
+	pthread_mutex_lock(&u->lock);
+	n = uffd_rmap_find(&u->map, a);
+	same = n && n->data == (const void *)r &&
+	       n->offset + (a - n->start) == p->i_lo - r->src_off &&
+	       (uintptr_t)(p->i_hi + p->delta) <= n->end;
+	pthread_mutex_unlock(&u->lock);
+	return same;
+}
+
 static void ahead_done(struct uffd_source_io *io, int err)
 {
 	struct serve_slot *s = (struct serve_slot *)io;
@@ -757,6 +776,10 @@ static void ahead_done(struct uffd_source_io *io, int err)
 
 	atomic_fetch_add(&u->users, 1);
 	live = !atomic_load(&u->closed) && !atomic_load(&u->exited);
+	/* No fault waits at these addresses for sure: if the map changed meanwhile (the range
+	 * unmapped, moved, or replaced by another registration), they may hold something else. */
+	if (live && !err && !piece_still(u, r, &s->plan, s->gen))
+		err = -ENOENT;
 	if (live && !err)
 		err = verify(r, s->buf, s->plan.f_lo, s->plan.f_hi);
 	if (live && !err) {
@@ -831,10 +854,8 @@ static void fetch_ahead(struct uffd *u, struct uffd_served *r, const struct uffd
 						 .offset = q.f_lo,
 						 .done = ahead_done,
 						 .user = NULL };
+		s->gen = atomic_load(&u->map_gen);
 		atomic_fetch_add(&u->refs, 1);
-		uffd_stat_add(&r->st.ahead, 1);
-		uffd_stat_add(&r->st.fetches, 1);
-		uffd_stat_add(&r->st.bytes_fetched, q.f_hi - q.f_lo);
 		if (r->src->ops.read_async(r->src->impl, &s->io) != 0) {
 			/* Refused: done() never runs. */
 			flight_end(u, r, &q, true);
@@ -843,6 +864,10 @@ static void fetch_ahead(struct uffd *u, struct uffd_served *r, const struct uffd
 			uffd_ctx_put(u); /* never the last: the dispatching thread holds one */
 			return;
 		}
+		/* Counted once started (done() may have run already: the counts are r's). */
+		uffd_stat_add(&r->st.ahead, 1);
+		uffd_stat_add(&r->st.fetches, 1);
+		uffd_stat_add(&r->st.bytes_fetched, q.f_hi - q.f_lo);
 	}
 }
 
@@ -851,7 +876,7 @@ int uffd_serve_pagefault(struct uffd *u, const struct uffd_pagefault *pf, void *
 	struct uffd_served *r;
 	struct serve_slot *s;
 	struct plan p;
-	int ret;
+	int ret, err;
 
 	(void)arg;
 	if (!u || !pf)
@@ -904,15 +929,23 @@ int uffd_serve_pagefault(struct uffd *u, const struct uffd_pagefault *pf, void *
 		uffd_stat_add(&r->st.fetches, 1);
 		uffd_stat_add(&r->st.bytes_fetched, p.f_hi - p.f_lo);
 		ret = r->src->ops.read_async(r->src->impl, &s->io);
-		if (ret == 0 && r->ahead)
-			fetch_ahead(u, r, pf, &p);
-		if (ret == 0 && !(atomic_fetch_or(&s->state, 1) & 2))
+		/*
+		 * The fault is handed off before fetching ahead, so that its own finish never waits
+		 * for that. The dispatching thread's reference keeps u and r meanwhile.
+		 */
+		if (ret == 0 && !(atomic_fetch_or(&s->state, 1) & 2)) {
+			if (r->ahead)
+				fetch_ahead(u, r, pf, &p);
 			return UFFD_FAULT_DEFERRED;
+		}
 		/* Refused (done() never runs), or done() ran already: finish here. */
 		atomic_fetch_sub(&u->served_inflight, 1);
+		err = ret;
 		ret = complete_fetch(u, r, s->buf, &p, ret ? ret : s->err);
 		flight_end(u, r, &p, ret != -ESRCH);
 		slot_put(r, s);
+		if (!err && r->ahead && ret != -ESRCH)
+			fetch_ahead(u, r, pf, &p);
 		return ret;
 	}
 	/* Synchronous, and past max_inflight too: the dispatching thread waits for its fetch and

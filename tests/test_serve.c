@@ -1235,6 +1235,67 @@ START_TEST(ahead_close_in_flight)
 }
 END_TEST
 
+static void *read_byte(void *p)
+{
+	return (void *)(uintptr_t) * (volatile unsigned char *)p;
+}
+
+/*
+ * Chunks fetched ahead whose piece of the map is replaced while they are in flight (the range
+ * unmapped, mapped again and served from another source) install nothing there: the new
+ * registration's pages come from its own source. Chunk 0 is faulted on; chunks 1 and 2 are
+ * fetched ahead and held at a gate while pages 4-11 are replaced.
+ */
+START_TEST(ahead_piece_replaced)
+{
+	size_t len = 12 * PS;
+	unsigned char *img = image(len), *img2 = malloc(len);
+	char *mem = tu_map_anon(len);
+	struct uffd_serve_config cfg = { 0 }, cfg2 = { 0 };
+	struct uffd_serve_stats st;
+	struct uffd_source *src, *src2;
+	struct su_disp d;
+	struct gate g;
+	pthread_t t;
+	void *v;
+	struct uffd *u = tu_open(REMOVE_F);
+
+	ck_assert_ptr_nonnull(img2);
+	memset(img2, 0x5c, len);
+	gate_init(&g, img, len);
+	src = gate_source(&g, true);
+	cfg.source = src;
+	cfg.chunk = 4 * PS;
+	cfg.ahead = 2;
+	ck_assert_int_eq(uffd_serve(u, mem, len, &cfg), 0);
+	su_disp_start(&d, u, 1);
+	ck_assert_int_eq(pthread_create(&t, NULL, read_byte, mem), 0);
+	gate_wait_entered(&g, 3); /* chunk 0 for the fault, 1 and 2 ahead */
+	ck_assert_ptr_eq(mmap(mem + 4 * PS, 8 * PS, PROT_READ | PROT_WRITE,
+			      MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0),
+			 mem + 4 * PS);
+	ck_assert_int_eq(uffd_source_memory(&src2, img2, len), 0);
+	cfg2.source = src2;
+	cfg2.offset = 4 * PS;
+	ck_assert_int_eq(uffd_serve(u, mem + 4 * PS, 8 * PS, &cfg2), 0);
+	gate_open(&g);
+	ck_assert_int_eq(pthread_join(t, &v), 0);
+	ck_assert_int_eq(su_check((unsigned char *)mem, 0, 4 * PS, SEED), -1);
+	for (size_t i = 4 * PS; i < len; i += PS / 2)
+		ck_assert_msg((unsigned char)mem[i] == 0x5c, "byte %zu is the old image's", i);
+	ck_assert_int_eq(su_disp_stop(&d), 0);
+	ck_assert_int_eq(uffd_serve_get_stats(u, &st), 0);
+	ck_assert_uint_eq(st.ahead, 2);
+	uffd_close(u);
+	gate_fini(&g);
+	uffd_source_close(src);
+	uffd_source_close(src2);
+	munmap(mem, len);
+	free(img);
+	free(img2);
+}
+END_TEST
+
 START_TEST(serve_bad_config)
 {
 	unsigned char img[4096 * 4];
@@ -1320,6 +1381,7 @@ int main(void)
 	tcase_add_test(tc, ahead_off);
 	tcase_add_test(tc, ahead_failure_fetched_on_demand);
 	tcase_add_test(tc, ahead_close_in_flight);
+	tcase_add_test(tc, ahead_piece_replaced);
 	suite_add_tcase(s, tc);
 	ret = tu_run(s);
 	if (old_huge >= 0)
