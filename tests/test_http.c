@@ -497,19 +497,23 @@ END_TEST
 
 /* ---- many reads at once ---- */
 
+/* A thread making @n reads at random offsets, each of min_len plus up to spread - 1 bytes
+ * (defaults 1 and 256 KiB), checking every byte. */
 struct reader {
 	pthread_t t;
 	struct uffd_source *src;
 	unsigned seed, n, bad, failed;
+	size_t min_len, spread;
 };
 
 static void *reader_main(void *arg)
 {
 	struct reader *r = arg;
-	uint8_t *buf = malloc(256u << 10);
+	size_t min = r->min_len ? r->min_len : 1, spread = r->spread ? r->spread : 256u << 10;
+	uint8_t *buf = malloc(min + spread);
 
-	for (unsigned i = 0; i < r->n; i++) {
-		size_t len = 1 + rand_r(&r->seed) % (256u << 10);
+	for (unsigned i = 0; buf && i < r->n; i++) {
+		size_t len = min + rand_r(&r->seed) % spread;
 		uint64_t off = (uint64_t)rand_r(&r->seed) % (IMG_SIZE - len + 1);
 		int err;
 
@@ -767,43 +771,20 @@ START_TEST(large_reads_split)
 }
 END_TEST
 
-struct large_reader {
-	pthread_t t;
-	struct uffd_source *src;
-	unsigned seed, n, bad, failed;
-};
-
-static void *large_reader_main(void *arg)
-{
-	struct large_reader *r = arg;
-	uint8_t *buf = malloc(3 * MiB);
-
-	for (unsigned i = 0; buf && i < r->n; i++) {
-		size_t len = (512u << 10) + rand_r(&r->seed) % (5 * (512u << 10));
-		uint64_t off = (uint64_t)rand_r(&r->seed) % (IMG_SIZE - len + 1);
-		int err;
-
-		memset(buf, 0xa5, len);
-		err = uffd_source_read(r->src, buf, len, off);
-		if (err)
-			r->failed++;
-		else if (!matches(buf, len, off))
-			r->bad++;
-	}
-	free(buf);
-	return NULL;
-}
-
 START_TEST(concurrent_large_reads)
 {
 	struct uffd_http_config cfg = { .split_size = 256u << 10 };
 	struct uffd_source *src = open_source("img", &cfg);
-	struct large_reader r[4];
+	struct reader r[4];
 	struct uffd_http_stats st;
 
 	for (unsigned i = 0; i < 4; i++) {
-		r[i] = (struct large_reader){ .src = src, .seed = 40 + i, .n = 16 };
-		ck_assert_int_eq(pthread_create(&r[i].t, NULL, large_reader_main, &r[i]), 0);
+		r[i] = (struct reader){ .src = src,
+					.seed = 40 + i,
+					.n = 16,
+					.min_len = 512u << 10,
+					.spread = 5 * (512u << 10) };
+		ck_assert_int_eq(pthread_create(&r[i].t, NULL, reader_main, &r[i]), 0);
 	}
 	for (unsigned i = 0; i < 4; i++) {
 		pthread_join(r[i].t, NULL);
