@@ -558,6 +558,21 @@ static void check_page(const unsigned char *mem, size_t p)
 	ck_assert_msg(su_check(at, p * PS, PS, SEED) == -1, "page %zu: not the image's bytes", p);
 }
 
+/* Touch every page (those outside the set fault, on demand), stop serving and check that every
+ * page was installed once: prefetched, on demand, or present before (N_PRESENT); then end. */
+static void present_restore_end(struct restore *r, uint64_t faults_before)
+{
+	struct uffd_serve_stats st;
+
+	for (size_t p = 0; p < R_PAGES; p++)
+		check_page(r->mem, p);
+	restore_stop(r);
+	ck_assert_int_eq(uffd_serve_get_stats(r->u, &st), 0);
+	ck_assert_uint_gt(st.faults, faults_before);
+	ck_assert_uint_eq(st.prefetched + st.pages_installed + N_PRESENT, R_PAGES);
+	restore_end(r);
+}
+
 /*
  * Pages of the working set present before the prefetch (the program's own, or a fault's that
  * won the race) are skipped, each counted once, and the prefetch goes on with the rest of their
@@ -602,13 +617,7 @@ START_TEST(prefetch_skips_present)
 	ck_assert_int_eq(uffd_serve_get_stats(r.u, &st), 0);
 	ck_assert_uint_eq(st.faults, 0);
 	/* The pages outside it are served on demand. */
-	for (size_t p = 0; p < R_PAGES; p++)
-		check_page(r.mem, p);
-	restore_stop(&r);
-	ck_assert_int_eq(uffd_serve_get_stats(r.u, &st), 0);
-	ck_assert_uint_gt(st.faults, 0);
-	ck_assert_uint_eq(st.prefetched + st.pages_installed + N_PRESENT, R_PAGES);
-	restore_end(&r);
+	present_restore_end(&r, 0);
 	uffd_source_close(compact);
 	uffd_order_free(o);
 	free(img);
@@ -652,13 +661,7 @@ START_TEST(prefetch_present_dontwake)
 	ck_assert_uint_eq(st.faults, 1); /* outside_page's */
 	ck_assert_uint_eq(st.prefetched, want);
 	ck_assert_uint_eq(st.eexist_skipped, N_PRESENT);
-	for (size_t p = 0; p < R_PAGES; p++)
-		check_page(r.mem, p);
-	restore_stop(&r);
-	ck_assert_int_eq(uffd_serve_get_stats(r.u, &st), 0);
-	ck_assert_uint_gt(st.faults, 1);
-	ck_assert_uint_eq(st.prefetched + st.pages_installed + N_PRESENT, R_PAGES);
-	restore_end(&r);
+	present_restore_end(&r, 1);
 	uffd_order_free(o);
 	free(img);
 }
