@@ -6,6 +6,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -32,6 +33,10 @@ int uffd_sys_userfaultfd(int flags)
  */
 int uffd_sys_open(const char *path, int flags)
 {
+#if !defined(__LP64__) && defined(O_LARGEFILE)
+	/* glibc's open() adds it on 32-bit systems: without it a file over 2 GiB is EOVERFLOW. */
+	flags |= O_LARGEFILE;
+#endif
 	return (int)uffd_syscall3(SYS_openat, AT_FDCWD, (long)path, flags | O_CLOEXEC);
 }
 
@@ -77,11 +82,17 @@ int uffd_sys_close(int fd)
 #endif
 }
 
-/* Through syscall(2): pread64 has a fourth argument, the 64-bit offset, and uffd_syscall3() takes
- * three longs. */
+/*
+ * Through syscall(2), as preadv with one buffer: its offset comes as two longs, low and high,
+ * on every architecture, where pread64's 64-bit argument sits in a register pair whose
+ * alignment differs between 32-bit ABIs (ARM EABI, MIPS o32 and ppc32 pad before it). On a
+ * 64-bit system the low long holds the whole offset and the kernel ignores the high one.
+ */
 ssize_t uffd_sys_pread(int fd, void *buf, size_t len, uint64_t offset)
 {
-	long n = syscall(SYS_pread64, fd, buf, len, (off_t)offset);
+	struct iovec iov = { .iov_base = buf, .iov_len = len };
+	long n = syscall(SYS_preadv, fd, &iov, 1, (unsigned long)offset,
+			 (unsigned long)((offset >> 16) >> 16));
 
 	return n == -1 ? -errno : n;
 }
