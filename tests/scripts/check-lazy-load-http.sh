@@ -61,12 +61,13 @@ verified "$img"
 echo "ok: --chunk 64K over HTTP: faults=$(field faults) fetches=$(field fetches)"
 plain=$(field faults)
 
-# The next 4 chunks fetched ahead of each fault that fetches: fewer faults wait for a fetch.
+# The next 4 chunks fetched ahead of each fault that fetches. How many faults that saves depends
+# on timing (a fault on a chunk in flight still counts, joined): bench/reap.sh measures it; here
+# the fetches ahead happen and every byte is right.
 run --quiet --chunk 64K --ahead 4 --threads 4 "$url"
 expect_ok "lazy-load --chunk 64K --ahead 4 $url"
 verified "$img"
-(($(field ahead) > 0 && $(field faults) < plain)) ||
-	fail "--ahead 4: ahead=$(field ahead) faults=$(field faults), $plain without"
+(($(field ahead) > 0)) || fail "--ahead 4: nothing fetched ahead: $(grep '^counts:' "$tmp/out")"
 echo "ok: --chunk 64K --ahead 4 over HTTP: faults=$(field faults) ($plain without), ahead=$(field ahead)"
 expect_error 2 "--ahead and --record" --ahead 2 --record "$tmp/rec" "$url"
 
