@@ -389,6 +389,22 @@ int uffd_order_load(struct uffd_order **out, int fd)
 
 /* ---- the compacted working set ---- */
 
+/*
+ * Whether a run [off, off + len) ends in a source's last, short page of some size: it crosses
+ * the source's end @end, and ends where that page would, at a multiple of a power of two (the
+ * page size: up to 1 GiB, hugetlb's largest) that is more than the bytes past the end.
+ * uffd_serve() serves such a page whole, the rest reading zero, and records it so.
+ */
+static bool ends_in_last_page(uint64_t off, uint64_t len, int64_t end)
+{
+	uint64_t stop = off + len, page;
+
+	if (end < 0 || off >= (uint64_t)end || stop <= (uint64_t)end)
+		return false;
+	page = stop & -stop; /* the largest power of two @stop is a multiple of */
+	return page <= ((uint64_t)1 << 30) && stop - (uint64_t)end < page;
+}
+
 int uffd_order_save_pages(struct uffd_order *o, struct uffd_source *src, int fd)
 {
 	size_t cap = 1 << 20;
@@ -403,22 +419,21 @@ int uffd_order_save_pages(struct uffd_order *o, struct uffd_source *src, int fd)
 	if (!buf)
 		return -ENOMEM;
 	n = uffd_order_count(o);
-	/* A run may end in the source's last, short page: uffd_serve() serves (and records) it
-	 * whole, the rest of it reading zero; so it is written here. */
+	/* A run may end in the source's last, short page: written whole, zero-padded. Any other
+	 * run past the end is the source's to answer (-ENXIO). */
 	end = uffd_source_length(src);
 	for (i = 0; i < n && !ret; i++) {
 		uint64_t off, len;
+		bool tail;
 
 		ret = uffd_order_get(o, i, &off, &len, NULL);
+		tail = !ret && ends_in_last_page(off, len, end);
 		while (!ret && len) {
 			size_t k = len < cap ? (size_t)len : cap, data = k;
 
-			/* Ending less than a page past the end, inside the last page: read what
-			 * there is. Further, the source answers (-ENXIO). */
-			if (end >= 0 && off < (uint64_t)end && off + k > (uint64_t)end &&
-			    off + k - (uint64_t)end < (uint64_t)uffd_page_size())
-				data = (size_t)((uint64_t)end - off);
-			ret = uffd_source_read(src, buf, data, off);
+			if (tail && off + k > (uint64_t)end)
+				data = off < (uint64_t)end ? (size_t)((uint64_t)end - off) : 0;
+			ret = data ? uffd_source_read(src, buf, data, off) : 0;
 			if (!ret) {
 				memset(buf + data, 0, k - data);
 				ret = write_all(fd, buf, k);

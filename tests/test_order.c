@@ -237,8 +237,13 @@ START_TEST(save_pages_short_last_page)
 		ck_assert_msg(got[i] == 0, "byte %zu past the end is %d", i, got[i]);
 	ck_assert_int_eq(su_check(got + 2 * PS, 0, PS, SEED), -1);
 	uffd_order_free(o);
+	/* A run that goes further than its last page: the source's -ENXIO. */
 	ck_assert_int_eq(uffd_order_new(&o), 0);
-	uffd_order_add(o, 8 * PS, 2 * PS, NULL);
+	uffd_order_add(o, 8 * PS, 3 * PS, NULL);
+	ck_assert_int_eq(uffd_order_save_pages(o, src, fd), -ENXIO);
+	uffd_order_free(o);
+	ck_assert_int_eq(uffd_order_new(&o), 0);
+	uffd_order_add(o, 9 * PS, PS, NULL);
 	ck_assert_int_eq(uffd_order_save_pages(o, src, fd), -ENXIO);
 	uffd_order_free(o);
 	close(fd);
@@ -382,6 +387,37 @@ static void check_prefetched(struct uffd_order *o, unsigned char *img, struct uf
 	       R_PAGES - set_pages());
 	restore_end(&r);
 }
+
+/*
+ * The same with a huge page: a 2 MiB-page registration of a source that ends 100 bytes into its
+ * second huge page records that page whole (uffd_serve() serves it so), and its pages are
+ * written whole, in parts of the 1 MiB buffer, the rest zero.
+ */
+START_TEST(save_pages_short_last_huge_page)
+{
+	const size_t huge = 2u << 20, len = huge + 100;
+	unsigned char *img = malloc(len), *got = malloc(huge);
+	struct uffd_order *o;
+	struct uffd_source *src;
+	int fd = memfd_create("compact", MFD_CLOEXEC);
+
+	su_fill(img, 0, len, SEED);
+	ck_assert_int_eq(uffd_source_memory(&src, img, len), 0);
+	ck_assert_int_eq(uffd_order_new(&o), 0);
+	uffd_order_add(o, huge, huge, NULL);
+	ck_assert_int_eq(uffd_order_save_pages(o, src, fd), 0);
+	ck_assert_int_eq(lseek(fd, 0, SEEK_END), (off_t)huge);
+	ck_assert_int_eq(pread(fd, got, huge, 0), (ssize_t)huge);
+	ck_assert_int_eq(su_check(got, huge, 100, SEED), -1);
+	for (size_t i = 100; i < huge; i += 4093)
+		ck_assert_msg(got[i] == 0, "byte %zu past the end is %d", i, got[i]);
+	uffd_order_free(o);
+	close(fd);
+	uffd_source_close(src);
+	free(img);
+	free(got);
+}
+END_TEST
 
 START_TEST(record_then_prefetch)
 {
@@ -708,6 +744,7 @@ int main(void)
 	tcase_add_test(tc, load_nul_and_errors);
 	tcase_add_test(tc, save_pages_compacts);
 	tcase_add_test(tc, save_pages_short_last_page);
+	tcase_add_test(tc, save_pages_short_last_huge_page);
 	tcase_add_test(pf, record_then_prefetch);
 	tcase_add_test(pf, compact_prefetch);
 	tcase_add_test(pf, prefetch_while_touching);
