@@ -725,9 +725,12 @@ typedef int (*uffd_pagefault_fn)(struct uffd *u, const struct uffd_pagefault *pf
 typedef int (*uffd_span_fn)(struct uffd *u, const struct uffd_span *span, void *arg);
 /** A REMAP callback: the range map already shows the move. Return 0 or a negative errno. */
 typedef int (*uffd_remap_fn)(struct uffd *u, const struct uffd_remap *remap, void *arg);
-/** A FORK callback: return 0 to keep @p child (the caller then owns it, or the monitor does),
- *  or a negative errno to close it (the child process then runs unmonitored). A child that the
- *  callback itself adds to a monitor (uffd_monitor_add()) is served there. */
+/** A FORK callback: return 0 to keep @p child, or a negative errno to close it (the child
+ *  process then runs unmonitored). A kept child is the caller's when the parent is served by
+ *  uffd_dispatch() alone (close it when done, even at once: the library is done with it once the
+ *  callback returns), and the monitor's when the parent is in one (it joins that monitor: do not
+ *  close it yourself). A child that the callback itself adds to a monitor (uffd_monitor_add())
+ *  is served there. */
 typedef int (*uffd_fork_fn)(struct uffd *parent, struct uffd *child, void *arg);
 /** An exit callback: the process behind @p u is gone; runs once per context. */
 typedef void (*uffd_exit_fn)(struct uffd *u, void *arg);
