@@ -505,17 +505,19 @@ static int fetch(struct uffd_served *r, unsigned char *buf, const struct plan *p
 /*
  * The fetch of @p is over with @err: check it, install it, or poison its pages. Never installs
  * bytes that failed or did not match: without UFFD_FEATURE_POISON the error is returned, which
- * the dispatcher wakes the fault with.
+ * the dispatcher wakes the fault with. A fetch @ahead of any fault installs what is good with
+ * nothing to report, and otherwise nothing at all: its faults fetch the chunk themselves.
  */
 static int complete_fetch(struct uffd *u, struct uffd_served *r, unsigned char *buf,
-			  const struct plan *p, int err)
+			  const struct plan *p, int err, bool ahead)
 {
 	struct inst in = { .u = u,
 			   .r = r,
 			   .buf = buf,
 			   .f_lo = p->f_lo,
 			   .delta = p->delta,
-			   .fault = p->fault,
+			   .fault = ahead ? UINT64_MAX : p->fault,
+			   .ahead = ahead,
 			   .fault_r = 1 };
 	int ret;
 
@@ -527,6 +529,8 @@ static int complete_fetch(struct uffd *u, struct uffd_served *r, unsigned char *
 			memset(buf + (p->f_hi - p->f_lo), 0, (size_t)(p->i_hi - p->f_hi));
 		return install(&in, p->i_lo, p->i_hi, false);
 	}
+	if (ahead)
+		return err;
 	uffd_stat_add(&r->st.errors, 1);
 	if (!(u->features & UFFD_FEATURE_POISON)) {
 		if (r->on_error)
@@ -609,32 +613,46 @@ enum join { JOIN_OWN, JOIN_WAIT, JOIN_PRESENT };
  * its thread faults again and that fault fetches. The present bits are set before the flight
  * ends, under fl_lock, so a fault that misses the flight sees them.
  */
+/* The flight of @p's plan (same pages, same addresses), or NULL. With fl_lock. */
+static struct flight *flight_find_locked(struct uffd_served *r, const struct plan *p)
+{
+	unsigned k;
+
+	for (k = 0; k < r->nfl; k++)
+		if (r->fl[k].lo == p->i_lo && r->fl[k].hi == p->i_hi && r->fl[k].delta == p->delta)
+			return &r->fl[k];
+	return NULL;
+}
+
+/* A flight for @p, none of whose faults waits yet: false if the table is full. With fl_lock. */
+static bool flight_add_locked(struct uffd_served *r, const struct plan *p)
+{
+	if (r->nfl == FLIGHTS)
+		return false;
+	r->fl[r->nfl++] = (struct flight){
+		.lo = p->i_lo, .hi = p->i_hi, .delta = p->delta, .w_lo = UINT64_MAX
+	};
+	return true;
+}
+
 static enum join flight_join(struct uffd_served *r, struct plan *p)
 {
 	size_t i = page_index(r, p->fault);
 	enum join ret = JOIN_OWN;
-	unsigned k;
+	struct flight *f;
 
 	p->flight = false;
 	pthread_mutex_lock(&r->fl_lock);
-	for (k = 0; k < r->nfl; k++) {
-		struct flight *f = &r->fl[k];
-
-		if (f->lo == p->i_lo && f->hi == p->i_hi && f->delta == p->delta) {
-			f->w_lo = min64(f->w_lo, p->fault);
-			f->w_hi = max64(f->w_hi, p->fault + r->ps);
-			ret = JOIN_WAIT;
-			break;
-		}
+	f = flight_find_locked(r, p);
+	if (f) {
+		f->w_lo = min64(f->w_lo, p->fault);
+		f->w_hi = max64(f->w_hi, p->fault + r->ps);
+		ret = JOIN_WAIT;
 	}
 	if (ret == JOIN_OWN && r->trust_present && bit_get(r->present, i) && !bit_set(r->woke, i))
 		ret = JOIN_PRESENT;
-	if (ret == JOIN_OWN && r->nfl < FLIGHTS) {
-		r->fl[r->nfl++] = (struct flight){
-			.lo = p->i_lo, .hi = p->i_hi, .delta = p->delta, .w_lo = UINT64_MAX
-		};
-		p->flight = true;
-	}
+	if (ret == JOIN_OWN)
+		p->flight = flight_add_locked(r, p);
 	pthread_mutex_unlock(&r->fl_lock);
 	return ret;
 }
@@ -645,32 +663,29 @@ static enum join flight_join(struct uffd_served *r, struct plan *p)
 static void flight_end(struct uffd *u, struct uffd_served *r, const struct plan *p, bool wake)
 {
 	uint64_t lo = UINT64_MAX, hi = 0;
-	unsigned k;
+	struct flight *f;
 
 	if (!p->flight)
 		return;
 	pthread_mutex_lock(&r->fl_lock);
-	for (k = 0; k < r->nfl; k++) {
-		struct flight *f = &r->fl[k];
-
-		if (f->lo == p->i_lo && f->hi == p->i_hi && f->delta == p->delta) {
-			lo = f->w_lo;
-			hi = f->w_hi;
-			*f = r->fl[--r->nfl];
-			break;
-		}
+	f = flight_find_locked(r, p);
+	if (f) {
+		lo = f->w_lo;
+		hi = f->w_hi;
+		*f = r->fl[--r->nfl];
 	}
 	pthread_mutex_unlock(&r->fl_lock);
 	if (wake && lo < hi)
 		uffd_wake(u, (void *)(uintptr_t)(lo + p->delta), (size_t)(hi - lo));
 }
 
-static bool inflight_take(struct uffd *u, const struct uffd_served *r)
+/* One more asynchronous fetch in flight on @u, unless @limit are already. */
+static bool inflight_take(struct uffd *u, unsigned limit)
 {
 	unsigned n = atomic_load(&u->served_inflight);
 
 	do {
-		if (n >= r->max_inflight)
+		if (n >= limit)
 			return false;
 	} while (!atomic_compare_exchange_weak(&u->served_inflight, &n, n + 1));
 	return true;
@@ -695,7 +710,7 @@ static void io_done(struct uffd_source_io *io, int err)
 	/* uffd_close() waits for users to leave before it closes the fd (complete.c). */
 	atomic_fetch_add(&u->users, 1);
 	live = !atomic_load(&u->closed) && !atomic_load(&u->exited);
-	ret = live ? complete_fetch(u, r, s->buf, &s->plan, err) : -ESRCH;
+	ret = live ? complete_fetch(u, r, s->buf, &s->plan, err, false) : -ESRCH;
 	flight_end(u, r, &s->plan, live && ret != -ESRCH);
 	atomic_fetch_sub(&u->users, 1);
 	slot_put(r, s);
@@ -724,19 +739,10 @@ static bool chunk_wanted(const struct uffd_served *r, const struct plan *p)
 /* A flight for @p, a chunk no fault waits for yet: false if one is in flight or none is free. */
 static bool flight_add(struct uffd_served *r, const struct plan *p)
 {
-	bool ok = false;
-	unsigned k;
+	bool ok;
 
 	pthread_mutex_lock(&r->fl_lock);
-	for (k = 0; k < r->nfl; k++)
-		if (r->fl[k].lo == p->i_lo && r->fl[k].hi == p->i_hi && r->fl[k].delta == p->delta)
-			break;
-	if (k == r->nfl && r->nfl < FLIGHTS) {
-		r->fl[r->nfl++] = (struct flight){
-			.lo = p->i_lo, .hi = p->i_hi, .delta = p->delta, .w_lo = UINT64_MAX
-		};
-		ok = true;
-	}
+	ok = !flight_find_locked(r, p) && flight_add_locked(r, p);
 	pthread_mutex_unlock(&r->fl_lock);
 	return ok;
 }
@@ -780,22 +786,8 @@ static void ahead_done(struct uffd_source_io *io, int err)
 	 * unmapped, moved, or replaced by another registration), they may hold something else. */
 	if (live && !err && !piece_still(u, r, &s->plan, s->gen))
 		err = -ENOENT;
-	if (live && !err)
-		err = verify(r, s->buf, s->plan.f_lo, s->plan.f_hi);
-	if (live && !err) {
-		struct inst in = { .u = u,
-				   .r = r,
-				   .buf = s->buf,
-				   .f_lo = s->plan.f_lo,
-				   .delta = s->plan.delta,
-				   .fault = UINT64_MAX,
-				   .ahead = true };
-
-		if (s->plan.i_hi > s->plan.f_hi)
-			memset(s->buf + (s->plan.f_hi - s->plan.f_lo), 0,
-			       (size_t)(s->plan.i_hi - s->plan.f_hi));
-		install(&in, s->plan.i_lo, s->plan.i_hi, false);
-	}
+	if (live)
+		complete_fetch(u, r, s->buf, &s->plan, err, true);
 	flight_end(u, r, &s->plan, live);
 	atomic_fetch_sub(&u->users, 1);
 	slot_put(r, s);
@@ -816,17 +808,14 @@ static void fetch_ahead(struct uffd *u, struct uffd_served *r, const struct uffd
 	unsigned k;
 
 	for (k = 0; k < r->ahead; k++, x += r->unit) {
-		unsigned n = atomic_load(&u->served_inflight);
 		struct serve_slot *s;
 		struct plan q;
 
 		if (!plan_at(r, &pf->range, x, &q))
 			return; /* the piece (or the source) ends */
 		q.flight = true;
-		do {
-			if (n >= (r->max_inflight + 1) / 2)
-				return;
-		} while (!atomic_compare_exchange_weak(&u->served_inflight, &n, n + 1));
+		if (!inflight_take(u, (r->max_inflight + 1) / 2))
+			return;
 		/*
 		 * The flight first, then the pages: a fetch marks what it installed before its
 		 * flight ends, so a chunk whose fetch has just ended shows its pages here, and
@@ -915,7 +904,7 @@ int uffd_serve_pagefault(struct uffd *u, const struct uffd_pagefault *pf, void *
 		flight_end(u, r, &p, true);
 		return -ENOMEM;
 	}
-	if (r->src->ops.read_async && inflight_take(u, r)) {
+	if (r->src->ops.read_async && inflight_take(u, r->max_inflight)) {
 		s->u = u;
 		s->pf = *pf;
 		s->plan = p;
@@ -941,7 +930,7 @@ int uffd_serve_pagefault(struct uffd *u, const struct uffd_pagefault *pf, void *
 		/* Refused (done() never runs), or done() ran already: finish here. */
 		atomic_fetch_sub(&u->served_inflight, 1);
 		err = ret;
-		ret = complete_fetch(u, r, s->buf, &p, ret ? ret : s->err);
+		ret = complete_fetch(u, r, s->buf, &p, ret ? ret : s->err, false);
 		flight_end(u, r, &p, ret != -ESRCH);
 		slot_put(r, s);
 		if (!err && r->ahead && ret != -ESRCH)
@@ -950,7 +939,7 @@ int uffd_serve_pagefault(struct uffd *u, const struct uffd_pagefault *pf, void *
 	}
 	/* Synchronous, and past max_inflight too: the dispatching thread waits for its fetch and
 	 * reads no more faults meanwhile, which is the back-pressure that bounds memory. */
-	ret = complete_fetch(u, r, s->buf, &p, fetch(r, s->buf, &p));
+	ret = complete_fetch(u, r, s->buf, &p, fetch(r, s->buf, &p), false);
 	flight_end(u, r, &p, ret != -ESRCH);
 	slot_put(r, s);
 	return ret;
