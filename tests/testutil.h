@@ -19,16 +19,7 @@
  * of its own process reads the FORK event; such cases check UNDER_TSAN (the soak test forks under
  * TSan, in another process).
  */
-#if defined(__SANITIZE_THREAD__)
-#define UNDER_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define UNDER_TSAN 1
-#endif
-#endif
-#ifndef UNDER_TSAN
-#define UNDER_TSAN 0
-#endif
+#include "under_tsan.h"
 
 /* Exit 77 (CTest: skipped) with the reason; under LIBUFFD_TEST_STRICT=1 exit 1 instead. */
 __attribute__((noreturn)) void tu_skip(const char *fmt, ...);

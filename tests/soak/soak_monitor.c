@@ -19,17 +19,7 @@
 
 #include <uffd.h>
 #include "soak.h"
-
-#if defined(__SANITIZE_THREAD__)
-#define UNDER_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define UNDER_TSAN 1
-#endif
-#endif
-#ifndef UNDER_TSAN
-#define UNDER_TSAN 0
-#endif
+#include "../under_tsan.h"
 
 #define WATCHDOG_S 15  /* a target thread that makes no progress this long is stuck */
 #define POOL_THREADS 3 /* --mode pool: uffd_monitor_start()'s workers */
