@@ -178,6 +178,27 @@ START_TEST(load_nul_and_errors)
 }
 END_TEST
 
+/* Save the pages of the one run [off, off + len) of @src to @fd: uffd_order_save_pages()'s
+ * answer. */
+static int save_run(struct uffd_source *src, int fd, uint64_t off, uint64_t len)
+{
+	struct uffd_order *o;
+	int r;
+
+	ck_assert_int_eq(uffd_order_new(&o), 0);
+	uffd_order_add(o, off, len, NULL);
+	r = uffd_order_save_pages(o, src, fd);
+	uffd_order_free(o);
+	return r;
+}
+
+/* @fd holds exactly @len bytes: read them into @got. */
+static void read_saved(int fd, void *got, size_t len)
+{
+	ck_assert_int_eq(lseek(fd, 0, SEEK_END), (off_t)len);
+	ck_assert_int_eq(pread(fd, got, len, 0), (ssize_t)len);
+}
+
 START_TEST(save_pages_compacts)
 {
 	size_t len = 64 * PS;
@@ -192,18 +213,14 @@ START_TEST(save_pages_compacts)
 	uffd_order_add(o, 40 * PS, 3 * PS, NULL);
 	uffd_order_add(o, 2 * PS, PS, NULL);
 	ck_assert_int_eq(uffd_order_save_pages(o, src, fd), 0);
-	ck_assert_int_eq(lseek(fd, 0, SEEK_END), 4 * PS);
-	ck_assert_int_eq(pread(fd, got, 4 * PS, 0), 4 * PS);
+	read_saved(fd, got, 4 * PS);
 	ck_assert_int_eq(su_check(got, 40 * PS, 3 * PS, SEED), -1);
 	ck_assert_int_eq(su_check(got + 3 * PS, 2 * PS, PS, SEED), -1);
 	/* Regions cannot be read from a source; a run past its end is the source's -ENXIO. */
 	uffd_order_add(o, 0, PS, "heap");
 	ck_assert_int_eq(uffd_order_save_pages(o, src, fd), -EINVAL);
 	uffd_order_free(o);
-	ck_assert_int_eq(uffd_order_new(&o), 0);
-	uffd_order_add(o, len, PS, NULL);
-	ck_assert_int_eq(uffd_order_save_pages(o, src, fd), -ENXIO);
-	uffd_order_free(o);
+	ck_assert_int_eq(save_run(src, fd, len, PS), -ENXIO);
 	close(fd);
 	uffd_source_close(src);
 	free(img);
@@ -230,22 +247,41 @@ START_TEST(save_pages_short_last_page)
 	uffd_order_add(o, 7 * PS, 2 * PS, NULL); /* the last whole page and the short one */
 	uffd_order_add(o, 0, PS, NULL);
 	ck_assert_int_eq(uffd_order_save_pages(o, src, fd), 0);
-	ck_assert_int_eq(lseek(fd, 0, SEEK_END), 3 * PS);
-	ck_assert_int_eq(pread(fd, got, 3 * PS, 0), 3 * PS);
+	read_saved(fd, got, 3 * PS);
 	ck_assert_int_eq(su_check(got, 7 * PS, PS + 100, SEED), -1);
 	for (size_t i = PS + 100; i < 2 * PS; i++)
 		ck_assert_msg(got[i] == 0, "byte %zu past the end is %d", i, got[i]);
 	ck_assert_int_eq(su_check(got + 2 * PS, 0, PS, SEED), -1);
 	uffd_order_free(o);
 	/* A run that goes further than its last page: the source's -ENXIO. */
-	ck_assert_int_eq(uffd_order_new(&o), 0);
-	uffd_order_add(o, 8 * PS, 3 * PS, NULL);
-	ck_assert_int_eq(uffd_order_save_pages(o, src, fd), -ENXIO);
-	uffd_order_free(o);
-	ck_assert_int_eq(uffd_order_new(&o), 0);
-	uffd_order_add(o, 9 * PS, PS, NULL);
-	ck_assert_int_eq(uffd_order_save_pages(o, src, fd), -ENXIO);
-	uffd_order_free(o);
+	ck_assert_int_eq(save_run(src, fd, 8 * PS, 3 * PS), -ENXIO);
+	ck_assert_int_eq(save_run(src, fd, 9 * PS, PS), -ENXIO);
+	close(fd);
+	uffd_source_close(src);
+	free(img);
+	free(got);
+}
+END_TEST
+
+/*
+ * The same with a huge page: a 2 MiB-page registration of a source that ends 100 bytes into its
+ * second huge page records that page whole (uffd_serve() serves it so), and its pages are
+ * written whole, in parts of the 1 MiB buffer, the rest zero.
+ */
+START_TEST(save_pages_short_last_huge_page)
+{
+	const size_t huge = 2u << 20, len = huge + 100;
+	unsigned char *img = malloc(len), *got = malloc(huge);
+	struct uffd_source *src;
+	int fd = memfd_create("compact", MFD_CLOEXEC);
+
+	su_fill(img, 0, len, SEED);
+	ck_assert_int_eq(uffd_source_memory(&src, img, len), 0);
+	ck_assert_int_eq(save_run(src, fd, huge, huge), 0);
+	read_saved(fd, got, huge);
+	ck_assert_int_eq(su_check(got, huge, 100, SEED), -1);
+	for (size_t i = 100; i < huge; i += 4093)
+		ck_assert_msg(got[i] == 0, "byte %zu past the end is %d", i, got[i]);
 	close(fd);
 	uffd_source_close(src);
 	free(img);
@@ -387,37 +423,6 @@ static void check_prefetched(struct uffd_order *o, unsigned char *img, struct uf
 	       R_PAGES - set_pages());
 	restore_end(&r);
 }
-
-/*
- * The same with a huge page: a 2 MiB-page registration of a source that ends 100 bytes into its
- * second huge page records that page whole (uffd_serve() serves it so), and its pages are
- * written whole, in parts of the 1 MiB buffer, the rest zero.
- */
-START_TEST(save_pages_short_last_huge_page)
-{
-	const size_t huge = 2u << 20, len = huge + 100;
-	unsigned char *img = malloc(len), *got = malloc(huge);
-	struct uffd_order *o;
-	struct uffd_source *src;
-	int fd = memfd_create("compact", MFD_CLOEXEC);
-
-	su_fill(img, 0, len, SEED);
-	ck_assert_int_eq(uffd_source_memory(&src, img, len), 0);
-	ck_assert_int_eq(uffd_order_new(&o), 0);
-	uffd_order_add(o, huge, huge, NULL);
-	ck_assert_int_eq(uffd_order_save_pages(o, src, fd), 0);
-	ck_assert_int_eq(lseek(fd, 0, SEEK_END), (off_t)huge);
-	ck_assert_int_eq(pread(fd, got, huge, 0), (ssize_t)huge);
-	ck_assert_int_eq(su_check(got, huge, 100, SEED), -1);
-	for (size_t i = 100; i < huge; i += 4093)
-		ck_assert_msg(got[i] == 0, "byte %zu past the end is %d", i, got[i]);
-	uffd_order_free(o);
-	close(fd);
-	uffd_source_close(src);
-	free(img);
-	free(got);
-}
-END_TEST
 
 START_TEST(record_then_prefetch)
 {
