@@ -172,6 +172,13 @@ unsigned uffd_batch_next_fault(const struct uffd_batch *b)
 	return i;
 }
 
+/* Whether every notification read before message @seq has been delivered (the queue holds
+ * them in kernel order, the one being delivered at its head). With u->lock. */
+bool uffd_notes_done_locked(const struct uffd *u, uint64_t seq)
+{
+	return !u->ncount || u->nq[u->nhead].seq >= seq;
+}
+
 bool uffd_batch_ready_locked(const struct uffd *u, const struct uffd_batch *b)
 {
 	unsigned i;
@@ -188,7 +195,7 @@ bool uffd_batch_ready_locked(const struct uffd *u, const struct uffd_batch *b)
 	i = uffd_batch_next_fault(b);
 	if (i >= b->nprep)
 		return true;
-	return u->nq[u->nhead].seq > b->items[i].seq;
+	return uffd_notes_done_locked(u, b->items[i].seq + 1);
 }
 
 /* The oldest pending batch whose faults may be delivered now, the caller's, or NULL. */

@@ -38,7 +38,7 @@ static int notes_caught_up(struct uffd *u, uint64_t seq, int *handled)
 	if (r < 0)
 		return r;
 	pthread_mutex_lock(&u->lock);
-	r = !u->ncount || u->nq[u->nhead].seq >= seq;
+	r = uffd_notes_done_locked(u, seq);
 	pthread_mutex_unlock(&u->lock);
 	return r;
 }

@@ -389,6 +389,7 @@ UFFD_HIDDEN int uffd_batch_reserve(struct uffd *u, unsigned n);
 UFFD_HIDDEN void uffd_batches_free(struct uffd *u);
 UFFD_HIDDEN void uffd_pending_push_locked(struct uffd *u, struct uffd_batch *b);
 UFFD_HIDDEN unsigned uffd_batch_next_fault(const struct uffd_batch *b);
+UFFD_HIDDEN bool uffd_notes_done_locked(const struct uffd *u, uint64_t seq);
 UFFD_HIDDEN bool uffd_batch_ready_locked(const struct uffd *u, const struct uffd_batch *b);
 UFFD_HIDDEN struct uffd_batch *uffd_pending_pop(struct uffd *u);
 UFFD_HIDDEN int uffd_nq_reserve_locked(struct uffd *u);
