@@ -435,8 +435,7 @@ int main(int argc, char **argv)
 					optarg);
 			break;
 		case 'A':
-			scfg.ahead =
-				(uint32_t)tool_number("--ahead", optarg, 0, UFFD_SERVE_MAX_AHEAD);
+			scfg.ahead = tool_ahead(optarg);
 			break;
 		case 'r':
 			readahead = tool_number("--readahead", optarg, 1, 16384);
@@ -475,9 +474,7 @@ int main(int argc, char **argv)
 		tool_usage_error("no SOURCE given");
 	if (optind + 1 < argc)
 		tool_usage_error("unexpected argument '%s'", argv[optind + 1]);
-	if (scfg.ahead && record_path)
-		tool_usage_error("--ahead and --record: pages fetched ahead are never touched "
-				 "first by a fault, and the order would miss them");
+	tool_ahead_not_with_record(scfg.ahead, record_path);
 	if (chunk && readahead && chunk != readahead * page)
 		tool_usage_error("--chunk and --readahead disagree: give one of them");
 	if (readahead)

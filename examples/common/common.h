@@ -69,6 +69,11 @@ struct uffd_source *tool_source_open(const char *spec, uint64_t *len);
 struct uffd_source *tool_source_open_timeout(const char *spec, uint64_t *len, unsigned timeout_ms);
 /* Bytes given to @opt, with an optional K or M suffix, in [min, max], or a usage error. */
 uint64_t tool_size(const char *opt, const char *arg, uint64_t min, uint64_t max);
+/* The chunks --ahead asks for (uffd_serve_config::ahead), or a usage error. */
+uint32_t tool_ahead(const char *arg);
+/* A usage error when --ahead (@ahead) comes with --record (@record_path): uffd_serve() refuses
+ * the two together. */
+void tool_ahead_not_with_record(uint32_t ahead, const char *record_path);
 /* Load the recorded order at @path, or exit 1 with one line: unreadable, not the format, runs
  * with region names (uffd-trace's, which no image offset stands for), unaligned or past the
  * image's end. */

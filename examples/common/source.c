@@ -85,6 +85,18 @@ struct uffd_source *tool_source_open_timeout(const char *spec, uint64_t *len, un
 	return s;
 }
 
+uint32_t tool_ahead(const char *arg)
+{
+	return (uint32_t)tool_number("--ahead", arg, 0, UFFD_SERVE_MAX_AHEAD);
+}
+
+void tool_ahead_not_with_record(uint32_t ahead, const char *record_path)
+{
+	if (ahead && record_path)
+		tool_usage_error("--ahead and --record: pages fetched ahead are never touched "
+				 "first by a fault, and the order would miss them");
+}
+
 uint64_t tool_size(const char *opt, const char *arg, uint64_t min, uint64_t max)
 {
 	char *end;

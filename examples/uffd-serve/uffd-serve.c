@@ -797,7 +797,7 @@ int main(int argc, char **argv)
 			S.prefetch_path = optarg;
 			break;
 		case 'A':
-			S.ahead = (uint32_t)tool_number("--ahead", optarg, 0, UFFD_SERVE_MAX_AHEAD);
+			S.ahead = tool_ahead(optarg);
 			break;
 		case 'R':
 			S.record_path = optarg;
@@ -831,9 +831,7 @@ int main(int argc, char **argv)
 		tool_usage_error("no --listen SOCKET given");
 	if (!S.image_spec)
 		tool_usage_error("no --image SOURCE given");
-	if (S.ahead && S.record_path)
-		tool_usage_error("--ahead and --record: pages fetched ahead are never touched "
-				 "first by a fault, and the order would miss them");
+	tool_ahead_not_with_record(S.ahead, S.record_path);
 
 	S.image = tool_source_open(S.image_spec, &S.image_len);
 	if (S.prefetch_path) {
